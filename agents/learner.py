@@ -1,0 +1,200 @@
+"""The update shared by every pixel actor-critic learner (DrQ-v2 and SAC).
+
+One update, in the reference order (SPEC 6):
+  1. encode aug(obs) with gradients and aug(next_obs) without;
+  2. critic step (critic loss reaches encoder, action encoder and critic);
+  3. actor step on detached features (reaches the actor only);
+  4. critic target EMA;
+  5. auxiliary step (TACO / CURL) with fresh augmentations, on its own optimizer that also steps
+     the encoder and the action encoder ("reference" semantics).
+With `optimizer="single"` (an ablation) the critic and auxiliary losses share one backward pass and
+one Adam: the auxiliary anchor is the critic's encoding, and every no-grad encoder pass of the
+update (next_obs, CURL positive, future_obs) runs as one batched call.
+
+Subclasses say what the policy is: `_target_value`, `_actor_loss`, `_act`.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .nets import ActionEncoder, Actor, Critic, Encoder, RandomShift, latent_action_dim, soft_update
+from .taco import TACO
+
+AUX_KINDS = ("none", "curl", "taco")
+
+
+class PixelActorCritic:
+    actor_out_mult = 1  # how many outputs per action dimension the actor head has
+
+    def __init__(self, obs_shape: tuple[int, int, int], action_dim: int, *, device: str | torch.device = "cpu",
+                 lr: float = 1e-4, feature_dim: int = 50, hidden_dim: int = 1024, critic_tau: float = 0.01,
+                 expl_steps: int = 2000, precision: str = "fp32", aux: str = "none", taco_k: int = 3,
+                 taco_weight: float = 1.0, curl_weight: float = 1.0, reward_weight: float = 1.0,
+                 latent_dim: int = 0, action_encoder: bool = True, latent_critic: bool = True,
+                 optimizer: str = "reference", batch_nograd: bool = True) -> None:
+        if aux not in AUX_KINDS:
+            raise ValueError(f"aux={aux!r}: expected one of {AUX_KINDS}")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision={precision!r}: expected 'fp32' or 'bf16'")
+        if optimizer not in ("reference", "single"):
+            raise ValueError(f"optimizer={optimizer!r}: expected 'reference' or 'single'")
+        self.device = torch.device(device)
+        self.action_dim, self.critic_tau, self.expl_steps = action_dim, critic_tau, expl_steps
+        self.bf16, self.single_opt, self.batch_nograd = precision == "bf16", optimizer == "single", batch_nograd
+
+        self.encoder = Encoder(obs_shape).to(self.device)
+        repr_dim = self.encoder.repr_dim
+        self.tok = None
+        if aux == "taco" and action_encoder:
+            self.tok = ActionEncoder(action_dim, latent_dim or latent_action_dim(action_dim)).to(self.device)
+        self.latent_critic = self.tok is not None and latent_critic
+        code_dim = self.tok.latent_dim if self.latent_critic else action_dim
+        self.actor = Actor(repr_dim, action_dim, feature_dim, hidden_dim, self.actor_out_mult).to(self.device)
+        self.critic = Critic(repr_dim, code_dim, feature_dim, hidden_dim).to(self.device)
+        self.critic_target = Critic(repr_dim, code_dim, feature_dim, hidden_dim).to(self.device)
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic_target.requires_grad_(False)
+        self.aux = None
+        if aux != "none":
+            weights = (taco_weight, curl_weight, reward_weight) if aux == "taco" else (0.0, curl_weight or 1.0, 0.0)
+            self.aux = TACO(repr_dim, action_dim, k=taco_k, feature_dim=feature_dim, hidden_dim=hidden_dim,
+                            action_encoder=self.tok, taco_weight=weights[0], curl_weight=weights[1],
+                            reward_weight=weights[2]).to(self.device)
+        self.aug = RandomShift(pad=4)
+
+        shared = list(self.encoder.parameters()) + (list(self.tok.parameters()) if self.tok else [])
+        aux_own = self.aux.own_parameters() if self.aux is not None else []
+        self.opts: dict[str, torch.optim.Optimizer] = {"actor": torch.optim.Adam(self.actor.parameters(), lr=lr)}
+        if self.single_opt:
+            self.opts["critic"] = torch.optim.Adam(list(self.critic.parameters()) + shared + aux_own, lr=lr)
+        else:
+            self.opts["critic"] = torch.optim.Adam(list(self.critic.parameters()) + shared, lr=lr)
+            if self.aux is not None:
+                self.opts["aux"] = torch.optim.Adam(shared + aux_own, lr=lr)
+
+    # ----------------------------------------------------------------- helpers
+    def autocast(self):
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def action_code(self, action: torch.Tensor) -> torch.Tensor:
+        return self.tok(action) if self.latent_critic else action
+
+    def encode_nograd(self, frames: list[torch.Tensor]) -> list[torch.Tensor]:
+        """enc(aug(x)) under no-grad for each x; one batched encoder call unless `batch_nograd` is off.
+
+        Augmentations are drawn per input in order either way, so both paths see the same shifts.
+        """
+        with torch.no_grad():
+            augmented = [self.aug(x) for x in frames]
+            if not self.batch_nograd:
+                return [self.encoder(x) for x in augmented]
+            return list(self.encoder(torch.cat(augmented)).split([len(x) for x in augmented]))
+
+    def modules(self) -> dict[str, nn.Module]:
+        mods = {"encoder": self.encoder, "actor": self.actor, "critic": self.critic,
+                "critic_target": self.critic_target}
+        if self.tok is not None:
+            mods["tok"] = self.tok
+        if self.aux is not None:
+            mods["aux"] = self.aux
+        return mods
+
+    def train(self, training: bool = True) -> None:
+        for m in self.modules().values():
+            m.train(training)
+
+    # ----------------------------------------------------------------- acting
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray:
+        """Action in [-1, 1] for one uint8 observation; uniform random during the first `expl_steps`."""
+        if not eval_mode and step < self.expl_steps:
+            return (torch.rand(self.action_dim) * 2.0 - 1.0).numpy()
+        obs_t = torch.as_tensor(obs, device=self.device).unsqueeze(0)
+        with self.autocast():
+            action = self._act(self.encoder(obs_t), step, eval_mode)
+        return action.float().clamp(-1.0, 1.0)[0].cpu().numpy()
+
+    # ----------------------------------------------------------------- learning
+    def critic_loss(self, feat: torch.Tensor, batch, next_feat: torch.Tensor, step: int):
+        with torch.no_grad():
+            target_q = batch["reward"] + batch["discount"] * self._target_value(next_feat, step)
+        q1, q2 = self.critic(feat, self.action_code(batch["action"]))
+        loss = F.mse_loss(q1.float(), target_q.float()) + F.mse_loss(q2.float(), target_q.float())
+        return loss, {"critic_loss": loss.detach(), "critic_q1": q1.detach().float().mean(),
+                      "critic_target_q": target_q.detach().float().mean()}
+
+    def update_actor(self, feat: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        with self.autocast():
+            loss, metrics = self._actor_loss(feat, step)
+        self.opts["actor"].zero_grad(set_to_none=True)
+        loss.backward(inputs=list(self.actor.parameters()))  # critic and tok get no gradient
+        self.opts["actor"].step()
+        return metrics
+
+    def update(self, batch, step: int) -> dict[str, torch.Tensor]:
+        """One learner update on a sampled batch; returns 0-dim tensors (no host sync here)."""
+        metrics: dict[str, torch.Tensor] = {"batch_reward": batch["reward"].mean()}
+        aux_keys = self.aux.nograd_keys if self.aux is not None else []
+        with self.autocast():
+            feat = self.encoder(self.aug(batch["obs"]))
+            extra = aux_keys if self.single_opt else []
+            encoded = self.encode_nograd([batch["next_obs"]] + [batch[k] for k in extra])
+            loss, m = self.critic_loss(feat, batch, encoded[0], step)
+            metrics.update(m)
+            if self.single_opt and self.aux is not None:
+                aux_loss, m = self.aux.loss(batch, feat, encoded[1:])
+                metrics.update(m)
+                loss = loss + aux_loss
+        self.opts["critic"].zero_grad(set_to_none=True)
+        loss.backward()
+        self.opts["critic"].step()
+
+        metrics.update(self.update_actor(feat.detach(), step))
+        soft_update(self.critic, self.critic_target, self.critic_tau)
+        if self.aux is not None and not self.single_opt:
+            metrics.update(self.update_aux(batch))
+        return metrics
+
+    def update_aux(self, batch) -> dict[str, torch.Tensor]:
+        with self.autocast():
+            anchor = self.encoder(self.aug(batch["obs"]))
+            targets = self.encode_nograd([batch[k] for k in self.aux.nograd_keys])
+            loss, metrics = self.aux.loss(batch, anchor, targets)
+        self.opts["aux"].zero_grad(set_to_none=True)
+        loss.backward()
+        self.opts["aux"].step()
+        return metrics
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        state = {f"net/{k}": m.state_dict() for k, m in self.modules().items()}
+        state.update({f"opt/{k}": o.state_dict() for k, o in self.opts.items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        expected = set(self.state_dict())
+        if set(state) != expected:
+            raise ValueError(f"checkpoint holds {sorted(state)}, this learner expects {sorted(expected)}: "
+                             "was it written by a different agent/aux configuration?")
+        for k, m in self.modules().items():
+            m.load_state_dict(state[f"net/{k}"])
+        for k, o in self.opts.items():
+            o.load_state_dict(state[f"opt/{k}"])
+
+    # ----------------------------------------------------------------- policy (subclasses)
+    def _act(self, feat: torch.Tensor, step: int, eval_mode: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _target_value(self, next_feat: torch.Tensor, step: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _actor_loss(self, feat: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError

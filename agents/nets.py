@@ -1,0 +1,138 @@
+"""Networks shared by every learner (SPEC section 3).
+
+Frames reach the learner as uint8; augmentation and normalisation happen here, on the learner's
+device, so the replay never stores floats. Convolutions run channels_last (faster on CPU and on
+tensor-core GPUs); the flattened features keep NCHW order so the math is that of the reference.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def weight_init(m: nn.Module) -> None:
+    """Orthogonal weights (ReLU gain for convolutions), zero biases."""
+    if isinstance(m, nn.Linear):
+        nn.init.orthogonal_(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Conv2d):
+        nn.init.orthogonal_(m.weight, nn.init.calculate_gain("relu"))
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def mlp(inp: int, hidden: int, out: int, depth: int = 2) -> nn.Sequential:
+    """`depth` hidden ReLU layers of width `hidden`, then a linear output."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(inp if i == 0 else hidden, hidden), nn.ReLU(inplace=True)]
+    layers.append(nn.Linear(hidden, out))
+    return nn.Sequential(*layers)
+
+
+class RandomShift(nn.Module):
+    """Random shift by up to `pad` pixels with replicate padding, one draw per sample per call.
+
+    Replicate padding followed by an integer crop equals clamping the source indices, so the shift is
+    a single gather on the (uint8 or float) frames: no padded copy, no `grid_sample`.
+    """
+
+    def __init__(self, pad: int = 4) -> None:
+        super().__init__()
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        shift = torch.randint(0, 2 * self.pad + 1, (n, 2), device=x.device) - self.pad
+        rows = (torch.arange(h, device=x.device) + shift[:, 1:2]).clamp_(0, h - 1)  # (n, h)
+        cols = (torch.arange(w, device=x.device) + shift[:, 0:1]).clamp_(0, w - 1)  # (n, w)
+        flat = (rows[:, :, None] * w + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+        return x.reshape(n, c, h * w).gather(2, flat).view(n, c, h, w)
+
+
+class Encoder(nn.Module):
+    """4 conv layers, 32 channels, 3x3, strides 2,1,1,1; sees obs / 255 - 0.5."""
+
+    def __init__(self, obs_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        c, h, w = obs_shape
+        self.convnet = nn.Sequential(
+            nn.Conv2d(c, 32, 3, stride=2), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True),
+        )
+        oh, ow = (h - 3) // 2 + 1 - 6, (w - 3) // 2 + 1 - 6
+        if oh < 1 or ow < 1:
+            raise ValueError(f"image {h}x{w} is too small for the encoder (needs at least 17x17)")
+        self.repr_dim = 32 * oh * ow
+        self.apply(weight_init)
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float().div_(255.0).sub_(0.5) if obs.dtype == torch.uint8 else obs / 255.0 - 0.5
+        h = self.convnet(x.contiguous(memory_format=torch.channels_last))
+        return h.flatten(1)
+
+
+def trunk(repr_dim: int, feature_dim: int) -> nn.Sequential:
+    """Linear -> LayerNorm -> Tanh: one per consumer of encoder features."""
+    return nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+
+
+class Actor(nn.Module):
+    """trunk -> MLP -> `out_mult * |A|` outputs; the learner decides what they mean."""
+
+    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int,
+                 out_mult: int = 1) -> None:
+        super().__init__()
+        self.trunk = trunk(repr_dim, feature_dim)
+        self.policy = mlp(feature_dim, hidden_dim, out_mult * action_dim)
+        self.apply(weight_init)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.policy(self.trunk(feat))
+
+
+class Critic(nn.Module):
+    """trunk -> concat(feature, action code) -> two Q heads."""
+
+    def __init__(self, repr_dim: int, action_code_dim: int, feature_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.trunk = trunk(repr_dim, feature_dim)
+        self.q1 = mlp(feature_dim + action_code_dim, hidden_dim, 1)
+        self.q2 = mlp(feature_dim + action_code_dim, hidden_dim, 1)
+        self.apply(weight_init)
+
+    def forward(self, feat: torch.Tensor, action_code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.cat([self.trunk(feat), action_code], dim=-1)
+        return self.q1(h), self.q2(h)
+
+
+class ActionEncoder(nn.Module):
+    """TACO's per-step action encoder `tok`: |A| -> 64 -> Tanh -> d_u.
+
+    It is shared: the critic scores Q(z, tok(a)) and TACO encodes action sequences with it, so it
+    lives here and both receive the same instance.
+    """
+
+    def __init__(self, action_dim: int, latent_dim: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.net = nn.Sequential(nn.Linear(action_dim, 64), nn.Tanh(), nn.Linear(64, latent_dim))
+        self.apply(weight_init)
+
+    def forward(self, action: torch.Tensor) -> torch.Tensor:
+        return self.net(action)
+
+
+def latent_action_dim(action_dim: int) -> int:
+    """TACO's heuristic size of a latent action: int(1.25 |A|) + 1."""
+    return int(1.25 * action_dim) + 1
+
+
+@torch.no_grad()
+def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
+    """target <- tau * net + (1 - tau) * target, as one fused op over all parameters."""
+    torch._foreach_lerp_(list(target.parameters()), list(net.parameters()), tau)
