@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def weight_init(m: nn.Module) -> None:
@@ -41,14 +42,28 @@ class RandomShift(nn.Module):
     def __init__(self, pad: int = 4) -> None:
         super().__init__()
         self.pad = pad
+        self.mode = "gather"  # "grid": the reference's pad + grid_sample formulation (for benchmarks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "grid":
+            return self._grid(x)
         n, c, h, w = x.shape
         shift = torch.randint(0, 2 * self.pad + 1, (n, 2), device=x.device) - self.pad
         rows = (torch.arange(h, device=x.device) + shift[:, 1:2]).clamp_(0, h - 1)  # (n, h)
         cols = (torch.arange(w, device=x.device) + shift[:, 0:1]).clamp_(0, w - 1)  # (n, w)
         flat = (rows[:, :, None] * w + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
         return x.reshape(n, c, h * w).gather(2, flat).view(n, c, h, w)
+
+    def _grid(self, x: torch.Tensor) -> torch.Tensor:
+        """Float pad + bilinear sampling on a grid that lands on pixel centres (same values up to rounding)."""
+        n, c, h, w = x.shape
+        p = self.pad
+        x = F.pad(x.float(), (p, p, p, p), mode="replicate")
+        size = h + 2 * p
+        base = (torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / size - 1.0  # centres of the first h
+        grid = torch.stack(torch.meshgrid(base, base, indexing="xy"), dim=-1).expand(n, h, w, 2)
+        shift = torch.randint(0, 2 * p + 1, (n, 1, 1, 2), device=x.device).to(x.dtype) * (2.0 / size)
+        return F.grid_sample(x, grid + shift, padding_mode="zeros", align_corners=False)
 
 
 class Encoder(nn.Module):
@@ -67,13 +82,15 @@ class Encoder(nn.Module):
         if oh < 1 or ow < 1:
             raise ValueError(f"image {h}x{w} is too small for the encoder (needs at least 17x17)")
         self.repr_dim = 32 * oh * ow
+        self.channels_last = True
         self.apply(weight_init)
         self.to(memory_format=torch.channels_last)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs.float().div_(255.0).sub_(0.5) if obs.dtype == torch.uint8 else obs / 255.0 - 0.5
-        h = self.convnet(x.contiguous(memory_format=torch.channels_last))
-        return h.flatten(1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.convnet(x).flatten(1)
 
 
 def trunk(repr_dim: int, feature_dim: int) -> nn.Sequential:

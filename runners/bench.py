@@ -1,0 +1,115 @@
+"""`taco bench`: the one way speed and memory claims are made.
+
+Builds the learner and replay a config describes, fills the replay with synthetic episodes, and
+times replay sampling, learner updates and env stepping (faithful and fast render). With
+`--baseline` it also times the same math the way the reference implementation runs it
+(grid_sample augmentation, NCHW convolutions, one encoder call per no-grad pass), in the same
+process, so the speed-up is a ratio measured in one run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import resource
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from envs import make_env
+
+from .config import Config
+from .train import build_agent, make_replay, resolve_device
+
+
+def _timed(fn: Callable[[], Any], repeats: int, warmup: int, device: torch.device) -> float:
+    """Median wall-clock milliseconds of `fn` over `repeats` calls after `warmup` calls."""
+    times = []
+    for i in range(warmup + repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        out = fn()
+        if isinstance(out, dict):  # force any pending device work the metrics depend on
+            [float(v) for v in out.values()]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append((time.perf_counter() - t) * 1000.0)
+    return float(np.median(times))
+
+
+def fill_replay(replay, episodes: int, length: int, action_dim: int, gen: torch.Generator) -> None:
+    """Synthetic episodes of random frames (content does not change sampling or update cost)."""
+    c, h, w = replay.frame_shape
+    for _ in range(episodes):
+        frames = torch.randint(0, 256, (length + 1, c, h, w), dtype=torch.uint8, generator=gen)
+        actions = torch.rand(length, action_dim, generator=gen) * 2 - 1
+        replay.add_episode(frames, actions, torch.rand(length, generator=gen), torch.ones(length))
+
+
+def env_fps(cfg: Config, fast: bool, steps: int) -> float:
+    env = make_env(cfg.task, cfg.seed, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack,
+                   image_size=cfg.image_size, fast_render=fast)
+    env.reset(seed=cfg.seed)
+    env.step(env.action_space.sample())  # first render creates the GL context: not timed
+    frames, t = 0, time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, info = env.step(env.action_space.sample())
+        frames += int(info.get("frames", cfg.action_repeat))
+        if terminated or truncated:
+            env.reset()
+    fps = frames / (time.perf_counter() - t)
+    env.close()
+    return fps
+
+
+def as_reference(agent) -> None:
+    """Switch a learner to the reference implementation's way of computing the same math."""
+    agent.batch_nograd = False
+    agent.aug.mode = "grid"
+    agent.encoder.channels_last = False
+    agent.encoder.to(memory_format=torch.contiguous_format)
+
+
+def bench(cfg: Config, updates: int = 5, samples: int = 20, env_steps: int = 200, baseline: bool = False,
+          skip_env: bool = False) -> dict[str, Any]:
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    probe = make_env(cfg.task, cfg.seed, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack,
+                     image_size=cfg.image_size)
+    obs_shape, action_dim = probe.observation_space.shape, probe.action_space.shape[0]
+    probe.close()
+    frame_shape = (3, *obs_shape[1:])
+    gen = torch.Generator().manual_seed(cfg.seed)
+    length = 500
+    episodes = max(4, (4 * cfg.batch_size) // length + 2)
+    replay = make_replay(dataclasses.replace(cfg, capacity=episodes * (length + 1)), frame_shape, action_dim, device)
+    fill_replay(replay, episodes, length, action_dim, gen)
+
+    result: dict[str, Any] = {}
+    result["sample_ms"] = _timed(lambda: replay.sample(cfg.batch_size), samples, 2, device)
+    batch = replay.sample(cfg.batch_size)
+    step = cfg.expl_steps + 1
+    agent = build_agent(cfg, obs_shape, action_dim, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    result["update_ms"] = _timed(lambda: agent.update(batch, step), updates, 1, device)
+    if device.type == "cuda":
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    if baseline:
+        ref = build_agent(cfg, obs_shape, action_dim, device)
+        as_reference(ref)
+        result["baseline_update_ms"] = _timed(lambda: ref.update(batch, step), updates, 1, device)
+        result["update_speedup"] = result["baseline_update_ms"] / result["update_ms"]
+    if not skip_env:
+        result["env_fps"] = env_fps(cfg, False, env_steps)
+        result["env_fps_fast"] = env_fps(cfg, True, env_steps)
+    result["bytes_per_transition"] = replay.bytes_per_transition
+    result["stacked_bytes_per_transition"] = 2 * int(np.prod(obs_shape)) + 4 * (action_dim + 2)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    result["device"] = str(device)
+    result["torch"] = torch.__version__
+    result["threads"] = torch.get_num_threads()
+    result["settings"] = dataclasses.asdict(cfg)
+    return result

@@ -1,0 +1,191 @@
+"""Run configuration: one dataclass is the single source of truth (its help strings are the CLI help).
+
+Resolution order, later wins: dataclass defaults -> task preset -> aux preset -> named preset
+(`preset=quick`) -> the user's `key=value` overrides. OmegaConf parses and merges the overrides and
+type-checks them against the dataclass.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Config:
+    # what to run
+    task: str = _f("cheetah_run", "environment: a dm_control task (e.g. cheetah_run, reach_duplo) or point_reach")
+    agent: str = _f("drqv2", "learner: drqv2 | sac")
+    aux: str = _f("none", "auxiliary loss: none | curl | taco")
+    preset: str = _f("", "named preset applied after the task/aux presets: quick | paper (empty = paper)")
+    seed: int = _f(1, "random seed (training env, networks, replay sampling; eval env uses seed + 10000)")
+    device: str = _f("auto", "cpu | cuda | cuda:N | auto (cuda when available)")
+    precision: str = _f("fp32", "fp32 | bf16 (autocast for the encoder and heads; changes numerics)")
+    root: str = _f("runs", "parent folder of derived run directories")
+    run_dir: str = _f("", "explicit run directory (default: <root>/<task>/<agent>-<aux>/seed<seed>-<hash>)")
+    # environment
+    action_repeat: int = _f(2, "simulator frames per agent step")
+    frame_stack: int = _f(3, "frames stacked into one observation")
+    image_size: int = _f(84, "rendered frame height and width")
+    fast_render: bool = _f(False, "turn MuJoCo shadows and multisampling off (faster, slightly different pixels)")
+    # budget and evaluation (in frames; steps = frames / action_repeat)
+    frames: int = _f(1_000_000, "training budget in simulator frames")
+    seed_frames: int = _f(4000, "frames collected before the first update")
+    expl_steps: int = _f(2000, "agent steps of uniform random actions at the start")
+    eval_every_frames: int = _f(10_000, "evaluate every this many frames")
+    eval_episodes: int = _f(10, "episodes per evaluation (mean action, separate env)")
+    save_video: bool = _f(True, "write an mp4 of the first episode of each evaluation")
+    checkpoint_every_frames: int = _f(50_000, "checkpoint (with replay) at the first episode end after this many frames")
+    log_every_frames: int = _f(1000, "write train.csv / TensorBoard scalars every this many frames")
+    # replay
+    capacity: int = _f(1_000_000, "replay capacity in transitions (one stored frame each)")
+    replay_device: str = _f("auto", "where the replay lives: auto (the learner's device) | cpu")
+    batch_size: int = _f(256, "replay batch size")
+    nstep: int = _f(3, "n-step return length")
+    gamma: float = _f(0.99, "discount factor")
+    # learner
+    lr: float = _f(1e-4, "Adam learning rate (every network)")
+    feature_dim: int = _f(50, "trunk output size")
+    hidden_dim: int = _f(1024, "MLP width")
+    critic_tau: float = _f(0.01, "critic target EMA rate")
+    update_every_steps: int = _f(2, "agent steps per learner update")
+    std_schedule: str = _f("linear(1.0,0.1,500000)", "DrQ-v2 exploration std: number or linear(init,final,steps)")
+    std_clip: float = _f(0.3, "DrQ-v2 target/actor noise clip")
+    init_alpha: float = _f(0.1, "SAC initial temperature")
+    # TACO / CURL
+    taco_k: int = _f(3, "TACO horizon K (action sequence length)")
+    taco_weight: float = _f(1.0, "weight of the TACO InfoNCE term")
+    curl_weight: float = _f(1.0, "weight of the CURL term (0 turns it off)")
+    reward_weight: float = _f(1.0, "weight of the reward-prediction term (0 turns it off)")
+    latent_action_dim: int = _f(0, "latent action size d_u (0 = int(1.25|A|)+1)")
+    action_encoder: bool = _f(True, "learn the action encoder (false: raw actions everywhere)")
+    latent_critic: bool = _f(True, "critic scores Q(z, tok(a)) (false: Q(z, a))")
+    optimizer: str = _f("reference", "reference (separate critic and aux Adam steps) | single (one summed step, ablation)")
+
+
+# Every benchmark task is "medium" (exploration std over 500k steps); easy tasks use 100k.
+EASY_TASKS = ("cartpole_balance", "cartpole_swingup", "reacher_easy", "walker_walk", "cup_catch", "finger_spin")
+TASK_PRESETS: dict[str, dict[str, Any]] = {
+    **{t: {"std_schedule": "linear(1.0,0.1,100000)"} for t in EASY_TASKS},
+    "walker_walk": {"std_schedule": "linear(1.0,0.1,100000)", "nstep": 1, "batch_size": 512},
+    "walker_run": {"nstep": 1, "batch_size": 512},
+    "quadruped_run": {"capacity": 100_000},
+    # the tiny numpy env: 50-step episodes, small frames, learns in CPU minutes
+    "point_reach": {"action_repeat": 1, "image_size": 32, "frames": 6000, "seed_frames": 500, "expl_steps": 250,
+                    "eval_every_frames": 1000, "eval_episodes": 5, "batch_size": 64, "nstep": 3,
+                    "hidden_dim": 256, "capacity": 100_000, "std_schedule": "linear(1.0,0.1,3000)",
+                    "checkpoint_every_frames": 2000, "log_every_frames": 500, "update_every_steps": 1},
+}
+AUX_PRESETS: dict[str, dict[str, Any]] = {
+    "taco": {"batch_size": 1024, "taco_k": 3, "lr": 1e-4},  # the published TACO setting, every task
+}
+NAMED_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # a CPU smoke run: every artefact (eval.csv, TensorBoard, video, checkpoint) in a few minutes
+    "quick": {"frames": 4000, "seed_frames": 1000, "expl_steps": 500, "eval_every_frames": 2000,
+              "eval_episodes": 1, "batch_size": 32, "fast_render": True, "checkpoint_every_frames": 2000,
+              "log_every_frames": 500, "capacity": 100_000, "hidden_dim": 256},
+}
+# Fields that do not change what a run computes: left out of the run-directory hash, so that
+# `frames=...` extends a run and `device=...` moves it.
+UNHASHED = ("root", "run_dir", "frames", "device", "replay_device", "save_video", "log_every_frames",
+            "checkpoint_every_frames")
+
+
+class ConfigError(ValueError):
+    """A bad override or value; the message says what was wrong and what is expected."""
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config)]
+
+
+def help_text() -> str:
+    lines = []
+    for f in dataclasses.fields(Config):
+        lines.append(f"  {f.name}={f.default!s:<24} {f.metadata['help']}")
+    return "\n".join(lines)
+
+
+def _parse(overrides: list[str]) -> dict[str, Any]:
+    names = field_names()
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"malformed override {item!r}: expected key=value (e.g. task=cheetah_run)")
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; `taco train --help` lists them"
+            raise ConfigError(f"unknown config key {key!r}{hint}")
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"could not parse overrides {overrides}: {e}") from None
+
+
+def resolve(overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, presets, then overrides -> a validated Config."""
+    user = _parse(list(overrides))
+    base = Config()
+    task, aux = user.get("task", base.task), user.get("aux", base.aux)
+    preset = user.get("preset", base.preset) or "paper"
+    if preset not in NAMED_PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}: expected one of {sorted(NAMED_PRESETS)}")
+    merged = OmegaConf.structured(Config)
+    try:
+        for layer in (TASK_PRESETS.get(str(task), {}), AUX_PRESETS.get(str(aux), {}), NAMED_PRESETS[preset], user):
+            merged = OmegaConf.merge(merged, layer)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"bad value: {e}".splitlines()[0]) from None
+    cfg = Config(**OmegaConf.to_container(merged))  # type: ignore[arg-type]
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    from agents import AGENTS, AUX_KINDS
+    from envs import TASKS, UnknownTaskError
+
+    if cfg.task not in TASKS:
+        close = difflib.get_close_matches(cfg.task, TASKS, n=3)
+        raise UnknownTaskError(f"unknown task {cfg.task!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
+                               + f" Valid tasks: {', '.join(TASKS)}")
+    choices = {"agent": tuple(AGENTS), "aux": AUX_KINDS, "precision": ("fp32", "bf16"),
+               "optimizer": ("reference", "single"), "replay_device": ("auto", "cpu")}
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(f"{key}={getattr(cfg, key)!r}: expected one of {', '.join(allowed)}")
+    positive = ("frames", "action_repeat", "frame_stack", "image_size", "capacity", "batch_size", "nstep",
+                "update_every_steps", "eval_every_frames", "taco_k")
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key}={getattr(cfg, key)}: expected a positive integer")
+    if not 0.0 < cfg.gamma <= 1.0:
+        raise ConfigError(f"gamma={cfg.gamma}: expected 0 < gamma <= 1")
+
+
+def config_hash(cfg: Config) -> str:
+    data = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in UNHASHED}
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def run_directory(cfg: Config) -> Path:
+    if cfg.run_dir:
+        return Path(cfg.run_dir).expanduser().resolve()
+    name = f"seed{cfg.seed}-{config_hash(cfg)}"
+    return (Path(cfg.root).expanduser() / cfg.task / f"{cfg.agent}-{cfg.aux}" / name).resolve()
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

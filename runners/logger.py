@@ -1,0 +1,92 @@
+"""Run logs: CSV files (eval.csv, train.csv) and TensorBoard scalars, both with frame and step columns.
+
+On resume, rows written after the checkpoint's frame are dropped first, so a run that died between
+a checkpoint and its next one does not log those frames twice.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+
+class CSVLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fields: list[str] | None = None
+        if path.exists():
+            with path.open(newline="") as f:
+                reader = csv.reader(f)
+                self.fields = next(reader, None)
+
+    def truncate_after(self, frame: int) -> None:
+        """Drop rows whose `frame` is beyond `frame` (left by a run that died after its last checkpoint)."""
+        if not self.path.exists():
+            return
+        with self.path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        kept = [r for r in rows if float(r["frame"]) <= frame]
+        if len(kept) != len(rows):
+            with self.path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.fields or [])
+                writer.writeheader()
+                writer.writerows(kept)
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        if self.fields is None:
+            self.fields = list(row)
+            with self.path.open("w", newline="") as f:
+                csv.writer(f).writerow(self.fields)
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(row)
+
+
+class Logger:
+    """CSV + TensorBoard. Metric values may be 0-dim tensors: they are converted only here."""
+
+    def __init__(self, run_dir: Path, resume_frame: int = 0, tensorboard: bool = True) -> None:
+        self.csv = {name: CSVLog(run_dir / f"{name}.csv") for name in ("train", "eval")}
+        for log in self.csv.values():
+            log.truncate_after(resume_frame)
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_frame or None)
+
+    def log(self, kind: str, frame: int, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
+        row = {"frame": frame, "step": step, **{k: float(v) for k, v in metrics.items()}}
+        self.csv[kind].write(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k not in ("frame", "step"):
+                    self.tb.add_scalar(f"{kind}/{k}", v, frame)
+        return row
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def mean_metrics(history: list[Mapping[str, Any]]) -> dict[str, float]:
+    """Average a list of metric dicts (tensors stacked once, one host sync)."""
+    if not history:
+        return {}
+    import torch
+
+    keys = history[0].keys()
+    return {k: float(torch.stack([torch.as_tensor(h[k]).float() for h in history]).mean()) for k in keys}
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
+    """CHW uint8 frames -> mp4 (via imageio's bundled ffmpeg)."""
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.mp4")
+    with imageio.get_writer(tmp, fps=fps, macro_block_size=1) as writer:
+        for frame in frames:
+            writer.append_data(np.ascontiguousarray(frame.transpose(1, 2, 0)))
+    tmp.replace(path)
