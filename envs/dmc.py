@@ -1,0 +1,152 @@
+"""dm_control tasks as gymnasium base envs that emit single CHW uint8 frames.
+
+Two loaders share one class: suite tasks render ``physics.render(camera_id=...)``
+themselves; ``reach_duplo`` (dm_control.manipulation, a composer env) renders its
+own ``front_close`` camera observation at 84x84 every control step.
+
+dm_control is imported inside functions only, after ``probe_render_backend`` has
+set ``MUJOCO_GL`` (dm_control fixes its GL backend when first imported).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs.tasks import TaskSpec
+
+__all__ = ["DMCPixelEnv", "rescale_action", "apply_fast_render"]
+
+MANIPULATION_IMAGE_SIZE = 84  # dm_control's *_vision manipulation cameras are 84x84
+
+
+def rescale_action(action: np.ndarray, minimum: np.ndarray, maximum: np.ndarray,
+                   dtype: np.dtype | type = np.float64) -> np.ndarray:
+    """Clip ``action`` to [-1, 1] and map it linearly onto [minimum, maximum].
+
+    -1 -> minimum, +1 -> maximum; the result is cast to ``dtype`` (the spec's
+    dtype: dm_control checks it and numpy 2 will not cast silently).
+    """
+    a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+    low = np.asarray(minimum, dtype=np.float64)
+    high = np.asarray(maximum, dtype=np.float64)
+    return (low + (a + 1.0) * 0.5 * (high - low)).astype(dtype)
+
+
+def apply_fast_render(quality: Any) -> None:
+    """Turn off shadows and multisampling on a ``vis.quality``/``visual.quality``.
+
+    Must happen before the first render: the render context copies these when it
+    is created (lazily, at the first ``physics.render``). ~4-6x faster frames on
+    CPU, slightly different pixels, so never a benchmark default.
+    """
+    quality.shadowsize = 0
+    quality.offsamples = 0
+
+
+class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
+    """A dm_control task seen through pixels.
+
+    Actions in [-1, 1] are rescaled to the task's spec.  A dm_control LAST step
+    with discount 0 is ``terminated``; with discount > 0 (the time limit) it is
+    ``truncated``.  ``info["discount"]`` carries the env discount.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, spec: TaskSpec, seed: int, image_size: int = 84, fast_render: bool = False) -> None:
+        if spec.kind == "manipulation" and image_size != MANIPULATION_IMAGE_SIZE:
+            # Its camera observable is fixed at 84x84; resizing would change the task's pixels.
+            raise ValueError(
+                f"{spec.name} renders its {spec.pixels_key!r} camera at "
+                f"{MANIPULATION_IMAGE_SIZE}x{MANIPULATION_IMAGE_SIZE} only; got image_size={image_size}"
+            )
+        self.task_spec = spec
+        self.image_size = image_size
+        self.fast_render = fast_render
+        self._env = self._load(spec, seed)
+        if spec.kind == "manipulation":
+            # The composer env recompiles Physics from the MJCF model at every reset,
+            # so the quality settings go on the MJCF model itself.
+            if fast_render:
+                apply_fast_render(self._env.task.root_entity.mjcf_model.visual.quality)
+        elif fast_render:
+            apply_fast_render(self._env.physics.model.vis.quality)
+
+        action_spec = self._env.action_spec()
+        self._action_dtype = action_spec.dtype
+        self._action_min = np.broadcast_to(action_spec.minimum, action_spec.shape).astype(np.float64)
+        self._action_max = np.broadcast_to(action_spec.maximum, action_spec.shape).astype(np.float64)
+        self._needs_rescale = not (np.all(self._action_min == -1.0) and np.all(self._action_max == 1.0))
+        self.action_space = gym.spaces.Box(-1.0, 1.0, action_spec.shape, np.float32)
+        self.observation_space = gym.spaces.Box(0, 255, (3, image_size, image_size), np.uint8)
+        self._needs_reset = True
+        self._time_step: Any = None
+
+    @staticmethod
+    def _load(spec: TaskSpec, seed: int) -> Any:
+        if spec.kind == "suite":
+            from dm_control import suite
+
+            return suite.load(spec.domain, spec.task, task_kwargs={"random": seed})
+        if spec.kind == "manipulation":
+            from dm_control import manipulation
+
+            return manipulation.load(spec.task, seed=seed)
+        raise ValueError(f"{spec.name} is not a dm_control task")
+
+    @property
+    def physics(self) -> Any:
+        """The current dm_control Physics (a composer env replaces it at each reset)."""
+        return self._env.physics
+
+    def _reseed(self, seed: int) -> None:
+        """Restart the task's random stream in place, as if built with ``seed``."""
+        if self.task_spec.kind == "suite":
+            self._env.task.random.seed(seed)
+        else:
+            self._env.random_state.seed(seed)
+
+    def frame(self) -> np.ndarray:
+        """The current frame as (3, H, W) uint8 (rendered now for suite tasks)."""
+        if self.task_spec.kind == "manipulation":
+            pixels = self._time_step.observation[self.task_spec.pixels_key][0]
+        else:
+            pixels = self._env.physics.render(
+                height=self.image_size, width=self.image_size, camera_id=self.task_spec.camera_id
+            )
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.uint8)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is not None:
+            self._reseed(seed)
+        self._time_step = self._env.reset()
+        self._needs_reset = False
+        return self.frame(), {"discount": 1.0}
+
+    def step_no_frame(self, action: np.ndarray) -> tuple[float, bool, bool, dict[str, Any]]:
+        """Advance one env frame without rendering (see wrappers.FrameDeferringEnv)."""
+        if self._needs_reset:
+            raise RuntimeError("episode is over (or never started): call reset() before step()")
+        if self._needs_rescale:
+            env_action = rescale_action(action, self._action_min, self._action_max, self._action_dtype)
+        else:
+            env_action = np.clip(np.asarray(action, dtype=self._action_dtype), -1.0, 1.0)
+        time_step = self._time_step = self._env.step(env_action)
+        discount = float(time_step.discount) if time_step.discount is not None else 1.0
+        last = time_step.last()
+        terminated = last and discount == 0.0
+        truncated = last and not terminated
+        self._needs_reset = last
+        reward = float(time_step.reward) if time_step.reward is not None else 0.0
+        return reward, terminated, truncated, {"discount": discount}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        reward, terminated, truncated, info = self.step_no_frame(action)
+        return self.frame(), reward, terminated, truncated, info
+
+    def close(self) -> None:
+        self._env.close()

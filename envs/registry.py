@@ -1,0 +1,55 @@
+"""``make_env``: build a task's base env and wrap it (ActionRepeat -> FrameStack).
+
+Also registers every task with gymnasium as ``taco/<task>-v0`` so that
+``gymnasium.make("taco/cheetah_run-v0", seed=0, action_repeat=2)`` works; all
+keyword arguments are forwarded to make_env.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from envs.point import PointReach
+from envs.render import probe_render_backend
+from envs.tasks import TASKS, get_task_spec
+from envs.wrappers import ActionRepeat, FrameStack
+
+__all__ = ["make_env", "make_base_env", "gym_id", "register_gymnasium"]
+
+GYM_NAMESPACE = "taco"
+
+
+def make_base_env(task: str, seed: int, *, image_size: int = 84, fast_render: bool = False) -> gym.Env:
+    """The unwrapped env of ``task``: single (3, image_size, image_size) uint8 frames."""
+    spec = get_task_spec(task)
+    if spec.kind == "point":
+        return PointReach(seed=seed, image_size=image_size)
+    probe_render_backend()  # sets MUJOCO_GL before dm_control is first imported
+    from envs.dmc import DMCPixelEnv
+
+    return DMCPixelEnv(spec, seed, image_size=image_size, fast_render=fast_render)
+
+
+def make_env(task: str, seed: int, *, action_repeat: int = 2, frame_stack: int = 3,
+             image_size: int = 84, fast_render: bool = False) -> gym.Env:
+    """Build ``task`` as a pixel env: observations (3*frame_stack, S, S) uint8, actions in [-1, 1].
+
+    ``seed`` seeds the first reset (and everything it randomises); later
+    ``reset(seed=s)`` reseeds.  ``fast_render`` disables shadows and multisampling
+    (faster, slightly different pixels; never a benchmark default).
+    """
+    base = make_base_env(task, seed, image_size=image_size, fast_render=fast_render)
+    return FrameStack(ActionRepeat(base, action_repeat), frame_stack)
+
+
+def gym_id(task: str) -> str:
+    """The gymnasium id of a task, e.g. ``taco/cheetah_run-v0``."""
+    return f"{GYM_NAMESPACE}/{task}-v0"
+
+
+def register_gymnasium() -> None:
+    """Register every task with gymnasium (idempotent; runs on ``import envs``)."""
+    for task in TASKS:
+        env_id = gym_id(task)
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point="envs.registry:make_env", kwargs={"task": task})

@@ -1,0 +1,292 @@
+"""Tests for the envs package: task table, wrappers, point_reach, dm_control tasks.
+
+MuJoCo tests render for real (EGL on this machine); they skip only when
+probe_render_backend() finds no working backend.  Whole file: well under 60 s.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+import envs.render
+from envs.point import RANDOM_RETURN, SCRIPTED_RETURN, PointReach, measure_returns
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def gl_backend() -> str:
+    try:
+        return envs.probe_render_backend()
+    except envs.RenderBackendError as err:
+        pytest.skip(f"no MuJoCo render backend: {err}")
+
+
+def rollout(env: gymnasium.Env, actions: np.ndarray, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Observations (reset + one per action) and rewards of one rollout."""
+    obs, _ = env.reset(seed=seed)
+    frames, rewards = [obs], []
+    for action in actions:
+        obs, reward, terminated, truncated, _ = env.step(action)
+        frames.append(obs)
+        rewards.append(reward)
+        assert not terminated
+    return np.stack(frames), np.array(rewards)
+
+
+# --- task table and errors -------------------------------------------------
+
+
+def test_task_table() -> None:
+    expected = {
+        "quadruped_run", "quadruped_walk", "hopper_hop", "walker_run", "cheetah_run",
+        "finger_turn_hard", "acrobot_swingup", "reacher_hard", "reach_duplo",
+        "cartpole_balance", "cartpole_swingup", "reacher_easy", "walker_walk", "cup_catch",
+        "finger_spin", "point_reach",
+    }
+    assert set(envs.TASKS) == expected
+    for name in envs.TASKS:
+        spec = envs.get_task_spec(name)
+        if spec.kind == "suite":
+            assert spec.camera_id == (2 if name.startswith("quadruped_") else 0)
+    assert envs.get_task_spec("quadruped_run").camera_id == 2
+    cup = envs.get_task_spec("cup_catch")
+    assert (cup.domain, cup.task) == ("ball_in_cup", "catch")
+    duplo = envs.get_task_spec("reach_duplo")
+    assert (duplo.kind, duplo.task, duplo.pixels_key) == ("manipulation", "reach_duplo_vision", "front_close")
+
+
+def test_import_does_not_load_mujoco() -> None:
+    code = "import sys, envs; print(any(m.split('.')[0] in ('mujoco', 'dm_control') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_unknown_task_suggests_close_names() -> None:
+    with pytest.raises(envs.UnknownTaskError) as info:
+        envs.make_env("cheetah_rn", 0)
+    message = str(info.value)
+    assert "cheetah_rn" in message and "cheetah_run" in message and "envs.TASKS" in message
+    assert isinstance(info.value, ValueError)
+
+
+def test_missing_backend_subprocess() -> None:
+    code = textwrap.dedent("""
+        import envs
+        try:
+            envs.make_env("cheetah_run", 0)
+        except envs.RenderBackendError as err:
+            print(err)
+        else:
+            print("NO ERROR")
+    """)
+    env = dict(os.environ, MUJOCO_GL="nonexistent_backend")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "NO ERROR" not in out.stdout
+    assert "MUJOCO_GL=egl" in out.stdout and "osmesa" in out.stdout
+    assert "nonexistent_backend" in out.stdout  # says what was tried and how it failed
+
+
+def test_missing_backend_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.setattr(envs.render, "_cached_backend", None)
+    monkeypatch.setattr(envs.render, "CANDIDATE_BACKENDS", ("no_such_gl_a", "no_such_gl_b"))
+    monkeypatch.delitem(sys.modules, "dm_control._render", raising=False)
+    with pytest.raises(envs.RenderBackendError) as info:
+        envs.probe_render_backend()
+    message = str(info.value)
+    assert "MUJOCO_GL=egl" in message and "MUJOCO_GL=osmesa" in message
+    assert "libegl1" in message and "libosmesa6" in message
+    assert "no_such_gl_a" in message and "no_such_gl_b" in message
+    assert "MUJOCO_GL" not in os.environ  # nothing was set on failure
+
+
+# --- wrappers and point_reach ------------------------------------------------
+
+
+def test_point_reach_spaces_and_gymnasium_make() -> None:
+    env = gymnasium.make("taco/point_reach-v0", seed=0, action_repeat=1, frame_stack=3, image_size=32)
+    assert env.observation_space == gymnasium.spaces.Box(0, 255, (9, 32, 32), np.uint8)
+    assert env.action_space == gymnasium.spaces.Box(-1, 1, (2,), np.float32)
+    obs, info = env.reset()
+    assert obs.shape == (9, 32, 32) and obs.dtype == np.uint8 and info["discount"] == 1.0
+    # reset fills the stack with the first frame, oldest first
+    assert (obs[:3] == obs[3:6]).all() and (obs[3:6] == obs[6:]).all()
+    obs2, reward, terminated, truncated, info = env.step(np.ones(2, np.float32))
+    assert (obs2[:6] == obs[3:]).all() and not (obs2[6:] == obs[6:]).all()
+    assert 0.0 <= reward <= 1.0 and not terminated and not truncated and info["discount"] == 1.0
+    assert all(envs.gym_id(t) in gymnasium.registry for t in envs.TASKS)
+
+
+def test_point_reach_env_checker() -> None:
+    check_env(gymnasium.make("taco/point_reach-v0", seed=0, image_size=24).unwrapped)
+
+
+def test_point_reach_frames_show_point_and_target() -> None:
+    env = PointReach(seed=0, image_size=24)
+    env.reset()
+    env.position = np.array([-1.0, 1.0])  # top-left corner
+    frame = env.render_frame()
+    red = (frame[0] == 255) & (frame[1] == 0)
+    green = (frame[1] == 255) & (frame[0] == 0)
+    assert red.sum() >= 4 and green.sum() >= 4
+    rows, cols = np.nonzero(red)
+    assert rows.max() < 6 and cols.max() < 6
+    rows, cols = np.nonzero(green)
+    assert abs(rows.mean() - 11.5) <= 1 and abs(cols.mean() - 11.5) <= 1
+
+
+def test_point_reach_seeding() -> None:
+    actions = np.random.default_rng(1).uniform(-1, 1, (10, 2)).astype(np.float32)
+    a, ra = rollout(envs.make_env("point_reach", 5, image_size=24), actions)
+    b, rb = rollout(envs.make_env("point_reach", 5, image_size=24), actions)
+    c, _ = rollout(envs.make_env("point_reach", 6, image_size=24), actions)
+    d, rd = rollout(envs.make_env("point_reach", 0, image_size=24), actions, seed=5)
+    assert (a == b).all() and (ra == rb).all()
+    assert (a == d).all() and (ra == rd).all()
+    assert not (a[0] == c[0]).all()
+
+
+def test_action_repeat_sums_and_stops_at_episode_end() -> None:
+    env = envs.make_env("point_reach", 0, action_repeat=3, frame_stack=2, image_size=24)
+    env.reset()
+    steps, frames = 0, 0
+    while True:
+        _, reward, terminated, truncated, info = env.step(np.zeros(2, np.float32))
+        steps, frames = steps + 1, frames + info["frames"]
+        assert not terminated and info["discount"] == 1.0 and 0.0 <= reward <= 3.0
+        if truncated:
+            break
+    assert (steps, frames, info["frames"]) == (17, 50, 2)  # 16 * 3 + 2
+
+
+def test_deferred_and_eager_repeat_agree() -> None:
+    """ActionRepeat renders only the last frame of a repeat when it can; same result."""
+
+    class Eager(gymnasium.Wrapper):  # hides step_no_frame/frame from ActionRepeat
+        pass
+
+    actions = np.random.default_rng(2).uniform(-1, 1, (30, 2)).astype(np.float32)
+    lazy = envs.make_env("point_reach", 3, action_repeat=2, image_size=24)
+    eager = envs.FrameStack(envs.ActionRepeat(Eager(PointReach(seed=3, image_size=24)), 2), 3)
+    assert lazy.env._deferred and not eager.env._deferred
+    a, ra = rollout(lazy, actions[:24])
+    b, rb = rollout(eager, actions[:24])
+    assert (a == b).all() and np.allclose(ra, rb)
+
+
+def test_point_reach_returns_match_documented() -> None:
+    random_return, scripted_return = measure_returns(episodes=200, seed=0)
+    assert abs(random_return - RANDOM_RETURN) < 0.06 and abs(scripted_return - SCRIPTED_RETURN) < 0.06
+    # a fresh 20-episode sample agrees within ~3 standard errors
+    random_return, scripted_return = measure_returns(episodes=20, seed=1234)
+    assert abs(random_return - RANDOM_RETURN) < 4.5
+    assert abs(scripted_return - SCRIPTED_RETURN) < 1.0
+    assert scripted_return > random_return + 25
+
+
+# --- dm_control tasks ----------------------------------------------------------
+
+
+def test_rescale_action() -> None:
+    low = np.array([-0.63, -0.84, -5.0])
+    high = np.array([0.63, 0.84, 5.0])
+    assert np.allclose(envs.rescale_action(-np.ones(3), low, high), low)
+    assert np.allclose(envs.rescale_action(np.ones(3), low, high), high)
+    assert np.allclose(envs.rescale_action(np.zeros(3), low, high), 0.0)
+    assert np.allclose(envs.rescale_action(np.full(3, 7.0, np.float32), low, high), high)  # clipped
+    assert envs.rescale_action(np.zeros(3, np.float32), low, high, np.float64).dtype == np.float64
+
+
+def test_cheetah_pixels_seeding_and_reward_sum(gl_backend: str) -> None:
+    actions = np.random.default_rng(0).uniform(-1, 1, (6, 6)).astype(np.float32)
+    env = envs.make_env("cheetah_run", 1, fast_render=True)
+    assert env.observation_space == gymnasium.spaces.Box(0, 255, (9, 84, 84), np.uint8)
+    assert env.action_space == gymnasium.spaces.Box(-1, 1, (6,), np.float32)
+    a, ra = rollout(env, actions)
+    assert a.dtype == np.uint8 and a.shape == (7, 9, 84, 84) and a.std() > 10
+    b, rb = rollout(envs.make_env("cheetah_run", 1, fast_render=True), actions)
+    assert (a == b).all() and (ra == rb).all()
+    c, _ = rollout(env, actions, seed=2)
+    assert not (a[0] == c[0]).all()
+    d, rd = rollout(env, actions, seed=1)  # reseeding reproduces the seed-1 rollout
+    assert (a == d).all() and (ra == rd).all()
+
+    single = envs.make_env("cheetah_run", 1, action_repeat=1, fast_render=True)
+    single.reset()
+    for action, reward, stacked in zip(actions, ra, a[1:]):
+        r1 = single.step(action)[1]
+        obs, r2 = single.step(action)[:2]
+        assert reward == pytest.approx(r1 + r2, abs=1e-12)
+        assert (obs[6:] == stacked[6:]).all()
+
+
+def test_cheetah_gymnasium_make_and_env_checker(gl_backend: str) -> None:
+    env = gymnasium.make("taco/cheetah_run-v0", seed=0, fast_render=True, image_size=24)
+    assert env.observation_space.shape == (9, 24, 24)
+    check_env(env.unwrapped)
+
+
+def test_cheetah_time_limit_is_truncation(gl_backend: str) -> None:
+    env = envs.make_env("cheetah_run", 0, fast_render=True, image_size=24)
+    env.reset()
+    zero = np.zeros(6, np.float32)
+    for step in range(1, 501):
+        _, _, terminated, truncated, info = env.step(zero)
+        assert not terminated and info["discount"] == 1.0 and info["frames"] == 2
+        assert truncated == (step == 500)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(zero)
+
+
+def test_fast_render_sets_quality_before_first_render(gl_backend: str) -> None:
+    faithful = envs.make_env("cheetah_run", 0)
+    fast = envs.make_env("cheetah_run", 0, fast_render=True)
+    q_faithful = faithful.unwrapped.physics.model.vis.quality
+    q_fast = fast.unwrapped.physics.model.vis.quality
+    assert q_faithful.shadowsize > 0 and q_faithful.offsamples > 0
+    assert q_fast.shadowsize == 0 and q_fast.offsamples == 0
+    obs_faithful, _ = faithful.reset()
+    obs_fast, _ = fast.reset()
+    assert obs_fast.shape == obs_faithful.shape and obs_fast.dtype == obs_faithful.dtype
+    assert not (obs_fast == obs_faithful).all()  # shadows/antialiasing really are gone
+    assert np.abs(obs_fast.astype(int) - obs_faithful.astype(int)).mean() < 20  # same scene
+
+
+def test_quadruped_renders_from_camera_2(gl_backend: str) -> None:
+    env = envs.make_env("quadruped_walk", 0, frame_stack=1, image_size=32, fast_render=True)
+    obs, _ = env.reset()
+    physics = env.unwrapped.physics
+    assert (obs == physics.render(32, 32, camera_id=2).transpose(2, 0, 1)).all()
+    assert not (obs == physics.render(32, 32, camera_id=0).transpose(2, 0, 1)).all()
+
+
+def test_reach_duplo(gl_backend: str) -> None:
+    env = envs.make_env("reach_duplo", 0, fast_render=True)
+    assert env.action_space == gymnasium.spaces.Box(-1, 1, (9,), np.float32)
+    base = env.unwrapped
+    spec = base._env.action_spec()
+    assert not np.allclose(spec.maximum, 1.0)  # joint limits +-0.63/0.84, fingers +-5
+    np.testing.assert_allclose(envs.rescale_action(-np.ones(9), spec.minimum, spec.maximum, spec.dtype), spec.minimum)
+    np.testing.assert_allclose(envs.rescale_action(np.ones(9), spec.minimum, spec.maximum, spec.dtype), spec.maximum)
+    obs, _ = env.reset()
+    assert obs.shape == (9, 84, 84) and obs.dtype == np.uint8 and obs.std() > 5
+    # MJCF-level quality settings survive the composer's per-reset recompile
+    assert base.physics.model.vis.quality.shadowsize == 0
+    obs, reward, terminated, truncated, info = env.step(np.ones(9, np.float32))
+    assert obs.shape == (9, 84, 84) and np.isfinite(reward) and info["discount"] == 1.0
+    assert not terminated and not truncated
+    with pytest.raises(ValueError, match="84"):
+        envs.make_env("reach_duplo", 0, image_size=64)
