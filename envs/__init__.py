@@ -18,7 +18,8 @@ true terminal, a time limit is ``truncated`` (DMC: 1000 frames = 500 steps at
 action repeat 2); ``info["frames"]`` counts the env frames a step ran.
 MuJoCo tasks call ``probe_render_backend()`` first, which sets ``MUJOCO_GL``
 (egl, else osmesa) if unset.  ``reach_duplo`` only supports image_size=84 (its
-camera observation is fixed at 84x84; other sizes raise ValueError).
+camera observation is fixed at 84x84; other sizes raise ValueError) and keeps
+dm_control's own time limit of 250 frames (125 steps at action repeat 2).
 ``point_reach`` is pure numpy (see envs.point) and needs no GL backend.
 """
 

@@ -47,9 +47,9 @@ def _try_backend(backend: str) -> str | None:
 
     Returns None on success, else a one-line-ish description of the failure.
     """
+    # Everything else (PYOPENGL_PLATFORM, MUJOCO_EGL_DEVICE_ID, ...) is inherited on
+    # purpose: the probe must see the environment the parent will render in.
     env = dict(os.environ, MUJOCO_GL=backend)
-    # A PYOPENGL_PLATFORM inherited from an earlier choice would veto the others.
-    env.pop("PYOPENGL_PLATFORM", None)
     try:
         proc = subprocess.run(
             [sys.executable, "-c", _PROBE_SCRIPT],

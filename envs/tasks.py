@@ -49,6 +49,8 @@ BENCHMARK_TASKS: tuple[TaskSpec, ...] = (
     _suite("finger_turn_hard", "finger", "turn_hard"),
     _suite("acrobot_swingup", "acrobot", "swingup"),
     _suite("reacher_hard", "reacher", "hard"),
+    # dm_control.manipulation (composer): pixels from its own 84x84 `front_close`
+    # camera; its built-in time limit is 10 s = 250 frames (125 steps at repeat 2).
     TaskSpec(name="reach_duplo", kind="manipulation", task="reach_duplo_vision",
              pixels_key="front_close"),
 )

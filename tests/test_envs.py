@@ -258,11 +258,24 @@ def test_fast_render_sets_quality_before_first_render(gl_backend: str) -> None:
     q_fast = fast.unwrapped.physics.model.vis.quality
     assert q_faithful.shadowsize > 0 and q_faithful.offsamples > 0
     assert q_fast.shadowsize == 0 and q_fast.offsamples == 0
+    assert fast.unwrapped.physics._contexts is None  # render context not created yet
     obs_faithful, _ = faithful.reset()
     obs_fast, _ = fast.reset()
     assert obs_fast.shape == obs_faithful.shape and obs_fast.dtype == obs_faithful.dtype
     assert not (obs_fast == obs_faithful).all()  # shadows/antialiasing really are gone
     assert np.abs(obs_fast.astype(int) - obs_faithful.astype(int)).mean() < 20  # same scene
+
+
+def test_every_suite_task_loads_and_steps(gl_backend: str) -> None:
+    for task in envs.TASKS:
+        if envs.get_task_spec(task).kind != "suite":
+            continue
+        env = envs.make_env(task, 0, frame_stack=1, image_size=24, fast_render=True)
+        obs, _ = env.reset()
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        assert obs.shape == (3, 24, 24) and obs.std() > 1, task
+        assert np.isfinite(reward) and not (terminated or truncated) and info["discount"] == 1.0, task
+        env.close()
 
 
 def test_quadruped_renders_from_camera_2(gl_backend: str) -> None:
