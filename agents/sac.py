@@ -53,8 +53,9 @@ class SAC(PixelActorCritic):
         return torch.tanh(x), log_prob.sum(-1, keepdim=True), torch.tanh(mu)
 
     def _act(self, feat, step, eval_mode):
-        action, _, mean = self._sample(feat)
-        return mean if eval_mode else action
+        if eval_mode:  # the mean action, without drawing noise (evaluation leaves the RNG alone)
+            return torch.tanh(self.actor(feat).float().chunk(2, dim=-1)[0])
+        return self._sample(feat)[0]
 
     def _target_value(self, next_feat, step):
         action, log_prob, _ = self._sample(next_feat)

@@ -1,8 +1,9 @@
 """Atomic checkpoints: tensors and plain values only, loaded with `weights_only=True`.
 
-A checkpoint directory holds `state.pt` (learner, optimizers, RNG states, counters) and `replay/`
-(the replay's memory-mapped tensors). `state.pt` is written last and atomically, so it always
-describes a complete replay save: a run killed mid-save resumes from the previous checkpoint.
+A checkpoint directory holds `state.pt` (learner, optimizers, RNG states, counters) and two replay
+folders (memory-mapped tensors) used in turn: each checkpoint saves the replay into the folder the
+current `state.pt` does not name, then replaces `state.pt` atomically. A run killed at any moment
+resumes from the last complete checkpoint.
 """
 from __future__ import annotations
 

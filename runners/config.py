@@ -147,7 +147,9 @@ def resolve(overrides: list[str] | tuple[str, ...] = ()) -> Config:
         for layer in (TASK_PRESETS.get(str(task), {}), AUX_PRESETS.get(str(aux), {}), NAMED_PRESETS[preset], user):
             merged = OmegaConf.merge(merged, layer)
     except OmegaConfBaseException as e:
-        raise ConfigError(f"bad value: {e}".splitlines()[0]) from None
+        key = getattr(e, "full_key", None) or getattr(e, "key", "?")
+        expected = next((f.type for f in dataclasses.fields(Config) if f.name == key), "?")
+        raise ConfigError(f"bad value for {key}: {str(e).splitlines()[0]} (expected {expected})") from None
     cfg = Config(**OmegaConf.to_container(merged))  # type: ignore[arg-type]
     validate(cfg)
     return cfg

@@ -178,7 +178,9 @@ class Replay:
         self._episode_start = -1  # global index of the current episode's first slot; -1: none yet
         self._valid: torch.Tensor | None = None  # cached storage rows of sampleable indices
         # (resolved path, save_id, _next at that save) of the last save/load, for incremental saves
-        self._saved: tuple[Path, str, int] | None = None
+        # per directory this replay saved to or was loaded from: (save_id, slots held by that save);
+        # several are kept so a trainer can alternate between two checkpoint folders incrementally
+        self._saved: dict[Path, tuple[str, int]] = {}
 
     def _setup_constants(self) -> None:
         dev, n = self.device, self.nstep
@@ -499,11 +501,11 @@ class Replay:
             for old in path.glob("storage-*"):
                 if old.name != storage and old.is_dir():
                     shutil.rmtree(old, ignore_errors=True)
-        self._saved = (path, save_id, self._next)
+        self._saved[path] = (save_id, self._next)
 
     def _read_meta_if_ours(self, path: Path) -> dict[str, Any] | None:
         """meta.json of ``path`` if it is this replay's last save (so an incremental save is valid)."""
-        if self._saved is None or self._saved[0] != path:
+        if path not in self._saved:
             return None
         try:
             with open(path / META_FILE) as fh:
@@ -511,8 +513,8 @@ class Replay:
         except (OSError, ValueError):
             return None
         if (
-            meta.get("save_id") != self._saved[1]
-            or meta.get("next") != self._saved[2]
+            meta.get("save_id") != self._saved[path][0]
+            or meta.get("next") != self._saved[path][1]
             or meta.get("complete") is not True
             or not (path / str(meta.get("storage"))).is_dir()
         ):
@@ -523,7 +525,7 @@ class Replay:
         storage = meta["storage"]
         self._write_meta(path, {**meta, "complete": False})
         td = TensorDict.load_memmap(path / storage, mode="r+", allow_pickle=False)
-        start = max(self._saved[2], self._next - self.capacity)  # type: ignore[index]
+        start = max(self._saved[path][1], self._next - self.capacity)
         stop = self._next
         if stop > start:
             rows = torch.arange(start, stop, device=self.device) % self.capacity
@@ -631,5 +633,5 @@ class Replay:
                 raise ReplayFormatError(f"{storage}: ep_start is inconsistent with the slot counter")
             rb._refresh(lo, nxt)
         rb._valid = None
-        rb._saved = (path, meta["save_id"], nxt)
+        rb._saved = {path: (meta["save_id"], nxt)}
         return rb

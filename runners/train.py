@@ -96,9 +96,11 @@ class Trainer:
         self.agent = build_agent(cfg, obs_shape, action_dim, self.device)
         self.replay = make_replay(cfg, self.frame_shape, action_dim,
                                   replay_device(cfg, self.device, self.frame_shape))
+        self.bar = None
         self.counters = {"step": 0, "frame": 0, "episode": 0, "evals": 0, "last_eval": -1,
                          "next_eval": 0, "next_checkpoint": cfg.checkpoint_every_frames}
         self.ckpt_dir = self.run_dir / "checkpoint"
+        self._replay_dir = "replay_b"  # the first checkpoint writes replay_a
         resumed = self._maybe_resume()
         (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
         self.logger = Logger(self.run_dir, resume_frame=self.counters["frame"])
@@ -118,14 +120,22 @@ class Trainer:
         self.agent.load_state_dict(state["agent"])
         ckpt.set_rng_state(state["rng"])
         self.counters = dict(state["counters"])
-        self.replay = Replay.load(self.ckpt_dir / "replay", device=self.replay.device)
+        self.replay = Replay.load(self.ckpt_dir / state["replay_dir"], device=self.replay.device)
+        if self.replay.total_added != state["replay_total"]:
+            raise ckpt.CheckpointError(f"{self.ckpt_dir / state['replay_dir']} holds {self.replay.total_added} "
+                                       f"transitions, state.pt expects {state['replay_total']}")
+        self._replay_dir = state["replay_dir"]
         return True
 
     def save_checkpoint(self) -> None:
+        """Replay into the folder state.pt does not point at, then state.pt atomically: a kill at any
+        moment leaves the previous checkpoint whole."""
         self.ckpt_dir.mkdir(exist_ok=True)
-        self.replay.save(self.ckpt_dir / "replay")
+        self._replay_dir = "replay_b" if self._replay_dir == "replay_a" else "replay_a"
+        self.replay.save(self.ckpt_dir / self._replay_dir)
         state = {"format": 1, "config_hash": config_hash(self.cfg), "agent": self.agent.state_dict(),
-                 "rng": ckpt.rng_state(), "counters": dict(self.counters)}
+                 "rng": ckpt.rng_state(), "counters": dict(self.counters), "replay_dir": self._replay_dir,
+                 "replay_total": self.replay.total_added}
         ckpt.save_atomic(state, self.ckpt_dir / "state.pt")
 
     # ------------------------------------------------------------------ evaluation
@@ -149,24 +159,25 @@ class Trainer:
             write_video(self.run_dir / "videos" / f"eval_{c['frame']:09d}.mp4", video)
         c["evals"] += 1
         c["last_eval"] = c["frame"]
+        c["next_eval"] = (c["frame"] // cfg.eval_every_frames + 1) * cfg.eval_every_frames
         row = self.logger.log("eval", c["frame"], c["step"], {
             "episode_return": float(np.mean(returns)), "return_std": float(np.std(returns)),
             "episode_length": float(np.mean(lengths)), "episodes": len(returns)})
+        _say(self.bar, f"eval | frame {c['frame']} | step {c['step']} | return {row['episode_return']:.1f}"
+                       f" +- {row['return_std']:.1f} over {len(returns)} episodes")
         return row
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> Path:
         cfg, c = self.cfg, self.counters
-        bar = _progress(cfg.frames, c["frame"], self.progress)
+        self.bar = bar = _progress(cfg.frames, c["frame"], self.progress)
         history: list[dict[str, torch.Tensor]] = []
         next_log = c["frame"] + cfg.log_every_frames
         obs, episode_return, t0, f0 = None, 0.0, time.time(), c["frame"]
         while c["frame"] < cfg.frames:
             if obs is None:  # an episode boundary: evaluate, checkpoint, reset
                 if c["frame"] >= c["next_eval"]:
-                    row = self.evaluate()
-                    c["next_eval"] += cfg.eval_every_frames * max(1, 1 + (c["frame"] - c["next_eval"]) // cfg.eval_every_frames)
-                    _say(bar, f"eval | frame {c['frame']} | step {c['step']} | return {row['episode_return']:.1f}")
+                    self.evaluate()
                 if c["frame"] >= c["next_checkpoint"]:
                     self.save_checkpoint()
                     c["next_checkpoint"] += cfg.checkpoint_every_frames
@@ -212,7 +223,7 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def _say(bar, text: str) -> None:
-    if bar.disable:
+    if bar is None or bar.disable:
         print(text, flush=True)
     else:
         bar.write(text)

@@ -416,7 +416,7 @@ def test_load_errors(tmp_path) -> None:
 
     def fresh(name: str):
         path = tmp_path / name
-        rb._saved = None
+        rb._saved = {}
         rb.save(path)
         return path, json.loads((path / "meta.json").read_text())
 
