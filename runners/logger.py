@@ -39,6 +39,14 @@ class CSVLog:
             self.fields = list(row)
             with self.path.open("w", newline="") as f:
                 csv.writer(f).writerow(self.fields)
+        elif not set(row) <= set(self.fields):  # new columns (e.g. learner metrics once updates start)
+            with self.path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+            self.fields += [k for k in row if k not in self.fields]
+            with self.path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.fields)
+                writer.writeheader()
+                writer.writerows(rows)
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(row)
 
