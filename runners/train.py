@@ -6,8 +6,6 @@ whole future of the run, and a resumed run continues exactly as one that never s
 """
 from __future__ import annotations
 
-import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Any
