@@ -61,8 +61,12 @@ class PixelActorCritic:
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
         self.aux = None
+        if aux == "curl" and curl_weight <= 0:
+            raise ValueError("aux=curl needs curl_weight > 0 (use aux=none for no auxiliary loss)")
+        if aux == "taco" and max(taco_weight, curl_weight, reward_weight) <= 0:
+            raise ValueError("aux=taco with every weight 0 has no loss; use aux=none")
         if aux != "none":
-            weights = (taco_weight, curl_weight, reward_weight) if aux == "taco" else (0.0, curl_weight or 1.0, 0.0)
+            weights = (taco_weight, curl_weight, reward_weight) if aux == "taco" else (0.0, curl_weight, 0.0)
             self.aux = TACO(repr_dim, action_dim, k=taco_k, feature_dim=feature_dim, hidden_dim=hidden_dim,
                             action_encoder=self.tok, taco_weight=weights[0], curl_weight=weights[1],
                             reward_weight=weights[2]).to(self.device)

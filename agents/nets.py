@@ -89,8 +89,9 @@ class Encoder(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if not self.channels_last:  # the reference layout (kept for `taco bench --baseline`)
             return self.convnet(obs.float() / 255.0 - 0.5).flatten(1)
-        # one copy converts dtype and layout; normalising in place
-        x = obs.to(dtype=torch.float32, memory_format=torch.channels_last).div_(255.0).sub_(0.5)
+        # one copy converts dtype and layout; normalising in place (only on that fresh copy)
+        x = obs.to(dtype=torch.float32, memory_format=torch.channels_last)
+        x = x.div_(255.0).sub_(0.5) if obs.dtype == torch.uint8 else x / 255.0 - 0.5
         h = self.convnet(x)
         # Flatten in (H, W, C) order: a view of the channels_last output instead of a 5 MB/sample
         # copy. The features are the same 32*35*35 values in another order; each trunk's Linear
@@ -129,8 +130,11 @@ class Critic(nn.Module):
         self.apply(weight_init)
 
     def forward(self, feat: torch.Tensor, action_code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = torch.cat([self.trunk(feat), action_code], dim=-1)
-        return self.q1(h), self.q2(h)
+        h = torch.cat([self.trunk(feat), action_code.to(feat.dtype)], dim=-1)
+        # Q heads in fp32 even under bf16 autocast: bf16 would round returns near 200 in steps of 1
+        with torch.autocast(h.device.type, enabled=False):
+            h = h.float()
+            return self.q1(h), self.q2(h)
 
 
 class ActionEncoder(nn.Module):

@@ -65,11 +65,15 @@ class SAC(PixelActorCritic):
     def _actor_loss(self, feat, step):
         action, log_prob, _ = self._sample(feat)
         q1, q2 = self.critic(feat, self.action_code(action))
-        alpha = self.temperature()
-        loss = (alpha.detach() * log_prob - torch.min(q1, q2).float()).mean()
-        alpha_loss = -(alpha * (log_prob.detach() + self.target_entropy)).mean()
+        alpha = self.temperature().detach()
+        loss = (alpha * log_prob - torch.min(q1, q2).float()).mean()
+        self._log_prob = log_prob.detach()  # for the temperature step that follows the actor step
+        return loss, {"actor_loss": loss.detach(), "alpha": alpha, "entropy": -log_prob.detach().mean()}
+
+    def update_actor(self, feat, step):
+        metrics = super().update_actor(feat, step)
+        alpha_loss = -(self.temperature() * (self._log_prob + self.target_entropy)).mean()
         self.opts["alpha"].zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.opts["alpha"].step()
-        return loss, {"actor_loss": loss.detach(), "alpha": alpha.detach(),
-                      "entropy": -log_prob.detach().mean()}
+        return metrics

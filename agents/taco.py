@@ -37,7 +37,9 @@ class TACO(nn.Module):
             self.seq = nn.Sequential(nn.Linear(seq_dim, seq_dim), nn.LayerNorm(seq_dim), nn.Tanh())
             self.G = mlp(feature_dim + seq_dim, hidden_dim, feature_dim, depth=1)
             self.R = mlp(feature_dim + seq_dim, hidden_dim, 1, depth=1)
-        self.apply(weight_init)
+        for module in (self.proj_s, getattr(self, "seq", None), getattr(self, "G", None), getattr(self, "R", None)):
+            if module is not None:  # the shared tok was initialised by its owner
+                module.apply(weight_init)
         nn.init.uniform_(self.W, 0.0, 1.0)  # after weight_init, as in the reference: W ~ U[0, 1)
 
     @property
@@ -55,9 +57,10 @@ class TACO(nn.Module):
         return [p for p in self.parameters() if id(p) not in shared]
 
     def logits(self, anchors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Bilinear similarities a_i^T W t_j, each row shifted by its max (no temperature)."""
-        logits = anchors @ (self.W @ targets.T)
-        return logits - logits.max(dim=1, keepdim=True).values
+        """Bilinear similarities a_i^T W t_j, each row shifted by its max (no temperature); fp32 always."""
+        with torch.autocast(anchors.device.type, enabled=False):
+            logits = anchors.float() @ (self.W @ targets.float().T)
+            return logits - logits.max(dim=1, keepdim=True).values
 
     def encode_actions(self, action_seq: torch.Tensor) -> torch.Tensor:
         """(B, K, |A|) -> (B, K*d_u) latent action-sequence code."""

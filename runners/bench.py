@@ -96,6 +96,7 @@ def bench(cfg: Config, updates: int = 5, samples: int = 20, env_steps: int = 200
         torch.cuda.reset_peak_memory_stats(device)
     result["update_ms"] = _timed(lambda: agent.update(batch, step), updates, 1, device)
     if device.type == "cuda":
+        # everything resident during the updates: replay storage, the batch, the learner
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     if baseline:
         ref = build_agent(cfg, obs_shape, action_dim, device)

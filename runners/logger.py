@@ -79,7 +79,7 @@ class Logger:
 
 
 def mean_metrics(history: list[Mapping[str, Any]]) -> dict[str, float]:
-    """Average a list of metric dicts (tensors stacked once, one host sync)."""
+    """Average a list of metric dicts: one stack and one host sync per key, once per log interval."""
     if not history:
         return {}
     import torch

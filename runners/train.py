@@ -118,7 +118,9 @@ class Trainer:
         self.agent.load_state_dict(state["agent"])
         ckpt.set_rng_state(state["rng"])
         self.counters = dict(state["counters"])
-        self.replay = Replay.load(self.ckpt_dir / state["replay_dir"], device=self.replay.device)
+        self.replay = None  # free the empty buffer before mapping/copying the saved one
+        # the device the run sampled on (its RNG stream differs between CPU and CUDA)
+        self.replay = Replay.load(self.ckpt_dir / state["replay_dir"], device=state["replay_device"])
         if self.replay.total_added != state["replay_total"]:
             raise ckpt.CheckpointError(f"{self.ckpt_dir / state['replay_dir']} holds {self.replay.total_added} "
                                        f"transitions, state.pt expects {state['replay_total']}")
@@ -133,7 +135,7 @@ class Trainer:
         self.replay.save(self.ckpt_dir / self._replay_dir)
         state = {"format": 1, "config_hash": config_hash(self.cfg), "agent": self.agent.state_dict(),
                  "rng": ckpt.rng_state(), "counters": dict(self.counters), "replay_dir": self._replay_dir,
-                 "replay_total": self.replay.total_added}
+                 "replay_total": self.replay.total_added, "replay_device": str(self.replay.device)}
         ckpt.save_atomic(state, self.ckpt_dir / "state.pt")
 
     # ------------------------------------------------------------------ evaluation
@@ -177,8 +179,8 @@ class Trainer:
                 if c["frame"] >= c["next_eval"]:
                     self.evaluate()
                 if c["frame"] >= c["next_checkpoint"]:
-                    self.save_checkpoint()
                     c["next_checkpoint"] += cfg.checkpoint_every_frames
+                    self.save_checkpoint()
                 obs, _ = self.env.reset(seed=cfg.seed * 1_000_003 + c["episode"])
                 self.replay.add(obs[-3:], first=True)
                 c["episode"] += 1

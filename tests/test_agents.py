@@ -243,3 +243,27 @@ def test_act_outputs_bounded_actions():
 def test_encoder_rejects_tiny_frames():
     with pytest.raises(ValueError, match="too small"):
         Encoder((9, 12, 12))
+
+
+def test_bf16_keeps_q_values_and_logits_in_fp32():
+    ag, batch = learner(precision="bf16"), make_batch()
+    with ag.autocast():
+        feat = ag.encoder(ag.aug(batch["obs"]))
+        q1, _ = ag.critic(feat, ag.action_code(batch["action"]))
+        logits = ag.aux.logits(torch.randn(4, 50), torch.randn(4, 50))
+    assert feat.dtype == torch.bfloat16 and q1.dtype == torch.float32 and logits.dtype == torch.float32
+
+
+def test_encoder_leaves_float_input_untouched():
+    enc = Encoder(OBS)
+    x = torch.rand(2, *OBS).mul(255).contiguous(memory_format=torch.channels_last)
+    before = x.clone()
+    enc(x)
+    assert torch.equal(x, before)
+
+
+def test_aux_without_any_loss_is_an_error():
+    with pytest.raises(ValueError, match="curl_weight > 0"):
+        learner(aux="curl", curl_weight=0.0)
+    with pytest.raises(ValueError, match="aux=none"):
+        learner(taco_weight=0.0, curl_weight=0.0, reward_weight=0.0)
