@@ -13,7 +13,7 @@ EPILOG = """config keys (key=value; presets per task and aux are applied first, 
 examples:
   taco train task=cheetah_run                       # DrQ-v2, the paper protocol (1M frames)
   taco train task=cheetah_run aux=taco              # TACO on DrQ-v2 (K=3, batch 1024)
-  taco train task=cartpole_swingup preset=quick     # a few CPU minutes, every artefact
+  taco train task=cartpole_swingup preset=quick     # about a CPU minute, every artefact
   taco bench agent=drqv2 batch_size=256 device=cpu  # one JSON line of timings
 """
 

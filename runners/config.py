@@ -114,7 +114,7 @@ def field_names() -> list[str]:
 def help_text() -> str:
     lines = []
     for f in dataclasses.fields(Config):
-        lines.append(f"  {f.name}={f.default!s:<24} {f.metadata['help']}")
+        lines.append(f"  {f.name + '=' + str(f.default):<36} {f.metadata['help']}")
     return "\n".join(lines)
 
 
