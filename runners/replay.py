@@ -16,8 +16,9 @@ an episode end and a stack that reaches before an episode's first frame repeats 
 Truncation is not termination: an episode cut by a time limit keeps discount 1 on every step; only a
 true terminal step has discount 0. The buffer never infers either; it stores what it is given.
 
-Memory warning: ``capacity`` slots of ``frame_shape`` uint8 frames are allocated and zero-filled
-up front on ``device`` (1M slots at 84x84x3 is ~21 GB; 100k slots ~2.1 GB); see
+Memory warning: ``capacity`` slots of ``frame_shape`` uint8 frames are reserved up front on
+``device`` (1M slots at 84x84x3 is ~21 GB; 100k slots ~2.1 GB; on CPU the pages are committed as
+the ring fills, on a GPU at once); see
 ``bytes_per_transition``. A replay opened with ``Replay.load(path, "cpu")`` maps its files instead and
 only reads the pages it touches.
 
@@ -128,7 +129,9 @@ class Replay:
     ) -> None:
         self._configure(capacity, frame_shape, action_dim, frame_stack, nstep, gamma, seq_len, device)
         c, dev = self.capacity, self.device
-        self._frames = torch.zeros((c, *self.frame_shape), dtype=torch.uint8, device=dev)
+        # Frames are >99% of the bytes and a row is only read after it is written, so they are left
+        # uninitialised: on CPU the OS commits pages as the ring fills instead of all up front.
+        self._frames = torch.empty((c, *self.frame_shape), dtype=torch.uint8, device=dev)
         self._actions = torch.zeros((c, self.action_dim), dtype=torch.float32, device=dev)
         self._rewards = torch.zeros((c,), dtype=torch.float32, device=dev)
         self._discounts = torch.ones((c,), dtype=torch.float32, device=dev)
