@@ -68,8 +68,8 @@ class Logger:
         row = {"frame": frame, "step": step, **{k: float(v) for k, v in metrics.items()}}
         self.csv[kind].write(row)
         if self.tb is not None:
-            for k, v in row.items():
-                if k not in ("frame", "step"):
+            for k, v in row.items():  # x axis: frames; the agent step is a scalar of its own
+                if k != "frame":
                     self.tb.add_scalar(f"{kind}/{k}", v, frame)
         return row
 

@@ -142,6 +142,8 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         c, cfg = self.counters, self.cfg
         self.agent.train(False)
+        if self.bar is not None and not self.bar.disable:
+            self.bar.set_description_str(f"evaluating ({cfg.eval_episodes} episodes)", refresh=True)
         returns, lengths, video = [], [], []
         for i in range(cfg.eval_episodes):
             obs, _ = self.eval_env.reset(seed=cfg.seed + EVAL_SEED_OFFSET + c["evals"] * cfg.eval_episodes + i)
@@ -154,6 +156,8 @@ class Trainer:
             returns.append(ret)
             lengths.append(length)
         self.agent.train(True)
+        if self.bar is not None:
+            self.bar.set_description_str("train", refresh=False)
         if video:
             video.append(obs[-3:])
             write_video(self.run_dir / "videos" / f"eval_{c['frame']:09d}.mp4", video)
@@ -209,7 +213,8 @@ class Trainer:
                 history, next_log = [], next_log + cfg.log_every_frames
         if c.get("last_eval") != c["frame"]:
             self.evaluate()
-        self.save_checkpoint()
+        if c["frame"] != f0 or not (self.ckpt_dir / "state.pt").exists():  # a finished run rerun: nothing new
+            self.save_checkpoint()
         bar.close()
         self.logger.close()
         return self.run_dir

@@ -119,6 +119,10 @@ def test_run_leaves_artefacts_and_checkpoint_loads_weights_only(tmp_path):
     # a second run with the same command resumes a finished run without training again
     again = Trainer(cfg, progress=False)
     assert again.counters["frame"] == 200
+    stamp = (tmp_path / "checkpoint" / "state.pt").stat().st_mtime_ns
+    again.train()
+    assert (tmp_path / "checkpoint" / "state.pt").stat().st_mtime_ns == stamp
+    assert len((tmp_path / "eval.csv").read_text().splitlines()) == 4
 
 
 def test_corrupt_checkpoint_is_reported(tmp_path):
