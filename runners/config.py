@@ -157,12 +157,9 @@ def resolve(overrides: list[str] | tuple[str, ...] = ()) -> Config:
 
 def validate(cfg: Config) -> None:
     from agents import AGENTS, AUX_KINDS
-    from envs import TASKS, UnknownTaskError
+    from envs import get_task_spec
 
-    if cfg.task not in TASKS:
-        close = difflib.get_close_matches(cfg.task, TASKS, n=3)
-        raise UnknownTaskError(f"unknown task {cfg.task!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
-                               + f" Valid tasks: {', '.join(TASKS)}")
+    get_task_spec(cfg.task)  # UnknownTaskError naming the closest tasks
     choices = {"agent": tuple(AGENTS), "aux": AUX_KINDS, "precision": ("fp32", "bf16"),
                "optimizer": ("reference", "single"), "replay_device": ("auto", "cpu")}
     for key, allowed in choices.items():

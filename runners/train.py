@@ -196,22 +196,21 @@ class Trainer:
                 history.append(self.agent.update(batch, c["step"]))
             obs, reward, terminated, truncated, info = self.env.step(action)
             self.replay.add(obs[-3:], action, float(reward), float(info["discount"]))
-            c["step"] += 1
-            c["frame"] += int(info.get("frames", cfg.action_repeat))
+            frames = int(info.get("frames", cfg.action_repeat))  # fewer if the episode ended mid-repeat
+            c["step"], c["frame"] = c["step"] + 1, c["frame"] + frames
             episode_return += float(reward)
-            bar.update(int(info.get("frames", cfg.action_repeat)))
+            bar.update(frames)
+            fps = (c["frame"] - f0) / max(time.time() - t0, 1e-9)
             if terminated or truncated:
-                fps = (c["frame"] - f0) / max(time.time() - t0, 1e-9)
                 if self.logger.tb is not None:
                     self.logger.tb.add_scalar("train/episode_return", episode_return, c["frame"])
                 bar.set_postfix(ret=f"{episode_return:.1f}", fps=f"{fps:.0f}", refresh=False)
                 obs = None
             if c["frame"] >= next_log:
-                fps = (c["frame"] - f0) / max(time.time() - t0, 1e-9)
                 self.logger.log("train", c["frame"], c["step"], {
                     **mean_metrics(history), "episode": c["episode"], "fps": fps})
                 history, next_log = [], next_log + cfg.log_every_frames
-        if c.get("last_eval") != c["frame"]:
+        if c["last_eval"] != c["frame"]:
             self.evaluate()
         if c["frame"] != f0 or not (self.ckpt_dir / "state.pt").exists():  # a finished run rerun: nothing new
             self.save_checkpoint()
