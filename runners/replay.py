@@ -540,11 +540,18 @@ class Replay:
         self._write_meta(path, self._meta(storage, save_id, True))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "Replay":
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu", *,
+             frame_stack: int | None = None, nstep: int | None = None, gamma: float | None = None,
+             seq_len: int | None = None) -> "Replay":
         """Open a directory written by :meth:`save`; sampling and adding continue exactly.
 
         On CPU the storage is mapped copy-on-write (no copy; pages load lazily and new writes stay
         in memory, never in the files). On another device it is copied there.
+
+        ``frame_stack``, ``nstep``, ``gamma`` and ``seq_len`` default to the saved settings; any of
+        them may be changed, since stacks, returns and sequences are built at sample time (an offline
+        learner reads a dataset with its own n-step and K). A replay opened with other settings
+        never saves incrementally into ``path``.
         """
         path = Path(path).resolve()
         meta_path = path / META_FILE
@@ -574,14 +581,16 @@ class Replay:
             raise ReplayFormatError(f"{meta_path}: the last save to {path} was interrupted; the data is inconsistent")
         rb = cls.__new__(cls)
         try:
+            overrides = {"frame_stack": frame_stack, "nstep": nstep, "gamma": gamma, "seq_len": seq_len}
+            settings = {k: meta[k] if v is None else v for k, v in overrides.items()}
             rb._configure(
                 meta["capacity"],
                 tuple(meta["frame_shape"]),
                 meta["action_dim"],
-                meta["frame_stack"],
-                meta["nstep"],
-                meta["gamma"],
-                meta["seq_len"],
+                settings["frame_stack"],
+                settings["nstep"],
+                settings["gamma"],
+                settings["seq_len"],
                 device,
             )
         except (TypeError, ValueError) as e:
@@ -636,5 +645,6 @@ class Replay:
                 raise ReplayFormatError(f"{storage}: ep_start is inconsistent with the slot counter")
             rb._refresh(lo, nxt)
         rb._valid = None
-        rb._saved = {path: (meta["save_id"], nxt)}
+        same = all(settings[k] == meta[k] for k in settings)
+        rb._saved = {path: (meta["save_id"], nxt)} if same else {}
         return rb

@@ -499,3 +499,21 @@ def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match="capacity"):
         Replay(3, FRAME, A, nstep=3)
     assert len(rb) == 2  # failed calls stored nothing
+
+
+@pytest.mark.parametrize("nstep,seq_len", [(1, 0), (5, 3), (1, 1)])
+def test_load_with_other_sampling_settings(tmp_path, nstep, seq_len) -> None:
+    """A saved replay (an offline dataset) opened with another n-step and K samples by those settings,
+    and never saves incrementally over the directory it came from."""
+    rng = np.random.default_rng(12)
+    rb = Replay(200, FRAME, A, frame_stack=S, nstep=3, gamma=GAMMA, seq_len=2)
+    ref = Reference(200, nstep, seq_len)
+    fill(rb, ref, rng, [9, 14, 6, 11])
+    rb.save(tmp_path / "d")
+    loaded = Replay.load(tmp_path / "d", nstep=nstep, seq_len=seq_len)
+    assert (loaded.nstep, loaded.seq_len, loaded.frame_stack) == (nstep, seq_len, S)
+    check_against_reference(loaded, ref, draws_per_position=10)
+    meta_before = (tmp_path / "d" / "meta.json").read_text()
+    loaded.save(tmp_path / "d")  # a full rewrite with the new settings, not a patch of the old meta
+    meta = json.loads((tmp_path / "d" / "meta.json").read_text())
+    assert meta["nstep"] == nstep and meta["storage"] != json.loads(meta_before)["storage"]
