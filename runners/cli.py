@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from envs import RenderBackendError, UnknownTaskError
 
     from .checkpoint import CheckpointError
+    from .datasets import DatasetError
     from .train import RunDirError
 
     try:
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             result = bench(cfg, updates=args.updates, samples=args.samples, env_steps=args.env_steps,
                            baseline=args.baseline, skip_env=args.skip_env)
             print(json.dumps(result))
-    except (ConfigError, UnknownTaskError, RenderBackendError, RunDirError, CheckpointError) as e:
+    except (ConfigError, UnknownTaskError, RenderBackendError, RunDirError, CheckpointError,
+            DatasetError) as e:
         print(f"taco: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
