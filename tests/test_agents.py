@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
@@ -201,14 +202,53 @@ def test_reference_order_runs_aux_after_critic_with_fresh_augmentation():
 
 
 # ---------------------------------------------------------------- state and options
+def same(x, y) -> bool:
+    """Equal nested state (dicts, lists, tensors, numbers), tensors compared exactly."""
+    if isinstance(x, dict):
+        return isinstance(y, dict) and x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
+    if isinstance(x, (list, tuple)):
+        return isinstance(y, (list, tuple)) and len(x) == len(y) and all(same(a, b) for a, b in zip(x, y))
+    if isinstance(x, torch.Tensor):
+        return isinstance(y, torch.Tensor) and x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y)
+    return x == y
+
+
+def saved(state):
+    """Through bytes, as a checkpoint goes (weights_only: tensors and plain values)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize("optimizer", ["reference", "single"])
 @pytest.mark.parametrize("cls", [DrQV2, SAC])
-def test_state_dict_round_trip(cls):
-    a, b = learner(cls), learner(cls)
-    a.update(make_batch(), 10)
-    b.load_state_dict(a.state_dict())
-    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
-        if k.startswith("net/"):
-            assert all(torch.equal(x[n], y[n]) for n in x), k
+def test_state_dict_round_trip(cls, optimizer):
+    a = learner(cls, optimizer=optimizer)
+    torch.manual_seed(1)
+    for i in range(2):
+        a.update(make_batch(seed=i), 10 + i)
+    state = a.state_dict()
+    names = {k for k in state if k.startswith("opt/")}
+    assert names == {f"opt/{k}" for k in a.opts} and "opt/actor" in names and "opt/critic" in names
+    assert ("opt/alpha" in names) == (cls is SAC) and ("opt/aux" in names) == (optimizer == "reference")
+    for k in names:  # Adam moments and step counts for every parameter each optimizer holds
+        n_params = sum(len(g["params"]) for g in state[k]["param_groups"])
+        assert len(state[k]["state"]) == n_params, k
+        assert all({"step", "exp_avg", "exp_avg_sq"} <= set(s) for s in state[k]["state"].values()), k
+        assert all(float(s["step"]) == 2 for s in state[k]["state"].values()), k
+    torch.manual_seed(123)
+    b = cls(OBS, 2, hidden_dim=32, aux="taco", expl_steps=0, optimizer=optimizer)  # other initial weights
+    b.load_state_dict(saved(state))
+    assert same(b.state_dict(), a.state_dict())  # networks and every optimizer's state
+    # the next update is the one the original learner would have made
+    batch = make_batch(seed=5)
+    torch.manual_seed(9)
+    ma = a.update(batch, 12)
+    torch.manual_seed(9)
+    mb = b.update(batch, 12)
+    assert same(ma, mb)
+    assert same(a.state_dict(), b.state_dict())
     with pytest.raises(ValueError, match="different agent"):
         learner(cls, aux="none").load_state_dict(a.state_dict())
 
