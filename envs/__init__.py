@@ -9,8 +9,22 @@ frames, wrapped ActionRepeat -> FrameStack:
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
 
 The same tasks are registered with gymnasium on ``import envs`` under the ids
-``taco/<task>-v0`` (e.g. ``gymnasium.make("taco/cheetah_run-v0", seed=0,
-action_repeat=2)``; keyword arguments go to make_env, ``seed`` is required).
+``taco/<task>-v0``, following gymnasium's conventions: ``gymnasium.make("taco/cheetah_run-v0")``
+needs no arguments and is seeded by ``reset(seed=...)`` (so SB3's ``make_vec_env``
+and gymnasium's env checkers work); keyword arguments go to make_env, e.g.
+``gymnasium.make("taco/cheetah_run-v0", seed=0, action_repeat=2)``.  ``close()``
+may be called any number of times.
+
+Videos: pass ``render_mode="rgb_array"`` (and ``render_size``, default 256, the
+size of the reference's eval videos) and ``env.render()`` returns the current
+state as (render_size, render_size, 3) uint8 RGB through the whole wrapper
+chain, rendered anew at that size by the task's own camera (point_reach draws it),
+while observations stay at ``image_size``.  ``metadata["render_fps"]`` is one frame
+per agent step, so gymnasium's RecordVideo and SB3's VecVideoRecorder work as is:
+
+    env = envs.make_env("cheetah_run", seed=0, render_mode="rgb_array", render_size=256)
+    env.reset(); frame = env.render()                      # (256, 256, 3) uint8
+    env.unwrapped.render_rgb(128)                          # any size, any render_mode
 
 Semantics (SPEC section 1): reward is summed over the repeated frames;
 ``info["discount"]`` is the env discount (1.0 on DMC); ``terminated`` only for a

@@ -15,6 +15,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs.render import check_render_args
 from envs.tasks import TaskSpec
 
 __all__ = ["DMCPixelEnv", "rescale_action", "apply_fast_render"]
@@ -52,11 +53,18 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
     Actions in [-1, 1] are rescaled to the task's spec.  A dm_control LAST step
     with discount 0 is ``terminated``; with discount > 0 (the time limit) it is
     ``truncated``.  ``info["discount"]`` carries the env discount.
+
+    ``seed=None`` draws the task's randomness from the OS until ``reset(seed=s)``.
+    With ``render_mode="rgb_array"``, ``render()`` returns the current state seen by
+    the task's camera as (render_size, render_size, 3) uint8, rendered anew at
+    that size (observations are unchanged).
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 100}
 
-    def __init__(self, spec: TaskSpec, seed: int, image_size: int = 84, fast_render: bool = False) -> None:
+    def __init__(self, spec: TaskSpec, seed: int | None = None, image_size: int = 84, fast_render: bool = False,
+                 render_mode: str | None = None, render_size: int = 256) -> None:
+        check_render_args(render_mode, render_size)
         if spec.kind == "manipulation" and image_size != MANIPULATION_IMAGE_SIZE:
             # Its camera observable is fixed at 84x84; resizing would change the task's pixels.
             raise ValueError(
@@ -84,9 +92,14 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
         self.observation_space = gym.spaces.Box(0, 255, (3, image_size, image_size), np.uint8)
         self._needs_reset = True
         self._time_step: Any = None
+        self._closed = False
+        self.render_mode = render_mode
+        self.render_size = render_size
+        # one video frame per control step; ActionRepeat divides this by its repeat
+        self.metadata = dict(self.metadata, render_fps=round(1.0 / self._env.control_timestep()))
 
     @staticmethod
-    def _load(spec: TaskSpec, seed: int) -> Any:
+    def _load(spec: TaskSpec, seed: int | None) -> Any:
         if spec.kind == "suite":
             from dm_control import suite
 
@@ -108,6 +121,24 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
             self._env.task.random.seed(seed)
         else:
             self._env.random_state.seed(seed)
+
+    def _camera(self) -> int | str:
+        if self.task_spec.kind == "manipulation":
+            return self._env.task.observables[self.task_spec.pixels_key]._mjcf_element.full_identifier
+        return self.task_spec.camera_id
+
+    def render_rgb(self, size: int | None = None) -> np.ndarray:
+        """The current state through the task's camera as (size, size, 3) uint8 (default render_size)."""
+        size = self.render_size if size is None else size
+        if self._time_step is None:
+            raise RuntimeError("nothing to render yet: call reset() first")
+        return self._env.physics.render(height=size, width=size, camera_id=self._camera())
+
+    def render(self) -> np.ndarray | None:  # type: ignore[override]
+        if self.render_mode is None:
+            gym.logger.warn("render() needs render_mode='rgb_array' (make_env(..., render_mode='rgb_array'))")
+            return None
+        return self.render_rgb()
 
     def frame(self) -> np.ndarray:
         """The current frame as (3, H, W) uint8 (rendered now for suite tasks)."""
@@ -149,4 +180,7 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
         return self.frame(), reward, terminated, truncated, info
 
     def close(self) -> None:
-        self._env.close()
+        """Free the simulator (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._env.close()

@@ -24,6 +24,8 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
+from envs.render import check_render_args
+
 __all__ = ["PointReach", "scripted_action", "measure_returns", "RANDOM_RETURN", "SCRIPTED_RETURN"]
 
 # Mean episode returns measured with measure_returns(episodes=200, seed=0);
@@ -36,13 +38,21 @@ EPISODE_FRAMES = 50
 
 
 class PointReach(gym.Env[np.ndarray, np.ndarray]):
-    """Base env: single CHW uint8 frames, ``info["discount"]`` always 1.0."""
+    """Base env: single CHW uint8 frames, ``info["discount"]`` always 1.0.
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    With ``render_mode="rgb_array"``, ``render()`` draws the current state as
+    (render_size, render_size, 3) uint8 (the observation drawn at another size).
+    """
 
-    def __init__(self, seed: int | None = None, image_size: int = 84, random_target: bool = False) -> None:
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 25}
+
+    def __init__(self, seed: int | None = None, image_size: int = 84, random_target: bool = False,
+                 render_mode: str | None = None, render_size: int = 256) -> None:
         if image_size < 8:
             raise ValueError(f"image_size must be >= 8 for point_reach, got {image_size}")
+        check_render_args(render_mode, render_size)
+        self.render_mode = render_mode
+        self.render_size = render_size
         self.image_size = image_size
         self.random_target = random_target
         self.observation_space = gym.spaces.Box(0, 255, (3, image_size, image_size), np.uint8)
@@ -53,22 +63,36 @@ class PointReach(gym.Env[np.ndarray, np.ndarray]):
         self._frame_count = 0
         self._pending_seed = seed  # used by the first reset() that passes no seed
 
-    def _to_pixel(self, xy: np.ndarray) -> tuple[int, int]:
+    @staticmethod
+    def _to_pixel(xy: np.ndarray, size: int, marker: int) -> tuple[int, int]:
         """Top-left corner (row, col) of the marker centred on xy; y points up."""
-        span = self.image_size - self.marker
+        span = size - marker
         col = int(round((xy[0] + 1.0) / 2.0 * span))
         row = int(round((1.0 - xy[1]) / 2.0 * span))
         return row, col
 
-    def render_frame(self) -> np.ndarray:
-        frame = np.zeros((3, self.image_size, self.image_size), np.uint8)
-        m = self.marker
-        row, col = self._to_pixel(self.target)
+    def render_frame(self, size: int | None = None) -> np.ndarray:
+        """The current state drawn as (3, size, size) uint8 (default: the observation size)."""
+        size = self.image_size if size is None else size
+        m = self.marker if size == self.image_size else max(2, math.ceil(size / 10))
+        frame = np.zeros((3, size, size), np.uint8)
+        row, col = self._to_pixel(self.target, size, m)
         frame[1, row:row + m, col:col + m] = 255
-        row, col = self._to_pixel(self.position)
+        row, col = self._to_pixel(self.position, size, m)
         frame[:, row:row + m, col:col + m] = 0  # the point is drawn over the target
         frame[0, row:row + m, col:col + m] = 255
         return frame
+
+    def render_rgb(self, size: int | None = None) -> np.ndarray:
+        """The current state as (size, size, 3) uint8 (default render_size)."""
+        size = self.render_size if size is None else size
+        return np.ascontiguousarray(self.render_frame(size).transpose(1, 2, 0))
+
+    def render(self) -> np.ndarray | None:  # type: ignore[override]
+        if self.render_mode is None:
+            gym.logger.warn("render() needs render_mode='rgb_array' (make_env(..., render_mode='rgb_array'))")
+            return None
+        return self.render_rgb()
 
     def _reward(self) -> float:
         return max(0.0, 1.0 - float(np.linalg.norm(self.position - self.target)))

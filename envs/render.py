@@ -7,6 +7,8 @@ So each candidate is tried in a *subprocess* that renders one tiny model through
 the same code path the environments use (``dm_control.mujoco.Physics.render``);
 only the parent's ``os.environ["MUJOCO_GL"]`` is set, and the answer is cached
 for the life of the process.  On a working machine this costs ~0.4 s once.
+
+Also holds the check every env makes of its ``render_mode``/``render_size`` args.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import subprocess
 import sys
 
-__all__ = ["RenderBackendError", "probe_render_backend", "CANDIDATE_BACKENDS"]
+__all__ = ["RenderBackendError", "probe_render_backend", "CANDIDATE_BACKENDS", "check_render_args"]
 
 # Tried in order when MUJOCO_GL is unset.  Both are headless: egl works with
 # Mesa (llvmpipe on CPU) and with NVIDIA drivers; osmesa needs libOSMesa.
@@ -113,3 +115,11 @@ def probe_render_backend() -> str:
             return backend
         failures[backend] = failure
     raise RenderBackendError(_error_message(failures, explicit=bool(chosen)))
+
+
+def check_render_args(render_mode: str | None, render_size: int) -> None:
+    """Raise ValueError on a render mode other than None/"rgb_array" or a size below 1."""
+    if render_mode not in (None, "rgb_array"):
+        raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+    if int(render_size) < 1:
+        raise ValueError(f"render_size must be a positive number of pixels, got {render_size}")

@@ -51,6 +51,8 @@ class ActionRepeat(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
         super().__init__(env)
         self.repeat = repeat
         self._deferred = isinstance(env, FrameDeferringEnv)
+        if "render_fps" in env.metadata:  # a video shows one frame per agent step
+            self.metadata = dict(env.metadata, render_fps=env.metadata["render_fps"] / repeat)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         deferred = self._deferred

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import gymnasium
@@ -303,3 +304,104 @@ def test_reach_duplo(gl_backend: str) -> None:
     assert not terminated and not truncated
     with pytest.raises(ValueError, match="84"):
         envs.make_env("reach_duplo", 0, image_size=64)
+
+
+# --- gymnasium conventions: make with no kwargs, reset seeding, render, close, checkers ---------
+
+
+def test_gym_make_without_arguments_seeds_through_reset() -> None:
+    env = gymnasium.make("taco/point_reach-v0")  # what SB3's make_vec_env and rl-zoo call
+    assert env.observation_space.shape == (9, 84, 84)
+    actions = np.random.default_rng(3).uniform(-1, 1, (8, 2)).astype(np.float32)
+    a, ra = rollout(env, actions, seed=7)
+    b, rb = rollout(env, actions, seed=7)
+    c, rc = rollout(envs.make_env("point_reach", 7), actions)  # seed= at construction still works
+    assert (a == b).all() and (a == c).all() and (ra == rb).all() and (ra == rc).all()
+    assert not (rollout(env, actions, seed=8)[0][0] == a[0]).all()
+
+
+def test_point_reach_render_rgb_array_does_not_touch_observations() -> None:
+    actions = np.random.default_rng(4).uniform(-1, 1, (12, 2)).astype(np.float32)
+    plain = envs.make_env("point_reach", 2, image_size=32)
+    env = gymnasium.make("taco/point_reach-v0", seed=2, image_size=32, render_mode="rgb_array", render_size=96)
+    assert env.render_mode == "rgb_array" and env.metadata["render_fps"] == 25 / 2  # one frame per agent step
+    obs, _ = env.reset()
+    expected, _ = plain.reset()
+    for action in actions:
+        frame = env.render()
+        assert frame.shape == (96, 96, 3) and frame.dtype == np.uint8
+        base = env.unwrapped
+        # the same state drawn larger: red point and green target where the observation has them
+        assert (frame[..., 0] == 255).sum() == 10 * 10 and (frame[..., 1] == 255).sum() >= 10 * 10 - 100
+        assert (frame.transpose(2, 0, 1) == base.render_frame(96)).all()
+        assert (obs == expected).all()
+        obs = env.step(action)[0]
+        expected = plain.step(action)[0]
+    assert env.unwrapped.render_rgb(40).shape == (40, 40, 3)
+    with pytest.warns(UserWarning, match="rgb_array"):
+        assert plain.render() is None
+    with pytest.raises(ValueError, match="render_mode"):
+        envs.make_env("point_reach", render_mode="human")
+    with pytest.raises(ValueError, match="render_size"):
+        envs.make_env("point_reach", render_mode="rgb_array", render_size=0)
+
+
+def _check_registered(task: str, **kwargs) -> None:
+    """gymnasium's and SB3's env checkers and make_vec_env(n_envs=2) on one registered id."""
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+    from stable_baselines3.common.env_util import make_vec_env
+
+    env_id = envs.gym_id(task)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*different from the unwrapped version.*")
+        env = gymnasium.make(env_id, render_mode="rgb_array", render_size=48, **kwargs)
+        check_env(env)               # the whole wrapper chain (determinism of the stack too), render included
+        sb3_check_env(env)
+        env.close()
+        env.close()                  # idempotent
+    venv = make_vec_env(env_id, n_envs=2, seed=0, env_kwargs=dict(kwargs, render_mode="rgb_array", render_size=48))
+    obs = venv.reset()
+    assert obs.shape == (2, *venv.observation_space.shape) and obs.dtype == np.uint8
+    assert not (obs[0] == obs[1]).all()  # seeds 0 and 1
+    obs, reward, done, _ = venv.step(np.stack([venv.action_space.sample() for _ in range(2)]))
+    assert obs.shape[0] == 2 and reward.shape == (2,)
+    assert venv.render().shape[2] == 3  # SB3 tiles the envs' rgb frames
+    venv.close()
+
+
+def test_point_reach_checkers_and_make_vec_env() -> None:
+    _check_registered("point_reach")
+    check_env(gymnasium.make("taco/point_reach-v0").unwrapped)  # no render_mode
+    _check_registered("point_reach", image_size=32)
+
+
+@pytest.mark.slow
+def test_every_mujoco_id_passes_gymnasium_and_sb3_checkers(gl_backend: str) -> None:
+    for task in envs.TASKS:
+        if envs.get_task_spec(task).kind != "point":
+            _check_registered(task, fast_render=True)  # 84x84 observations
+
+
+def test_dmc_render_uses_task_camera_at_any_size(gl_backend: str) -> None:
+    env = envs.make_env("quadruped_walk", 0, frame_stack=1, image_size=32, fast_render=True,
+                        render_mode="rgb_array")
+    obs, _ = env.reset()
+    frame = env.render()
+    physics = env.unwrapped.physics
+    assert frame.shape == (256, 256, 3) and frame.dtype == np.uint8 and frame.std() > 5
+    assert (frame == physics.render(256, 256, camera_id=2)).all()
+    assert env.metadata["render_fps"] == pytest.approx(1 / (2 * env.unwrapped._env.control_timestep()))
+    assert (env.unwrapped.render_rgb(32).transpose(2, 0, 1) == obs).all()  # same camera as the observation
+    obs2 = env.step(np.zeros(12, np.float32))[0]
+    assert (obs2 == env.unwrapped.frame()).all()
+    env.close()
+    env.close()
+
+
+def test_reach_duplo_render_and_close_twice(gl_backend: str) -> None:
+    env = envs.make_env("reach_duplo", 0, frame_stack=1, fast_render=True, render_mode="rgb_array", render_size=128)
+    obs, _ = env.reset()
+    assert env.render().shape == (128, 128, 3)
+    assert (env.unwrapped.render_rgb(84).transpose(2, 0, 1) == obs).all()  # its front_close camera
+    env.close()
+    env.close()
