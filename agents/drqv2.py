@@ -37,6 +37,8 @@ def truncated_normal_sample(mean: torch.Tensor, std: float, clip: float | None =
 
 
 class DrQV2(PixelActorCritic):
+    options = ("std_schedule", "std_clip")  # config keys this learner takes beyond the shared ones
+
     def __init__(self, *args, std_schedule: str = "linear(1.0,0.1,500000)", std_clip: float = 0.3,
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -56,9 +58,14 @@ class DrQV2(PixelActorCritic):
         q1, q2 = self.critic_target(next_feat, self.action_code(next_action))
         return torch.min(q1, q2)
 
-    def _actor_loss(self, feat, step):
+    def _policy_q(self, feat, step) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(a ~ pi(s) with clipped noise, min(Q1, Q2)(s, a) in fp32, the std used)."""
         std = schedule(self.std_schedule, step)
         action = truncated_normal_sample(self._mean(feat), std, self.std_clip)
         q1, q2 = self.critic(feat, self.action_code(action))
-        loss = -torch.min(q1, q2).float().mean()
+        return action, torch.min(q1, q2).float(), std
+
+    def _actor_loss(self, feat, step, batch=None):
+        _, q, std = self._policy_q(feat, step)
+        loss = -q.mean()
         return loss, {"actor_loss": loss.detach(), "actor_std": torch.tensor(std)}

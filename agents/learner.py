@@ -11,7 +11,10 @@ With `optimizer="single"` (an ablation) the critic and auxiliary losses share on
 one Adam: the auxiliary anchor is the critic's encoding, and every no-grad encoder pass of the
 update (next_obs, CURL positive, future_obs) runs as one batched call.
 
-Subclasses say what the policy is: `_target_value`, `_actor_loss`, `_act`.
+Subclasses say what the policy is: `_target_value`, `_actor_loss`, `_act`. Offline learners say
+what differs through the same hooks (`critic_loss` for a penalty or a value head, `_actor_loss` with
+the batch's dataset actions); a learner without a critic (`has_critic = False`, behaviour cloning)
+skips steps 2 and 4 and its actor loss trains the encoder.
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ AUX_KINDS = ("none", "curl", "taco")
 
 class PixelActorCritic:
     actor_out_mult = 1  # how many outputs per action dimension the actor head has
+    has_critic = True  # False: no critic, target or critic step; the actor loss trains the encoder
+    options: tuple[str, ...] = ()  # config keys a subclass takes as keyword arguments
 
     def __init__(self, obs_shape: tuple[int, int, int], action_dim: int, *, device: str | torch.device = "cpu",
                  lr: float = 1e-4, feature_dim: int = 50, hidden_dim: int = 1024, critic_tau: float = 0.01,
@@ -46,6 +51,7 @@ class PixelActorCritic:
             raise ValueError(f"optimizer={optimizer!r}: expected 'reference' or 'single'")
         self.device = torch.device(device)
         self.action_dim, self.critic_tau, self.expl_steps = action_dim, critic_tau, expl_steps
+        self.feature_dim, self.hidden_dim = feature_dim, hidden_dim
         self.bf16, self.single_opt, self.batch_nograd = precision == "bf16", optimizer == "single", batch_nograd
 
         self.encoder = Encoder(obs_shape).to(self.device)
@@ -53,13 +59,15 @@ class PixelActorCritic:
         self.tok = None
         if aux == "taco" and action_encoder:
             self.tok = ActionEncoder(action_dim, latent_dim or latent_action_dim(action_dim)).to(self.device)
-        self.latent_critic = self.tok is not None and latent_critic
+        self.latent_critic = self.tok is not None and latent_critic and self.has_critic
         code_dim = self.tok.latent_dim if self.latent_critic else action_dim
         self.actor = Actor(repr_dim, action_dim, feature_dim, hidden_dim, self.actor_out_mult).to(self.device)
-        self.critic = Critic(repr_dim, code_dim, feature_dim, hidden_dim).to(self.device)
-        self.critic_target = Critic(repr_dim, code_dim, feature_dim, hidden_dim).to(self.device)
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.critic_target.requires_grad_(False)
+        self.critic = self.critic_target = None
+        if self.has_critic:
+            self.critic = Critic(repr_dim, code_dim, feature_dim, hidden_dim).to(self.device)
+            self.critic_target = Critic(repr_dim, code_dim, feature_dim, hidden_dim).to(self.device)
+            self.critic_target.load_state_dict(self.critic.state_dict())
+            self.critic_target.requires_grad_(False)
         self.aux = None
         if aux == "curl" and curl_weight <= 0:
             raise ValueError("aux=curl needs curl_weight > 0 (use aux=none for no auxiliary loss)")
@@ -74,8 +82,17 @@ class PixelActorCritic:
 
         shared = list(self.encoder.parameters()) + (list(self.tok.parameters()) if self.tok else [])
         aux_own = self.aux.own_parameters() if self.aux is not None else []
-        self.opts: dict[str, torch.optim.Optimizer] = {"actor": torch.optim.Adam(self.actor.parameters(), lr=lr)}
-        if self.single_opt:
+        # what the actor loss reaches (backward inputs) = what the actor optimizer steps
+        self.actor_params = list(self.actor.parameters())
+        if not self.has_critic:
+            if self.single_opt:
+                raise ValueError("optimizer=single sums the critic and auxiliary losses; this learner has no critic")
+            self.actor_params += list(self.encoder.parameters())
+        self.opts: dict[str, torch.optim.Optimizer] = {"actor": torch.optim.Adam(self.actor_params, lr=lr)}
+        if not self.has_critic:
+            if self.aux is not None:
+                self.opts["aux"] = torch.optim.Adam(shared + aux_own, lr=lr)
+        elif self.single_opt:
             self.opts["critic"] = torch.optim.Adam(list(self.critic.parameters()) + shared + aux_own, lr=lr)
         else:
             self.opts["critic"] = torch.optim.Adam(list(self.critic.parameters()) + shared, lr=lr)
@@ -103,8 +120,9 @@ class PixelActorCritic:
             return list(self.encoder(torch.cat(augmented)).split([len(x) for x in augmented]))
 
     def modules(self) -> dict[str, nn.Module]:
-        mods = {"encoder": self.encoder, "actor": self.actor, "critic": self.critic,
-                "critic_target": self.critic_target}
+        mods = {"encoder": self.encoder, "actor": self.actor}
+        if self.critic is not None:
+            mods.update(critic=self.critic, critic_target=self.critic_target)
         if self.tok is not None:
             mods["tok"] = self.tok
         if self.aux is not None:
@@ -127,25 +145,38 @@ class PixelActorCritic:
         return action.float().clamp(-1.0, 1.0)[0].cpu().numpy()
 
     # ----------------------------------------------------------------- learning
-    def critic_loss(self, feat: torch.Tensor, batch, next_feat: torch.Tensor, step: int):
+    def td_target(self, batch, next_feat: torch.Tensor, step: int) -> torch.Tensor:
         with torch.no_grad():
-            target_q = batch["reward"] + batch["discount"] * self._target_value(next_feat, step)
+            return batch["reward"] + batch["discount"] * self._target_value(next_feat, step)
+
+    def critic_loss(self, feat: torch.Tensor, batch, next_feat: torch.Tensor, step: int):
+        target_q = self.td_target(batch, next_feat, step)
         q1, q2 = self.critic(feat, self.action_code(batch["action"]))
+        return self.td_loss(q1, q2, target_q)
+
+    def td_loss(self, q1: torch.Tensor, q2: torch.Tensor, target_q: torch.Tensor):
         loss = F.mse_loss(q1.float(), target_q.float()) + F.mse_loss(q2.float(), target_q.float())
         return loss, {"critic_loss": loss.detach(), "critic_q1": q1.detach().float().mean(),
                       "critic_target_q": target_q.detach().float().mean()}
 
-    def update_actor(self, feat: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    def update_actor(self, feat: torch.Tensor, step: int, batch=None) -> dict[str, torch.Tensor]:
         with self.autocast():
-            loss, metrics = self._actor_loss(feat, step)
+            loss, metrics = self._actor_loss(feat, step, batch)
         self.opts["actor"].zero_grad(set_to_none=True)
-        loss.backward(inputs=list(self.actor.parameters()))  # critic and tok get no gradient
+        loss.backward(inputs=self.actor_params)  # critic and tok get no gradient
         self.opts["actor"].step()
         return metrics
 
     def update(self, batch, step: int) -> dict[str, torch.Tensor]:
         """One learner update on a sampled batch; returns 0-dim tensors (no host sync here)."""
         metrics: dict[str, torch.Tensor] = {"batch_reward": batch["reward"].mean()}
+        if not self.has_critic:  # the actor loss trains the encoder; then the auxiliary step
+            with self.autocast():
+                feat = self.encoder(self.aug(batch["obs"]))
+            metrics.update(self.update_actor(feat, step, batch))
+            if self.aux is not None:
+                metrics.update(self.update_aux(batch))
+            return metrics
         aux_keys = self.aux.nograd_keys if self.aux is not None else []
         with self.autocast():
             feat = self.encoder(self.aug(batch["obs"]))
@@ -161,7 +192,7 @@ class PixelActorCritic:
         loss.backward()
         self.opts["critic"].step()
 
-        metrics.update(self.update_actor(feat.detach(), step))
+        metrics.update(self.update_actor(feat.detach(), step, batch))
         soft_update(self.critic, self.critic_target, self.critic_tau)
         if self.aux is not None and not self.single_opt:
             metrics.update(self.update_aux(batch))
@@ -200,5 +231,6 @@ class PixelActorCritic:
     def _target_value(self, next_feat: torch.Tensor, step: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def _actor_loss(self, feat: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _actor_loss(self, feat: torch.Tensor, step: int, batch=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The actor's loss on encoder features; `batch` holds the dataset actions offline learners need."""
         raise NotImplementedError

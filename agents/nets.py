@@ -130,7 +130,12 @@ class Critic(nn.Module):
         self.apply(weight_init)
 
     def forward(self, feat: torch.Tensor, action_code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = torch.cat([self.trunk(feat), action_code.to(feat.dtype)], dim=-1)
+        return self.heads(self.trunk(feat), action_code.to(feat.dtype))
+
+    def heads(self, z: torch.Tensor, action_code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both Q heads on trunk features `z` (..., feature_dim) and codes (..., code_dim): one trunk
+        pass can score many actions per state (CQL's sampled actions)."""
+        h = torch.cat([z, action_code], dim=-1)  # promotes to the wider dtype
         # Q heads in fp32 even under bf16 autocast: bf16 would round returns near 200 in steps of 1
         with torch.autocast(h.device.type, enabled=False):
             h = h.float()

@@ -27,6 +27,7 @@ class Temperature(nn.Module):
 
 class SAC(PixelActorCritic):
     actor_out_mult = 2
+    options = ("init_alpha",)
 
     def __init__(self, obs_shape, action_dim, *, init_alpha: float = 0.1, alpha_lr: float | None = None,
                  **kwargs) -> None:
@@ -62,7 +63,7 @@ class SAC(PixelActorCritic):
         q1, q2 = self.critic_target(next_feat, self.action_code(action))
         return torch.min(q1, q2).float() - self.temperature().detach() * log_prob
 
-    def _actor_loss(self, feat, step):
+    def _actor_loss(self, feat, step, batch=None):
         action, log_prob, _ = self._sample(feat)
         q1, q2 = self.critic(feat, self.action_code(action))
         alpha = self.temperature().detach()
@@ -70,8 +71,8 @@ class SAC(PixelActorCritic):
         self._log_prob = log_prob.detach()  # for the temperature step that follows the actor step
         return loss, {"actor_loss": loss.detach(), "alpha": alpha, "entropy": -log_prob.detach().mean()}
 
-    def update_actor(self, feat, step):
-        metrics = super().update_actor(feat, step)
+    def update_actor(self, feat, step, batch=None):
+        metrics = super().update_actor(feat, step, batch)
         alpha_loss = -(self.temperature() * (self._log_prob + self.target_entropy)).mean()
         self.opts["alpha"].zero_grad(set_to_none=True)
         alpha_loss.backward()

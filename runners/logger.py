@@ -21,13 +21,13 @@ class CSVLog:
                 reader = csv.reader(f)
                 self.fields = next(reader, None)
 
-    def truncate_after(self, frame: int) -> None:
-        """Drop rows whose `frame` is beyond `frame` (left by a run that died after its last checkpoint)."""
+    def truncate_after(self, frame: int, axis: str = "frame") -> None:
+        """Drop rows whose `axis` column is beyond `frame` (left by a run that died after its last checkpoint)."""
         if not self.path.exists():
             return
         with self.path.open(newline="") as f:
             rows = list(csv.DictReader(f))
-        kept = [r for r in rows if float(r["frame"]) <= frame]
+        kept = [r for r in rows if float(r[axis]) <= frame]
         if len(kept) != len(rows):
             with self.path.open("w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=self.fields or [])
@@ -52,12 +52,16 @@ class CSVLog:
 
 
 class Logger:
-    """CSV + TensorBoard. Metric values may be 0-dim tensors: they are converted only here."""
+    """CSV + TensorBoard. Metric values may be 0-dim tensors: they are converted only here.
 
-    def __init__(self, run_dir: Path, resume_frame: int = 0, tensorboard: bool = True) -> None:
+    `axis` is the counter rows are keyed on and TensorBoard's x axis: `frame` online, `update` offline.
+    """
+
+    def __init__(self, run_dir: Path, resume_frame: int = 0, tensorboard: bool = True, axis: str = "frame") -> None:
+        self.axis = axis
         self.csv = {name: CSVLog(run_dir / f"{name}.csv") for name in ("train", "eval")}
         for log in self.csv.values():
-            log.truncate_after(resume_frame)
+            log.truncate_after(resume_frame, axis)
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -65,12 +69,17 @@ class Logger:
             self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_frame or None)
 
     def log(self, kind: str, frame: int, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
-        row = {"frame": frame, "step": step, **{k: float(v) for k, v in metrics.items()}}
+        return self.log_at(kind, {"frame": frame, "step": step}, metrics)
+
+    def log_at(self, kind: str, counters: Mapping[str, int], metrics: Mapping[str, Any]) -> dict[str, float]:
+        """One row: the counters (the logger's axis first), then the metrics."""
+        row = {**counters, **{k: float(v) for k, v in metrics.items()}}
         self.csv[kind].write(row)
         if self.tb is not None:
-            for k, v in row.items():  # x axis: frames; the agent step is a scalar of its own
-                if k != "frame":
-                    self.tb.add_scalar(f"{kind}/{k}", v, frame)
+            x = counters[self.axis]
+            for k, v in row.items():  # x axis: the logger's axis; other counters are scalars of their own
+                if k != self.axis:
+                    self.tb.add_scalar(f"{kind}/{k}", v, x)
         return row
 
     def close(self) -> None:

@@ -8,48 +8,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from agents import AGENTS
 from envs import make_env
 
 from . import checkpoint as ckpt
-from .config import Config, config_hash, run_directory, to_yaml
-from .logger import Logger, mean_metrics, write_video
+from .config import Config
+from .logger import mean_metrics
 from .replay import Replay
-
-EVAL_SEED_OFFSET = 10_000
-
-
-class RunDirError(RuntimeError):
-    pass
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={spec!r} but CUDA is not available here; use device=cpu or device=auto")
-    return device
-
-
-def build_agent(cfg: Config, obs_shape: tuple[int, int, int], action_dim: int, device: torch.device):
-    """The learner a config describes (shared by train and bench)."""
-    kwargs: dict[str, Any] = dict(
-        device=device, lr=cfg.lr, feature_dim=cfg.feature_dim, hidden_dim=cfg.hidden_dim,
-        critic_tau=cfg.critic_tau, expl_steps=cfg.expl_steps, precision=cfg.precision, aux=cfg.aux,
-        taco_k=cfg.taco_k, taco_weight=cfg.taco_weight, curl_weight=cfg.curl_weight,
-        reward_weight=cfg.reward_weight, latent_dim=cfg.latent_action_dim,
-        action_encoder=cfg.action_encoder, latent_critic=cfg.latent_critic, optimizer=cfg.optimizer)
-    if cfg.agent == "drqv2":
-        kwargs.update(std_schedule=cfg.std_schedule, std_clip=cfg.std_clip)
-    elif cfg.agent == "sac":
-        kwargs.update(init_alpha=cfg.init_alpha)
-    return AGENTS[cfg.agent](obs_shape, action_dim, **kwargs)
+from .run import (EVAL_SEED_OFFSET, Run, RunDirError, build_agent, env_kwargs, prepare_run_dir,  # noqa: F401
+                  progress_bar, resolve_device, say)
 
 
 def replay_device(cfg: Config, device: torch.device, frame_shape: tuple[int, int, int]) -> torch.device:
@@ -66,58 +36,25 @@ def make_replay(cfg: Config, frame_shape: tuple[int, int, int], action_dim: int,
                   gamma=cfg.gamma, seq_len=cfg.taco_k if cfg.aux == "taco" else 0, device=device)
 
 
-def prepare_run_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise RunDirError(f"run directory {path} is not writable ({e.strerror}); "
-                          "pass root=<writable folder> or run_dir=<path>") from None
-
-
-class Trainer:
+class Trainer(Run):
     def __init__(self, cfg: Config, progress: bool = True) -> None:
-        self.cfg, self.progress = cfg, progress
-        self.run_dir = run_directory(cfg)
-        prepare_run_dir(self.run_dir)
-        torch.manual_seed(cfg.seed)
-        self.device = resolve_device(cfg.device)
-        env_kw = dict(action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack,
-                      image_size=cfg.image_size, fast_render=cfg.fast_render)
-        self.env = make_env(cfg.task, cfg.seed, **env_kw)
-        self.eval_env = make_env(cfg.task, cfg.seed + EVAL_SEED_OFFSET, **env_kw)
+        super().__init__(cfg, progress)
+        self.eval_every = cfg.eval_every_frames
+        self.env = make_env(cfg.task, cfg.seed, **env_kwargs(cfg))
+        self.make_eval_env()
         obs_shape = self.env.observation_space.shape
         self.frame_shape = (3, *obs_shape[1:])
         action_dim = self.env.action_space.shape[0]
         self.agent = build_agent(cfg, obs_shape, action_dim, self.device)
         self.replay = make_replay(cfg, self.frame_shape, action_dim,
                                   replay_device(cfg, self.device, self.frame_shape))
-        self.bar = None
         self.counters = {"step": 0, "frame": 0, "episode": 0, "evals": 0, "last_eval": -1,
                          "next_eval": 0, "next_checkpoint": cfg.checkpoint_every_frames}
-        self.ckpt_dir = self.run_dir / "checkpoint"
         self._replay_dir = "replay_b"  # the first checkpoint writes replay_a
-        resumed = self._maybe_resume()
-        (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
-        self.logger = Logger(self.run_dir, resume_frame=self.counters["frame"])
-        if resumed:
-            print(f"resuming {self.run_dir} at frame {self.counters['frame']}", flush=True)
+        self.open()
 
     # ------------------------------------------------------------------ checkpoints
-    def _maybe_resume(self) -> bool:
-        state_path = self.ckpt_dir / "state.pt"
-        if not state_path.exists():
-            return False
-        state = ckpt.load(state_path)
-        if state.get("config_hash") != config_hash(self.cfg):
-            raise ckpt.CheckpointError(f"{state_path} was written by a different configuration "
-                                       f"(hash {state.get('config_hash')} vs {config_hash(self.cfg)}); "
-                                       "pass a new run_dir= to start a fresh run")
-        self.agent.load_state_dict(state["agent"])
-        ckpt.set_rng_state(state["rng"])
-        self.counters = dict(state["counters"])
+    def restore_extra(self, state) -> None:
         self.replay = None  # free the empty buffer before mapping/copying the saved one
         # the device the run sampled on (its RNG stream differs between CPU and CUDA)
         self.replay = Replay.load(self.ckpt_dir / state["replay_dir"], device=state["replay_device"])
@@ -125,56 +62,18 @@ class Trainer:
             raise ckpt.CheckpointError(f"{self.ckpt_dir / state['replay_dir']} holds {self.replay.total_added} "
                                        f"transitions, state.pt expects {state['replay_total']}")
         self._replay_dir = state["replay_dir"]
-        return True
 
-    def save_checkpoint(self) -> None:
-        """Replay into the folder state.pt does not point at, then state.pt atomically: a kill at any
-        moment leaves the previous checkpoint whole."""
-        self.ckpt_dir.mkdir(exist_ok=True)
+    def checkpoint_extra(self):
+        """The replay goes into the folder state.pt does not point at (incremental per folder)."""
         self._replay_dir = "replay_b" if self._replay_dir == "replay_a" else "replay_a"
         self.replay.save(self.ckpt_dir / self._replay_dir)
-        state = {"format": 1, "config_hash": config_hash(self.cfg), "agent": self.agent.state_dict(),
-                 "rng": ckpt.rng_state(), "counters": dict(self.counters), "replay_dir": self._replay_dir,
-                 "replay_total": self.replay.total_added, "replay_device": str(self.replay.device)}
-        ckpt.save_atomic(state, self.ckpt_dir / "state.pt")
-
-    # ------------------------------------------------------------------ evaluation
-    def evaluate(self) -> dict[str, float]:
-        c, cfg = self.counters, self.cfg
-        self.agent.train(False)
-        if self.bar is not None and not self.bar.disable:
-            self.bar.set_description_str(f"evaluating ({cfg.eval_episodes} episodes)", refresh=True)
-        returns, lengths, video = [], [], []
-        for i in range(cfg.eval_episodes):
-            obs, _ = self.eval_env.reset(seed=cfg.seed + EVAL_SEED_OFFSET + c["evals"] * cfg.eval_episodes + i)
-            done, ret, length = False, 0.0, 0
-            while not done:
-                if i == 0 and cfg.save_video:
-                    video.append(obs[-3:])
-                obs, reward, terminated, truncated, _ = self.eval_env.step(self.agent.act(obs, c["step"], True))
-                ret, length, done = ret + float(reward), length + 1, terminated or truncated
-            returns.append(ret)
-            lengths.append(length)
-        self.agent.train(True)
-        if self.bar is not None:
-            self.bar.set_description_str("train", refresh=False)
-        if video:
-            video.append(obs[-3:])
-            write_video(self.run_dir / "videos" / f"eval_{c['frame']:09d}.mp4", video)
-        c["evals"] += 1
-        c["last_eval"] = c["frame"]
-        c["next_eval"] = (c["frame"] // cfg.eval_every_frames + 1) * cfg.eval_every_frames
-        row = self.logger.log("eval", c["frame"], c["step"], {
-            "episode_return": float(np.mean(returns)), "return_std": float(np.std(returns)),
-            "episode_length": float(np.mean(lengths)), "episodes": len(returns)})
-        _say(self.bar, f"eval | frame {c['frame']} | step {c['step']} | return {row['episode_return']:.1f}"
-                       f" +- {row['return_std']:.1f} over {len(returns)} episodes")
-        return row
+        return {"replay_dir": self._replay_dir, "replay_total": self.replay.total_added,
+                "replay_device": str(self.replay.device)}
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> Path:
         cfg, c = self.cfg, self.counters
-        self.bar = bar = _progress(cfg.frames, c["frame"], self.progress)
+        self.bar = bar = progress_bar(cfg.frames, c["frame"], self.progress)
         history: list[dict[str, torch.Tensor]] = []
         next_log = c["frame"] + cfg.log_every_frames
         obs, episode_return, t0, f0 = None, 0.0, time.time(), c["frame"]
@@ -217,20 +116,6 @@ class Trainer:
         bar.close()
         self.logger.close()
         return self.run_dir
-
-
-def _progress(total: int, initial: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="frame", disable=not enabled, dynamic_ncols=True,
-                smoothing=0.05, mininterval=1.0)
-
-
-def _say(bar, text: str) -> None:
-    if bar is None or bar.disable:
-        print(text, flush=True)
-    else:
-        bar.write(text)
 
 
 def train(cfg: Config, progress: bool = True) -> Path:

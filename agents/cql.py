@@ -1,0 +1,53 @@
+"""Conservative Q-learning from pixels (SPEC section 7; V-D4RL's CQL, on DrQ-v2).
+
+The critic loss adds, per Q head, a penalty that pushes Q down on actions the dataset does not
+support and up on the dataset action:
+
+    alpha * ( temp * logsumexp_j(Q(s, a_j) / temp) - Q(s, a_data) )
+
+over a_j = the data action, `samples` uniform random actions, `samples` current-policy actions at s
+and `samples` policy actions at s' (all scored at s; no importance sampling). The sampled actions
+carry no gradient; the penalty reaches the encoder, the action encoder and the critic, like the
+TD loss it is added to. The actor is DrQ-v2's.
+"""
+from __future__ import annotations
+
+import torch
+
+from .drqv2 import DrQV2, schedule, truncated_normal_sample
+
+
+class CQL(DrQV2):
+    options = DrQV2.options + ("cql_alpha", "cql_temp", "cql_samples")
+
+    def __init__(self, *args, cql_alpha: float = 10.0, cql_temp: float = 1.0, cql_samples: int = 10,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if cql_temp <= 0 or cql_samples < 1:
+            raise ValueError(f"CQL needs cql_temp > 0 and cql_samples >= 1, got {cql_temp}, {cql_samples}")
+        self.cql_alpha, self.cql_temp, self.cql_samples = cql_alpha, cql_temp, cql_samples
+
+    @torch.no_grad()
+    def penalty_actions(self, feat: torch.Tensor, next_feat: torch.Tensor, step: int) -> torch.Tensor:
+        """(B, 3N, |A|): N uniform random, N pi(s) and N pi(s') samples per state."""
+        n, std = self.cql_samples, schedule(self.std_schedule, step)
+        rand = torch.rand(feat.shape[0], n, self.action_dim, device=feat.device) * 2.0 - 1.0
+        policy = [truncated_normal_sample(self._mean(f).float().unsqueeze(1).expand(-1, n, -1), std, self.std_clip)
+                  for f in (feat, next_feat)]
+        return torch.cat([rand, *policy], dim=1)
+
+    def critic_loss(self, feat, batch, next_feat, step):
+        target_q = self.td_target(batch, next_feat, step)
+        actions = torch.cat([batch["action"].unsqueeze(1), self.penalty_actions(feat.detach(), next_feat, step)], 1)
+        z = self.critic.trunk(feat).unsqueeze(1).expand(-1, actions.shape[1], -1)
+        q1, q2 = self.critic.heads(z, self.action_code(actions).to(feat.dtype))  # (B, 1 + 3N, 1) each
+        loss, metrics = self.td_loss(q1[:, 0], q2[:, 0], target_q)
+        penalty = self.conservative_penalty(q1) + self.conservative_penalty(q2)
+        metrics.update(cql_penalty=penalty.detach(), cql_q_random=q1[:, 1:1 + self.cql_samples].detach().mean())
+        return loss + penalty, metrics
+
+    def conservative_penalty(self, q: torch.Tensor) -> torch.Tensor:
+        """alpha * mean_s(temp * logsumexp(Q(s, .) / temp) - Q(s, a_data)); q[:, 0] is the data action."""
+        q = q.squeeze(-1).float()
+        soft_max = torch.logsumexp(q / self.cql_temp, dim=1) * self.cql_temp
+        return self.cql_alpha * (soft_max - q[:, 0]).mean()

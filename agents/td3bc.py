@@ -1,0 +1,31 @@
+"""TD3+BC from pixels (DrQ+BC in V-D4RL; SPEC section 7).
+
+DrQ-v2's critic, target and policy; the actor loss adds a behaviour-cloning term and rescales the
+Q term so that its size does not depend on the scale of returns (Fujimoto & Gu 2021, eq. 5):
+
+    loss = -lambda * mean(Q(s, pi(s))) + MSE(pi(s), a_data),   lambda = alpha / mean|Q(s, pi(s))|
+
+with lambda computed on detached Q values. As in V-D4RL, pi(s) is the DrQ-v2 policy sample (mean
+plus clipped scheduled noise) used for both terms.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from .drqv2 import DrQV2
+
+
+class TD3BC(DrQV2):
+    options = DrQV2.options + ("bc_alpha",)
+
+    def __init__(self, *args, bc_alpha: float = 2.5, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.bc_alpha = bc_alpha
+
+    def _actor_loss(self, feat, step, batch=None):
+        action, q, _ = self._policy_q(feat, step)
+        lam = self.bc_alpha / q.detach().abs().mean()
+        bc = F.mse_loss(action.float(), batch["action"].float())
+        loss = -lam * q.mean() + bc
+        return loss, {"actor_loss": loss.detach(), "bc_loss": bc.detach(), "bc_lambda": lam.detach(),
+                      "actor_q": q.detach().mean()}

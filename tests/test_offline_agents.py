@@ -1,0 +1,198 @@
+"""Offline learners (BC, TD3+BC, CQL, IQL): what each loss computes and what it reaches."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from agents import BC, CQL, IQL, TD3BC
+from agents.iql import advantage_weights, expectile_loss
+from agents.learner import PixelActorCritic
+from tests.test_agents import OBS, grads, make_batch, zero
+
+OFFLINE = [BC, TD3BC, CQL, IQL]
+
+
+def learner(cls, aux="none", **kw):
+    torch.manual_seed(0)
+    return cls(OBS, 2, hidden_dim=32, aux=aux, expl_steps=0, **kw)
+
+
+# ---------------------------------------------------------------- every learner
+@pytest.mark.parametrize("aux", ["none", "curl", "taco"])
+@pytest.mark.parametrize("cls", OFFLINE)
+def test_update_runs_round_trips_and_acts(cls, aux):
+    ag = learner(cls, aux)
+    metrics = ag.update(make_batch(), 5)
+    assert all(torch.isfinite(v) for v in metrics.values())
+    if aux == "taco":
+        assert {"taco_loss", "curl_loss", "reward_loss"} <= set(metrics)
+    other = learner(cls, aux)
+    other.load_state_dict(ag.state_dict())
+    obs = make_batch(b=1)["obs"][0].numpy()
+    assert (ag.act(obs, 5, True) == other.act(obs, 5, True)).all()
+    assert (abs(ag.act(obs, 5, True)) <= 1).all()
+
+
+def test_bc_has_no_critic_and_its_loss_is_the_action_mse():
+    ag, batch = learner(BC, "taco"), make_batch()
+    assert ag.critic is None and "critic" not in ag.opts and not ag.latent_critic
+    feat = ag.encoder(batch["obs"])
+    loss, _ = ag._actor_loss(feat, 0, batch)
+    assert torch.allclose(loss, ((torch.tanh(ag.actor(feat)) - batch["action"]) ** 2).mean())
+    with pytest.raises(ValueError, match="no critic"):
+        learner(BC, "taco", optimizer="single")
+
+
+# ---------------------------------------------------------------- gradient routing
+def test_bc_loss_reaches_actor_and_encoder_only():
+    ag, batch = learner(BC, "taco"), make_batch()
+    zero(ag)
+    feat = ag.encoder(ag.aug(batch["obs"]))
+    loss, _ = ag._actor_loss(feat, 0, batch)
+    loss.backward(inputs=ag.actor_params)
+    assert grads(ag.actor) and grads(ag.encoder)
+    assert not grads(ag.tok) and not grads(ag.aux)
+    ids = lambda opt: {id(p) for g in opt.param_groups for p in g["params"]}  # noqa: E731
+    enc, tok = {id(p) for p in ag.encoder.parameters()}, {id(p) for p in ag.tok.parameters()}
+    assert enc <= ids(ag.opts["actor"]) and not tok & ids(ag.opts["actor"])
+    assert enc | tok <= ids(ag.opts["aux"])  # TACO still shapes the encoder and its action encoder
+
+
+@pytest.mark.parametrize("cls", [TD3BC, CQL, IQL])
+def test_actor_loss_reaches_actor_only(cls):
+    ag, batch = learner(cls, "taco"), make_batch()
+    zero(ag)
+    feat = ag.encoder(ag.aug(batch["obs"])).detach()
+    loss, _ = ag._actor_loss(feat, 10, batch)
+    loss.backward(inputs=ag.actor_params)
+    assert grads(ag.actor)
+    for name, mod in ag.modules().items():
+        if name != "actor":
+            assert not grads(mod), name
+
+
+@pytest.mark.parametrize("cls", [TD3BC, CQL, IQL])
+def test_critic_loss_reaches_encoder_tok_critic_not_actor(cls):
+    ag, batch = learner(cls, "taco"), make_batch()
+    zero(ag)
+    feat = ag.encoder(ag.aug(batch["obs"]))
+    (next_feat,) = ag.encode_nograd([batch["next_obs"]])
+    loss, _ = ag.critic_loss(feat, batch, next_feat, 10)
+    loss.backward()
+    assert grads(ag.encoder) and grads(ag.tok) and grads(ag.critic)
+    assert not grads(ag.actor) and not grads(ag.critic_target)
+    assert not any(p.grad is not None for p in ag.aux.own_parameters())
+    if cls is IQL:
+        assert grads(ag.value)
+
+
+def test_iql_value_loss_reaches_only_the_value_head():
+    """The encoder's gradient from IQL's critic loss equals that of its TD term alone."""
+    ag, batch = learner(IQL), make_batch()
+    feat = ag.encoder(ag.aug(batch["obs"]))
+    (next_feat,) = ag.encode_nograd([batch["next_obs"]])
+    encoder_grads = []
+    for loss_fn in (ag.critic_loss, lambda *a: PixelActorCritic.critic_loss(ag, *a)):
+        zero(ag)
+        loss, _ = loss_fn(feat, batch, next_feat, 10)
+        loss.backward(retain_graph=True)
+        encoder_grads.append([p.grad.clone() for p in ag.encoder.parameters()])
+    for a, b in zip(*encoder_grads):
+        assert torch.allclose(a, b, atol=1e-7)
+    ids = {id(p) for g in ag.opts["critic"].param_groups for p in g["params"]}
+    assert {id(p) for p in ag.value.parameters()} <= ids  # V steps in the critic step
+
+
+# ---------------------------------------------------------------- TD3+BC
+def test_td3bc_lambda_is_alpha_over_mean_abs_q():
+    ag, batch = learner(TD3BC, bc_alpha=2.5), make_batch()
+    feat = ag.encoder(batch["obs"]).detach()
+    torch.manual_seed(1)
+    loss, m = ag._actor_loss(feat, 10, batch)
+    torch.manual_seed(1)  # the same policy sample
+    action, q, _ = ag._policy_q(feat, 10)
+    lam = 2.5 / q.abs().mean()
+    assert torch.isclose(m["bc_lambda"], lam)
+    assert torch.isclose(loss, -lam * q.mean() + ((action - batch["action"]) ** 2).mean())
+
+
+# ---------------------------------------------------------------- CQL
+def test_cql_penalty_matches_direct_formula():
+    ag = learner(CQL, cql_alpha=10.0, cql_temp=0.5)
+    q = torch.randn(4, 31, 1)
+    direct = []
+    for row in q.squeeze(-1).tolist():
+        direct.append(0.5 * math.log(sum(math.exp(v / 0.5) for v in row)) - row[0])
+    assert torch.isclose(ag.conservative_penalty(q), torch.tensor(10.0 * sum(direct) / 4), rtol=1e-5)
+
+
+def test_cql_penalty_actions_shapes_and_ranges():
+    ag = learner(CQL, cql_samples=10)
+    feat = torch.randn(6, ag.encoder.repr_dim)
+    acts = ag.penalty_actions(feat, feat, 10)
+    assert acts.shape == (6, 30, 2) and (acts.abs() <= 1).all()
+
+
+@pytest.mark.slow
+def test_cql_pushes_q_of_random_actions_below_dataset_actions():
+    """On a fixed batch, the conservative penalty opens a gap Q(s, a_data) - Q(s, a_random) that the
+    same learner without it (alpha = 0) does not."""
+    batch = make_batch(b=32, seed=3)
+    batch["action"] = torch.full((32, 2), 0.5)  # a narrow behaviour policy
+    gaps = {}
+    for alpha in (0.0, 10.0):
+        ag = learner(CQL, cql_alpha=alpha, lr=1e-3)
+        for _ in range(80):
+            ag.update(batch, 10)
+        with torch.no_grad():
+            z = ag.critic.trunk(ag.encoder(batch["obs"]))
+            rand = torch.rand(32, 50, 2) * 2 - 1
+            q_rand = torch.min(*ag.critic.heads(z[:, None].expand(-1, 50, -1), rand)).mean()
+            q_data = torch.min(*ag.critic(ag.encoder(batch["obs"]), batch["action"])).mean()
+        gaps[alpha] = float(q_data - q_rand)
+    assert gaps[10.0] > 0.5 and gaps[10.0] > 5 * abs(gaps[0.0]), gaps
+
+
+# ---------------------------------------------------------------- IQL
+def test_expectile_loss_matches_direct_formula():
+    diff = torch.tensor([-2.0, -0.5, 0.0, 0.3, 1.5])
+    direct = sum((0.7 if d >= 0 else 0.3) * d * d for d in diff.tolist()) / 5
+    assert torch.isclose(expectile_loss(diff, 0.7), torch.tensor(direct))
+    # tau = 0.5 is half the mean squared error
+    assert torch.isclose(expectile_loss(diff, 0.5), 0.5 * (diff ** 2).mean())
+
+
+def test_advantage_weights_match_direct_formula():
+    adv = torch.tensor([-1.0, 0.0, 0.5, 1.0, 3.0])
+    direct = [min(math.exp(3.0 * a), 100.0) for a in adv.tolist()]
+    assert torch.allclose(advantage_weights(adv, 3.0, 100.0), torch.tensor(direct))
+    assert advantage_weights(adv, 3.0, 100.0)[-1] == 100.0  # exp(9) clipped
+
+
+def test_iql_actor_loss_is_weighted_log_likelihood():
+    ag, batch = learner(IQL), make_batch()
+    feat = ag.encoder(batch["obs"]).detach()
+    loss, _ = ag._actor_loss(feat, 0, batch)
+    with torch.no_grad():
+        q = torch.min(*ag.critic_target(feat, batch["action"]))
+        w = torch.exp(3.0 * (q - ag.value(feat))).clamp(max=100.0)
+        mu, log_std = ag.actor(feat).chunk(2, dim=-1)
+        log_std = -5.0 + 0.5 * 7.0 * (torch.tanh(log_std) + 1.0)
+        logp = torch.distributions.Normal(torch.tanh(mu), log_std.exp()).log_prob(batch["action"]).sum(-1, True)
+    assert torch.isclose(loss, -(w * logp).mean(), rtol=1e-5)
+
+
+def test_iql_td_target_bootstraps_from_value():
+    ag, batch = learner(IQL), make_batch()
+    next_feat = torch.randn(8, ag.encoder.repr_dim)
+    expected = batch["reward"] + batch["discount"] * ag.value(next_feat)
+    assert torch.allclose(ag.td_target(batch, next_feat, 0), expected)
+
+
+def test_offline_learner_checks_its_settings():
+    with pytest.raises(ValueError, match="cql_temp"):
+        learner(CQL, cql_temp=0.0)
+    with pytest.raises(ValueError, match="iql_expectile"):
+        learner(IQL, iql_expectile=1.0)
