@@ -245,9 +245,9 @@ def sac_update_recording_alpha(target_entropy: float):
     seen = {}
     original = ag._actor_loss
 
-    def recording(feat, step):
+    def recording(feat, step, *batch):
         seen.update(feat=feat.detach().clone(), actor=copy.deepcopy(ag.actor), rng=torch.get_rng_state())
-        return original(feat, step)
+        return original(feat, step, *batch)
 
     ag._actor_loss = recording
     log_alpha = ag.temperature.log_alpha
