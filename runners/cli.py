@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--baseline", action="store_true",
                    help="also time the reference implementation's way of computing the same update")
     b.add_argument("--skip-env", action="store_true", help="skip the env fps measurements")
+    from .data_cli import add_parser as add_data_parser
+
+    add_data_parser(sub)
     return p
 
 
@@ -48,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     from .train import RunDirError
 
     try:
+        if args.command == "data":
+            from .data_cli import run as run_data
+
+            return run_data(args)
         cfg = resolve(args.overrides)
         if args.command == "train":
             from .train import train

@@ -1,0 +1,272 @@
+"""Minari datasets (Farama): ``metadata.json`` + ``main_data.hdf5`` with ``episode_{i}`` groups.
+
+An episode group holds ``observations`` (T+1, ...), ``actions`` (T, A), ``rewards`` (T,),
+``terminations`` and ``truncations`` (T,). Pixel observations are HWC uint8 images, either raw
+arrays or, as Minari 0.5 writes by default, one JPEG per frame (lossy). Import reads both (JPEG
+frames are decoded with Pillow, and the dataset's source says so); a Dict observation space needs
+the image key (``obs_key=``) unless exactly one entry is an image. A transition's discount is 0
+where ``terminations`` is set, else 1.
+
+Export always writes raw frames (``jpeg_encoding=False``): JPEG would change the pixels, and a
+dataset exported and imported again must be the same dataset bit for bit. It goes through Minari's
+own writer, so ``minari.load_dataset(ID)`` reads the result. Import never downloads: a dataset ID
+is looked up only under the local Minari root (``MINARI_DATASETS_PATH`` or ``~/.minari/datasets``).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..datasets import DatasetError, iter_episodes, load_dataset
+from .common import Episode, Plan, actions, check_same, frame_shape, frames_chw, vector
+
+MAIN_FILE = "main_data.hdf5"
+METADATA_FILE = "metadata.json"
+EPISODE_KEYS = ("observations", "actions", "rewards", "terminations")
+
+
+# ------------------------------------------------------------------------------------------------ import
+def locate(path_or_id: str | os.PathLike) -> Path:
+    """The folder holding ``metadata.json`` and ``main_data.hdf5`` for a path or a local dataset ID."""
+    p = Path(path_or_id).expanduser()
+    for cand in (p, p / "data"):
+        if (cand / METADATA_FILE).is_file():
+            return cand
+    if p.exists():
+        raise DatasetError(f"{p}: not a Minari dataset ({METADATA_FILE} not found in it or in its data/ folder)")
+    from minari.storage import get_dataset_path
+
+    local = Path(get_dataset_path(str(path_or_id))) / "data"
+    if (local / METADATA_FILE).is_file():
+        return local
+    raise DatasetError(f"{path_or_id!r}: no such folder, and no local Minari dataset with that ID under "
+                       f"{get_dataset_path()} (nothing is downloaded: run `minari download {path_or_id}` first)")
+
+
+def _episode_names(h5: Any, file: Path) -> list[str]:
+    names = [k for k in h5.keys() if re.fullmatch(r"episode_\d+", k)]
+    if not names:
+        raise DatasetError(f"{file}: no episode_{{i}} groups (empty dataset?)")
+    return sorted(names, key=lambda k: int(k.split("_")[1]))
+
+
+def _obs_node(group: Any, file: Path, obs_key: str | None) -> tuple[Any, str]:
+    import h5py
+
+    where = f"{group.name}/observations"
+    if "observations" not in group:
+        raise DatasetError(f"{file}: missing key '{where}'")
+    node = group["observations"]
+    if isinstance(node, h5py.Dataset):
+        if obs_key:
+            raise DatasetError(f"{file}: '{where}' is one array; obs_key={obs_key} applies to Dict observations")
+        return node, where
+    if obs_key:
+        if obs_key not in node:
+            raise DatasetError(f"{file}: missing key '{where}/{obs_key}' (has {sorted(node.keys())})")
+        return node[obs_key], f"{where}/{obs_key}"
+    images = [k for k, v in node.items() if isinstance(v, h5py.Dataset) and _image_like(v)]
+    if len(images) != 1:
+        raise DatasetError(f"{file}: '{where}' is a Dict with entries {sorted(node.keys())}; pass obs_key= "
+                           "to name the image entry")
+    return node[images[0]], f"{where}/{images[0]}"
+
+
+def _image_like(ds: Any) -> bool:
+    return ds.dtype == np.uint8 and (ds.ndim == 4 or ds.ndim == 2 or ds.dtype.kind == "O")
+
+
+def _is_jpeg(ds: Any) -> bool:
+    import h5py
+
+    return ds.ndim in (1, 2) and (ds.dtype == np.uint8 or h5py.check_vlen_dtype(ds.dtype) is not None)
+
+
+def _read_frames(ds: Any, file: Path, key: str) -> np.ndarray:
+    try:
+        raw = ds[()]
+    except (OSError, ValueError, TypeError) as e:
+        raise DatasetError(f"{file}: key '{key}' is unreadable, truncated or corrupt ({e})") from None
+    if not _is_jpeg(ds):
+        return frames_chw(raw, file, key, "hwc")
+    from PIL import Image
+
+    frames = []
+    for i, b in enumerate(raw):
+        try:
+            img = np.asarray(Image.open(io.BytesIO(np.asarray(b, np.uint8).tobytes())).convert("RGB"))
+        except Exception as e:  # noqa: BLE001 - Pillow raises several types for bad data
+            raise DatasetError(f"{file}: key '{key}' frame {i} is not a decodable JPEG ({e})") from None
+        frames.append(img)
+    return frames_chw(np.stack(frames), file, key, "hwc")
+
+
+def _read(group: Any, file: Path, key: str) -> np.ndarray:
+    import h5py
+
+    node = group.get(key)
+    where = f"{group.name}/{key}"
+    if not isinstance(node, h5py.Dataset):
+        raise DatasetError(f"{file}: missing key '{where}'" if node is None else f"{file}: '{where}' is not an array")
+    try:
+        return node[()]
+    except (OSError, ValueError, TypeError) as e:
+        raise DatasetError(f"{file}: key '{where}' is unreadable, truncated or corrupt ({e})") from None
+
+
+def _open(file: Path):
+    import h5py
+
+    try:
+        return h5py.File(file, "r")
+    except OSError as e:
+        raise DatasetError(f"{file}: cannot open the HDF5 file, truncated or corrupt ({e})") from None
+
+
+def scan(path_or_id: str | os.PathLike, obs_key: str | None = None) -> Plan:
+    folder = locate(path_or_id)
+    meta_file = folder / METADATA_FILE
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{meta_file}: corrupt or unreadable ({e})") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{meta_file}: expected a JSON object")
+    fmt = meta.get("data_format", "hdf5")
+    if fmt != "hdf5":
+        raise DatasetError(f"{meta_file}: data_format {fmt!r}; this importer reads Minari's hdf5 format")
+    file = folder / MAIN_FILE
+    if not file.is_file():
+        raise DatasetError(f"{file}: missing")
+    plan_eps: list[tuple[str, int]] = []
+    fshape = action_dim = None
+    slots, jpeg = 0, False
+    with _open(file) as h5:
+        for name in _episode_names(h5, file):
+            g = h5[name]
+            obs, where = _obs_node(g, file, obs_key)
+            n = obs.shape[0]
+            jpeg = jpeg or _is_jpeg(obs)
+            if not _is_jpeg(obs):
+                fs = frame_shape(obs.shape, obs.dtype, file, where, "hwc")
+                check_same("frame shape", fs, fshape, file, where)
+                fshape = fs
+            for key in ("actions", "rewards", "terminations"):
+                if key not in g:
+                    raise DatasetError(f"{file}: missing key '{g.name}/{key}'")
+                if g[key].shape[:1] != (n - 1,):
+                    raise DatasetError(f"{file}: key '{g.name}/{key}' has shape {g[key].shape}, expected "
+                                       f"{n - 1} records ({where} has {n} = T+1)")
+            a = g["actions"]
+            actions(np.empty((0, *a.shape[1:]), a.dtype), file, f"{g.name}/actions", 0)
+            a_dim = 1 if a.ndim == 1 else int(a.shape[1])
+            check_same("action dim", a_dim, action_dim, file, f"{g.name}/actions")
+            action_dim = a_dim
+            if n >= 2:
+                plan_eps.append((name, n))
+                slots += n
+        if fshape is None and plan_eps:  # JPEG frames: the shape is known once one is decoded
+            first = plan_eps[0][0]
+            node, where = _obs_node(h5[first], file, obs_key)
+            fshape = tuple(_read_frames(node, file, where).shape[1:])
+    if not plan_eps:
+        raise DatasetError(f"{file}: no episode with at least one transition")
+
+    def read() -> Iterator[Episode]:
+        with _open(file) as h5:
+            for name, n in plan_eps:
+                g = h5[name]
+                node, where = _obs_node(g, file, obs_key)
+                frames = _read_frames(node, file, where)
+                if frames.shape[0] != n or tuple(frames.shape[1:]) != fshape:
+                    raise DatasetError(f"{file}: key '{where}' gives frames {frames.shape}, expected "
+                                       f"({n}, {', '.join(map(str, fshape))})")  # type: ignore[arg-type]
+                t = n - 1
+                term = vector(_read(g, file, "terminations"), file, f"{g.name}/terminations", t) > 0
+                yield (frames, actions(_read(g, file, "actions"), file, f"{g.name}/actions", t),
+                       vector(_read(g, file, "rewards"), file, f"{g.name}/rewards", t), 1.0 - term.astype(np.float32))
+
+    source = {"format": "minari", "path": str(folder.resolve()), "dataset_id": meta.get("dataset_id"),
+              "jpeg_decoded": jpeg}
+    return Plan(slots, len(plan_eps), fshape, action_dim, read, source)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------ export
+@contextmanager
+def _minari_root(root: str | os.PathLike | None):
+    if root is None:
+        yield
+        return
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(Path(root).expanduser().resolve())
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def export(dataset: str | os.PathLike, dataset_id: str, *, root: str | os.PathLike | None = None,
+           progress: bool = False) -> Path:
+    """Write native dataset ``dataset`` as Minari dataset ``dataset_id`` (raw HWC frames, lossless);
+    returns its folder. ``root`` overrides the Minari datasets root for this call."""
+    import gymnasium as gym
+    import minari
+    from minari.data_collector import EpisodeBuffer
+    from minari.storage import get_dataset_path
+
+    from .common import _bar
+
+    replay, info = load_dataset(dataset, nstep=1, frame_stack=1)
+    with _minari_root(root):
+        target = Path(get_dataset_path(dataset_id))
+        if target.exists():
+            raise DatasetError(f"{target}: a Minari dataset {dataset_id!r} already exists; choose another ID")
+        c, h, w = info["frame_shape"]
+        bar = _bar(info["episodes"], progress)
+
+        def episodes() -> Iterator[Any]:
+            for frames, acts, rews, discs in iter_episodes(replay):
+                bad = (discs != 0) & (discs != 1)
+                if bool(bad.any()):
+                    raise DatasetError(f"{info['path']}: discount {float(discs[bad][0])} cannot be written as a Minari "
+                                       "termination flag (only 0 = terminal and 1 are)")
+                term = (discs == 0).numpy()
+                trunc = np.zeros_like(term)
+                trunc[-1] = not term[-1]
+                bar.update(1)
+                yield EpisodeBuffer(observations=frames.numpy().transpose(0, 2, 3, 1), actions=acts.numpy(),
+                                    rewards=rews.numpy(), terminations=term, truncations=trunc)
+
+        obs_space = gym.spaces.Box(0, 255, (h, w, c), np.uint8)
+        act_space = gym.spaces.Box(-1.0, 1.0, (info["action_dim"],), np.float32)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Minari warns about unset optional metadata (author, URL)
+                minari.create_dataset_from_buffers(
+                    dataset_id, episodes(), observation_space=obs_space, action_space=act_space,
+                    data_format="hdf5", jpeg_encoding=False, algorithm_name=str(info["source"])[:200],
+                    description=f"taco-rl dataset of task {info['task']} ({info['checksum']})")
+        except DatasetError:
+            shutil.rmtree(target, ignore_errors=True)  # never leave a half-written dataset behind
+            raise
+        except ValueError as e:  # Minari's own refusals (e.g. a malformed dataset ID)
+            shutil.rmtree(target, ignore_errors=True)
+            raise DatasetError(f"Minari refused dataset ID {dataset_id!r}: {e}") from None
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+        finally:
+            bar.close()
+    return target

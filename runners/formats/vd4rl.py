@@ -1,0 +1,181 @@
+"""V-D4RL (Lu et al. 2022): 84px HDF5 shards and 64px per-episode npz files (SPEC section 7).
+
+84px: ``*.hdf5`` files, each a flat concatenation of episodes: ``observation`` (N, 3, 84, 84) uint8,
+``action`` (N, A), ``reward`` (N,), ``step_type`` (N,) (0 first, 1 mid, 2 last). A record with step
+type 0 is an episode's reset: its action and reward are placeholders; transition i of an episode
+takes the action and reward of the record after its frame. Every end is a time-limit truncation
+(DMC has no terminals), so every discount is 1 and the ``discount`` key is not read.
+
+64px: one ``*.npz`` per episode: ``image`` (T+1, 64, 64, 3) uint8 HWC, ``action``, ``reward``,
+``is_first``, ``is_terminal`` (record 0 is the reset; a transition's discount is 0 only where
+``is_terminal`` is set). The length in the file name is never used.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..datasets import DatasetError
+from .common import (Episode, NpzFile, Plan, actions, check_same, frame_shape, frames_chw, list_files, split_firsts,
+                     vector)
+
+H5_KEYS = ("observation", "action", "reward", "step_type")
+NPZ_KEYS = ("image", "action", "reward", "is_first", "is_terminal")
+
+
+def scan(path: str | os.PathLike) -> Plan:
+    """Detect the layout below ``path`` (HDF5 shards or npz episodes) and scan it."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        has_h5 = any(x.is_file() for x in p.rglob("*.hdf5"))
+        has_npz = any(x.is_file() for x in p.rglob("*.npz"))
+        if has_h5 and has_npz:
+            raise DatasetError(f"{p}: holds both .hdf5 and .npz files; point at the folder of one layout")
+        if not has_h5 and not has_npz:
+            raise DatasetError(f"{p}: no V-D4RL files found (expected *.hdf5 84px shards or *.npz 64px "
+                               "episodes; empty folder?)")
+        return scan_hdf5(p) if has_h5 else scan_npz(p)
+    if p.suffix == ".hdf5":
+        return scan_hdf5(p)
+    if p.suffix == ".npz":
+        return scan_npz(p)
+    raise DatasetError(f"{p}: no such folder, or not a .hdf5/.npz file")
+
+
+# ------------------------------------------------------------------------------------------------ 84px
+def _h5_open(file: Path):
+    import h5py
+
+    try:
+        return h5py.File(file, "r")
+    except OSError as e:
+        raise DatasetError(f"{file}: cannot open the HDF5 file, truncated or corrupt ({e})") from None
+
+
+def _h5_read(h5: Any, file: Path, key: str, sel: Any = ()) -> np.ndarray:
+    import h5py
+
+    node = h5.get(key)
+    if node is None:
+        raise DatasetError(f"{file}: missing key '{key}' (has {sorted(h5.keys())})")
+    if not isinstance(node, h5py.Dataset):
+        raise DatasetError(f"{file}: key '{key}' is a group, expected an array")
+    try:
+        return node[sel]
+    except (OSError, ValueError, TypeError) as e:
+        raise DatasetError(f"{file}: key '{key}' is unreadable, truncated or corrupt ({e})") from None
+
+
+def _h5_episodes(file: Path, step_type: np.ndarray) -> list[tuple[int, int]]:
+    st = step_type.astype(np.int64)
+    bad = np.flatnonzero((st < 0) | (st > 2))
+    if len(bad):
+        raise DatasetError(f"{file}: key 'step_type' has value {st[bad[0]]} at record {bad[0]}, expected 0, 1 or 2")
+    after_last = np.flatnonzero((st[:-1] == 2) & (st[1:] != 0))
+    if len(after_last):
+        raise DatasetError(f"{file}: key 'step_type': record {after_last[0] + 1} follows a last step (2) "
+                           "but is not a first step (0)")
+    return split_firsts(st == 0, file, "step_type")
+
+
+def scan_hdf5(path: Path) -> Plan:
+    files = list_files(path, ".hdf5")
+    per_file: list[tuple[Path, list[tuple[int, int]]]] = []
+    fshape = action_dim = None
+    slots = episodes = dropped = 0
+    for file in files:
+        with _h5_open(file) as h5:
+            for k in H5_KEYS:
+                _h5_read(h5, file, k, sel=slice(0, 0))  # present and an array
+            obs = h5["observation"]
+            fs = frame_shape(obs.shape, obs.dtype, file, "observation", "chw")
+            n = obs.shape[0]
+            check_same("frame shape", fs, fshape, file, "observation")
+            act = h5["action"]
+            if act.shape[:1] != (n,):
+                raise DatasetError(f"{file}: key 'action' has shape {act.shape}, 'observation' has {n} records")
+            actions(np.empty((0, *act.shape[1:]), act.dtype), file, "action", 0)
+            a_dim = 1 if act.ndim == 1 else int(act.shape[1])
+            check_same("action dim", a_dim, action_dim, file, "action")
+            for k in ("reward", "step_type"):
+                if h5[k].shape[:1] != (n,):
+                    raise DatasetError(f"{file}: key '{k}' has shape {h5[k].shape}, 'observation' has {n} records")
+            eps = _h5_episodes(file, _h5_read(h5, file, "step_type"))
+        kept = [(s, e) for s, e in eps if e - s >= 2]
+        dropped += len(eps) - len(kept)
+        per_file.append((file, kept))
+        fshape, action_dim = fs, a_dim
+        slots += sum(e - s for s, e in kept)
+        episodes += len(kept)
+    if episodes == 0:
+        raise DatasetError(f"{path}: no episode with at least one transition in {len(files)} file(s)")
+
+    def read() -> Iterator[Episode]:
+        for file, eps in per_file:
+            with _h5_open(file) as h5:
+                n = h5["observation"].shape[0]
+                act = actions(_h5_read(h5, file, "action"), file, "action", n)
+                rew = vector(_h5_read(h5, file, "reward"), file, "reward", n)
+                for s, e in eps:
+                    frames = frames_chw(_h5_read(h5, file, "observation", np.s_[s:e]), file, "observation", "chw")
+                    yield frames, act[s + 1 : e], rew[s + 1 : e], np.ones(e - s - 1, np.float32)
+
+    source = {"format": "vd4rl-hdf5", "path": str(Path(path).resolve()), "files": len(files),
+              "dropped_empty_episodes": dropped}
+    return Plan(slots, episodes, fshape, action_dim, read, source)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------ 64px
+def _npz_episodes(f: NpzFile, n: int) -> list[tuple[int, int]]:
+    first = vector(f["is_first"], f.file, "is_first", n) > 0
+    return split_firsts(first, f.file, "is_first")
+
+
+def scan_npz(path: Path) -> Plan:
+    files = list_files(path, ".npz")
+    per_file: list[tuple[Path, list[tuple[int, int]]]] = []
+    fshape = action_dim = None
+    slots = episodes = dropped = 0
+    for file in files:
+        with NpzFile(file) as f:
+            f.require(*NPZ_KEYS)
+            shape, dtype = f.header("image")
+            fs = frame_shape(shape, dtype, file, "image", "hwc")
+            n = shape[0]
+            check_same("frame shape", fs, fshape, file, "image")
+            a_shape, a_dtype = f.header("action")
+            if a_shape[:1] != (n,):
+                raise DatasetError(f"{file}: key 'action' has shape {a_shape}, 'image' has {n} records")
+            actions(np.empty((0, *a_shape[1:]), a_dtype), file, "action", 0)
+            a_dim = 1 if len(a_shape) == 1 else int(a_shape[1])
+            check_same("action dim", a_dim, action_dim, file, "action")
+            vector(f["reward"], file, "reward", n)
+            vector(f["is_terminal"], file, "is_terminal", n)
+            eps = _npz_episodes(f, n)
+        kept = [(s, e) for s, e in eps if e - s >= 2]
+        dropped += len(eps) - len(kept)
+        per_file.append((file, kept))
+        fshape, action_dim = fs, a_dim
+        slots += sum(e - s for s, e in kept)
+        episodes += len(kept)
+    if episodes == 0:
+        raise DatasetError(f"{path}: no episode with at least one transition in {len(files)} file(s)")
+
+    def read() -> Iterator[Episode]:
+        for file, eps in per_file:
+            with NpzFile(file) as f:
+                img = f["image"]
+                n = len(img)
+                frames = frames_chw(img, file, "image", "hwc")
+                act = actions(f["action"], file, "action", n)
+                rew = vector(f["reward"], file, "reward", n)
+                disc = 1.0 - (vector(f["is_terminal"], file, "is_terminal", n) > 0).astype(np.float32)
+                for s, e in eps:
+                    yield frames[s:e], act[s + 1 : e], rew[s + 1 : e], disc[s + 1 : e]
+
+    source = {"format": "vd4rl-npz", "path": str(Path(path).resolve()), "files": len(files),
+              "dropped_empty_episodes": dropped}
+    return Plan(slots, episodes, fshape, action_dim, read, source)  # type: ignore[arg-type]

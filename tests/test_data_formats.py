@@ -1,0 +1,314 @@
+"""Importers (V-D4RL hdf5/npz, DrQ-v2 npz, Minari) against brute-force readings of files the tests write
+in the published layouts, the Minari export round trip, and one-line CLI errors for bad input."""
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from runners.cli import main
+from runners.data_cli import import_dataset
+from runners.datasets import dataset_info, iter_episodes, load_dataset, verify_checksum
+
+A = 3  # action size
+HW = 16  # frame size of the test files
+
+
+def rng(seed):
+    return np.random.default_rng(seed)
+
+
+# ---------------------------------------------------------------- writers in the published layouts
+def write_vd4rl_hdf5(folder, shards, seed=0):
+    """shards: list of lists of episode lengths (transitions). float64 actions/rewards, int64 step types,
+    an unknown key; record 0 of each episode is the reset."""
+    g = rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, lengths in enumerate(shards):
+        n = sum(t + 1 for t in lengths)
+        st = np.concatenate([np.r_[0, np.ones(t - 1), 2] for t in lengths]).astype(np.int64)
+        with h5py.File(folder / f"shard_{k}_len999.hdf5", "w") as f:
+            f["observation"] = g.integers(0, 256, (n, 3, HW, HW), dtype=np.uint8)
+            f["action"] = g.uniform(-1, 1, (n, A))
+            f["reward"] = g.normal(size=n)
+            f["discount"] = np.ones(n)
+            f["step_type"] = st
+            f["extra_info"] = np.arange(n)
+
+
+def brute_vd4rl_hdf5(folder):
+    eps = []
+    for file in sorted(folder.glob("*.hdf5")):
+        with h5py.File(file, "r") as f:
+            obs, act, rew, st = (f[k][()] for k in ("observation", "action", "reward", "step_type"))
+        for i in range(len(st)):
+            if st[i] == 0:
+                eps.append(([obs[i]], [], [], []))
+            else:
+                fr, a, r, d = eps[-1]
+                fr.append(obs[i])
+                a.append(np.float32(act[i]))
+                r.append(np.float32(rew[i]))
+                d.append(np.float32(1.0))
+    return eps
+
+
+def write_vd4rl_npz(folder, lengths, seed=0):
+    g = rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, t in enumerate(lengths):
+        act = g.uniform(-1, 1, (t + 1, A))
+        act[0] = 0
+        rew = g.normal(size=t + 1)
+        rew[0] = 0
+        first = np.zeros(t + 1, bool)
+        first[0] = True
+        last = np.zeros(t + 1, bool)
+        last[-1] = True
+        term = np.zeros(t + 1, bool)
+        term[-1] = k == 1  # one episode ends in a true terminal
+        np.savez_compressed(folder / f"2022-ep{k}-500.npz", image=g.integers(0, 256, (t + 1, HW, HW, 3), dtype=np.uint8),
+                            action=act, reward=rew, discount=1.0 - term, is_first=first, is_last=last,
+                            is_terminal=term, logprob=np.zeros(t + 1))
+
+
+def brute_npz(folder, frames_key, to_frame, discount_of):
+    eps = []
+    for file in sorted(folder.glob("*.npz")):
+        d = dict(np.load(file))
+        fr, a, r, dc = [to_frame(d[frames_key][0])], [], [], []
+        for i in range(1, len(d[frames_key])):
+            fr.append(to_frame(d[frames_key][i]))
+            a.append(np.asarray(d["action"][i], np.float32))
+            r.append(np.float32(np.ravel(d["reward"][i])[0]))
+            dc.append(np.float32(discount_of(d, i)))
+        eps.append((fr, a, r, dc))
+    return eps
+
+
+def write_drqv2(folder, lengths, seed=0):
+    """DrQ-v2 replay episodes: frame stacks of 3 (the reset frame repeated at the start)."""
+    g = rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, t in enumerate(lengths):
+        single = g.integers(0, 256, (t + 1, 3, HW, HW), dtype=np.uint8)
+        stacks = np.stack([np.concatenate([single[max(0, i - j)] for j in (2, 1, 0)]) for i in range(t + 1)])
+        act = g.uniform(-1, 1, (t + 1, A)).astype(np.float32)
+        act[0] = 0
+        rew = g.normal(size=(t + 1, 1)).astype(np.float32)
+        rew[0] = 0
+        disc = np.ones((t + 1, 1), np.float32)
+        np.savez(folder / f"20230101T0000{k:02d}_{k}_{t + 7}.npz", observation=stacks, action=act, reward=rew,
+                 discount=disc)
+
+
+def assert_episodes(path, expected):
+    got = list(iter_episodes(load_dataset(path, nstep=1, frame_stack=1)[0]))
+    assert len(got) == len(expected)
+    for (f, a, r, d), (ef, ea, er, ed) in zip(got, expected):
+        assert torch.equal(f, torch.from_numpy(np.stack(ef)))
+        assert torch.equal(a, torch.from_numpy(np.stack(ea).astype(np.float32)))
+        assert torch.equal(r, torch.from_numpy(np.asarray(er, np.float32)))
+        assert torch.equal(d, torch.from_numpy(np.asarray(ed, np.float32)))
+    info = dataset_info(path)
+    assert info["episodes"] == len(expected)
+    assert info["transitions"] == sum(len(e[1]) for e in expected)
+    returns = [float(np.sum(np.asarray(e[2], np.float64))) for e in expected]
+    assert info["return"]["mean"] == pytest.approx(np.mean(returns), rel=1e-5)
+    verify_checksum(path)
+
+
+# ---------------------------------------------------------------- importers vs brute force
+def test_vd4rl_hdf5_shards(tmp_path):
+    write_vd4rl_hdf5(tmp_path / "84px", [[4, 7], [5], [3, 2, 6]])
+    import_dataset("vd4rl", str(tmp_path / "84px"), str(tmp_path / "ds"), task="walker_walk")
+    assert_episodes(tmp_path / "ds", brute_vd4rl_hdf5(tmp_path / "84px"))
+    info = dataset_info(tmp_path / "ds")
+    assert info["source"]["format"] == "vd4rl-hdf5" and info["frame_shape"] == [3, HW, HW]
+
+
+def test_vd4rl_npz_episodes(tmp_path):
+    write_vd4rl_npz(tmp_path / "64px", [5, 8, 3])
+    import_dataset("vd4rl", str(tmp_path / "64px"), str(tmp_path / "ds"), task="cheetah_run")
+    expected = brute_npz(tmp_path / "64px", "image", lambda x: x.transpose(2, 0, 1),
+                         lambda d, i: 0.0 if d["is_terminal"][i] else 1.0)
+    assert_episodes(tmp_path / "ds", expected)
+    assert dataset_info(tmp_path / "ds")["source"]["format"] == "vd4rl-npz"
+
+
+def test_drqv2_episodes_keep_one_frame(tmp_path):
+    write_drqv2(tmp_path / "buffer", [6, 4, 9])
+    import_dataset("drqv2", str(tmp_path / "buffer"), str(tmp_path / "ds"), task="cheetah_run")
+    expected = brute_npz(tmp_path / "buffer", "observation", lambda x: x[-3:],
+                         lambda d, i: d["discount"][i, 0])
+    assert_episodes(tmp_path / "ds", expected)
+    assert dataset_info(tmp_path / "ds")["slots"] == 6 + 4 + 9 + 3  # one frame per step, not a stack
+
+
+def test_task_guessed_from_path(tmp_path):
+    write_drqv2(tmp_path / "walker_walk" / "buffer", [4])
+    import_dataset("drqv2", str(tmp_path / "walker_walk" / "buffer"), str(tmp_path / "ds"))
+    assert dataset_info(tmp_path / "ds")["task"] == "walker_walk"
+
+
+# ---------------------------------------------------------------- Minari
+def _minari_dataset(root, dataset_id, lengths, jpeg, seed=0, monkeypatch=None):
+    import gymnasium as gym
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    g = rng(seed)
+    bufs = []
+    for t in lengths:
+        term = np.zeros(t, bool)
+        term[-1] = t % 2 == 1
+        trunc = ~term & (np.arange(t) == t - 1)
+        bufs.append(EpisodeBuffer(observations=g.integers(0, 256, (t + 1, 32, 32, 3), dtype=np.uint8),
+                                  actions=g.uniform(-1, 1, (t, A)).astype(np.float32),
+                                  rewards=g.normal(size=t), terminations=term, truncations=trunc))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        minari.create_dataset_from_buffers(dataset_id, bufs, observation_space=gym.spaces.Box(0, 255, (32, 32, 3), np.uint8),
+                                           action_space=gym.spaces.Box(-1, 1, (A,), np.float32), jpeg_encoding=jpeg)
+    return minari.load_dataset(dataset_id)
+
+
+def brute_minari(ds):
+    eps = []
+    for ep in ds.iterate_episodes():
+        obs = ep.observations
+        eps.append(([o.transpose(2, 0, 1) for o in obs], list(ep.actions), list(np.float32(ep.rewards)),
+                    [np.float32(0.0 if t else 1.0) for t in ep.terminations]))
+    return eps
+
+
+@pytest.mark.parametrize("jpeg", [False, True])
+def test_minari_import(tmp_path, monkeypatch, jpeg):
+    ds = _minari_dataset(tmp_path / "minari", "test/pix-v0", [5, 3, 8], jpeg, monkeypatch=monkeypatch)
+    import_dataset("minari", "test/pix-v0", str(tmp_path / "ds"), task="point_reach")  # by local ID
+    assert_episodes(tmp_path / "ds", brute_minari(ds))  # JPEG frames: the same pixels Minari decodes
+    assert dataset_info(tmp_path / "ds")["source"]["jpeg_decoded"] is jpeg
+
+
+def test_native_minari_native_round_trip_is_exact(tmp_path, monkeypatch):
+    import minari
+
+    from test_datasets import make_episodes, replay_of
+    from runners.datasets import write_dataset
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    eps = make_episodes([5, 9, 4])  # 8x8 frames; one ends in a terminal
+    write_dataset(replay_of(eps, action_dim=2), tmp_path / "native", task="point_reach", source="test")
+    assert main(["data", "export", "minari", str(tmp_path / "native"), "taco/rt-v0", "--no-progress"]) == 0
+    md = minari.load_dataset("taco/rt-v0")  # Minari itself reads the export
+    assert md.total_episodes == 3 and md.total_steps == 18
+    assert np.array_equal(next(md.iterate_episodes()).observations, eps[0][0].transpose(0, 2, 3, 1))
+    assert main(["data", "import", "minari", str(tmp_path / "minari" / "taco" / "rt-v0"), "task=point_reach",
+                 f"out={tmp_path / 'back'}", "--no-progress"]) == 0
+    assert dataset_info(tmp_path / "back")["checksum"] == dataset_info(tmp_path / "native")["checksum"]
+    assert verify_checksum(tmp_path / "back") == dataset_info(tmp_path / "native")["checksum"]
+    # exporting to an existing ID is refused, and nothing is changed
+    assert main(["data", "export", "minari", str(tmp_path / "native"), "taco/rt-v0"]) == 2
+
+
+# ---------------------------------------------------------------- bad input: one line, exit 2
+def _cut(file, keep=0.5):
+    data = file.read_bytes()
+    file.write_bytes(data[: int(len(data) * keep)])
+
+
+def _h5_edit(folder, key, value):
+    file = sorted(folder.glob("*.hdf5"))[0]
+    with h5py.File(file, "a") as f:
+        del f[key]
+        if value is not None:
+            f[key] = value
+    return file
+
+
+def _npz_edit(folder, key, value):
+    file = sorted(folder.glob("*.npz"))[0]
+    d = dict(np.load(file))
+    if value is None:
+        del d[key]
+    else:
+        d[key] = value
+    np.savez(file, **d)
+    return file
+
+
+BAD = {
+    "hdf5 missing key": ("vd4rl", "h5", lambda p: _h5_edit(p, "reward", None), "'reward'"),
+    "hdf5 mismatched lengths": ("vd4rl", "h5", lambda p: _h5_edit(p, "action", np.zeros((3, A))), "'action'"),
+    "hdf5 float frames": ("vd4rl", "h5", lambda p: _h5_edit(p, "observation", np.zeros((7, 3, HW, HW), np.float32)),
+                          "'observation' has dtype float32"),
+    "hdf5 wrong shape": ("vd4rl", "h5", lambda p: _h5_edit(p, "observation", np.zeros((7, 4, HW, HW), np.uint8)),
+                         "'observation' has shape"),
+    "hdf5 mid-episode start": ("vd4rl", "h5", lambda p: _h5_edit(p, "step_type", np.r_[1, 1, 1, 2, 0, 1, 2]),
+                               "'step_type'"),
+    "hdf5 truncated": ("vd4rl", "h5", lambda p: _cut(sorted(p.glob("*.hdf5"))[0]), "truncated"),
+    "empty folder": ("vd4rl", "empty", lambda p: None, "empty folder"),
+    "npz missing key": ("vd4rl", "npz", lambda p: _npz_edit(p, "is_first", None), "'is_first'"),
+    "npz mismatched lengths": ("vd4rl", "npz", lambda p: _npz_edit(p, "reward", np.zeros(2)), "'reward'"),
+    "npz truncated": ("vd4rl", "npz", lambda p: _cut(sorted(p.glob("*.npz"))[0]), "truncated"),
+    "npz pickled object": ("vd4rl", "npz", lambda p: _npz_edit(p, "reward", np.array([None] * 6, dtype=object)),
+                           "'reward'"),
+    "drqv2 not a stack": ("drqv2", "drqv2", lambda p: _npz_edit(p, "observation", np.zeros((7, 4, HW, HW), np.uint8)),
+                          "multiple of 3"),
+    "drqv2 float frames": ("drqv2", "drqv2", lambda p: _npz_edit(p, "observation", np.zeros((7, 9, HW, HW))),
+                           "dtype float64"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_files_give_one_line_errors(tmp_path, capsys, case):
+    fmt, layout, damage, expect = BAD[case]
+    src = tmp_path / "src"
+    if layout == "h5":
+        write_vd4rl_hdf5(src, [[6], [3]])
+    elif layout == "npz":
+        write_vd4rl_npz(src, [5, 4])
+    elif layout == "drqv2":
+        write_drqv2(src, [6, 4])
+    else:
+        src.mkdir()
+    damage(src)
+    capsys.readouterr()
+    code = main(["data", "import", fmt, str(src), "task=walker_walk", f"out={tmp_path / 'ds'}", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("taco: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert expect in err, err
+    if layout != "empty":
+        assert str(src) in err  # names the file
+    assert not (tmp_path / "ds").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["src"]  # no partial dataset left
+
+
+def test_bad_minari_and_native_datasets(tmp_path, capsys, monkeypatch):
+    def run(*argv):
+        capsys.readouterr()
+        code = main(["data", *argv, "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("taco: error: ") and err.count("\n") == 1, err
+        return err
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    assert "nothing is downloaded" in run("import", "minari", "nobody/nothing-v0", "task=x", f"out={tmp_path / 'a'}")
+    _minari_dataset(tmp_path / "minari", "test/pix2-v0", [4, 4], False, monkeypatch=monkeypatch)
+    main_file = tmp_path / "minari" / "test" / "pix2-v0" / "data" / "main_data.hdf5"
+    _cut(main_file)
+    assert "main_data.hdf5" in run("import", "minari", "test/pix2-v0", "task=x", f"out={tmp_path / 'a'}")
+    assert "dataset.json: missing" in run("info", str(tmp_path))
+    assert "no such dataset" in run("info", str(tmp_path / "nope"))
+    assert "unknown key" in run("info", str(tmp_path), "verfy=true")
+    assert "out=DIR" in run("concat", str(tmp_path), str(tmp_path))
+    meta = json.loads((main_file.parent / "metadata.json").read_text())
+    (main_file.parent / "metadata.json").write_text(json.dumps({**meta, "data_format": "arrow"}))
+    assert "data_format 'arrow'" in run("import", "minari", "test/pix2-v0", "task=x", f"out={tmp_path / 'a'}")
