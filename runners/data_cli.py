@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -157,8 +158,10 @@ def collect(policy: str, episodes: int, out: str, *, noise: float = 0.0, seed: i
     """Roll out ``policy`` (a run directory: its checkpoint, mean action plus Gaussian ``noise``; or
     ``random``: uniform actions) for ``episodes`` episodes into a dataset at ``out``.
 
-    Episode ``i`` resets with seed ``seed * 1_000_003 + i`` and the noise comes from
-    ``numpy.random.default_rng(seed)``, so the same command makes the same dataset.
+    Episode ``i`` resets with seed ``seed * 1_000_003 + i`` and draws its noise from
+    ``numpy.random.default_rng([seed, i])``, so the same command makes the same dataset. Finished
+    episodes are kept in a hidden folder beside ``out`` until the dataset is written: an interrupted
+    collect resumes where it stopped when rerun with the same arguments (``episodes`` may grow).
     """
     from envs import make_env
 
@@ -171,8 +174,8 @@ def collect(policy: str, episodes: int, out: str, *, noise: float = 0.0, seed: i
     if noise < 0:
         raise ConfigError(f"noise={noise}: expected a standard deviation >= 0")
     env = dict(env or {})
-    check_destination(out, overwrite)
-    agent, source = None, {"kind": "collect", "policy": policy, "noise": noise, "seed": seed, "episodes": episodes}
+    out_path = check_destination(out, overwrite)
+    agent, source = None, {"kind": "collect", "policy": policy, "noise": noise, "seed": seed}
     if policy == "random":
         if not task:
             raise ConfigError("policy=random needs task=NAME")
@@ -189,7 +192,8 @@ def collect(policy: str, episodes: int, out: str, *, noise: float = 0.0, seed: i
         state = _run_state(run)
         source.update(policy=str(run), checkpoint_frame=state.get("counters", {}).get("frame"), agent=cfg.agent,
                       aux=cfg.aux)
-    source.update(action_repeat=cfg.action_repeat, image_size=cfg.image_size)
+    source.update(task=cfg.task, **{k: getattr(cfg, k) for k in _ENV_KEYS})
+    work = _work_folder(out_path, source)
     e = make_env(cfg.task, seed, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack,
                  image_size=cfg.image_size, fast_render=cfg.fast_render)
     action_dim = e.action_space.shape[0]
@@ -197,35 +201,81 @@ def collect(policy: str, episodes: int, out: str, *, noise: float = 0.0, seed: i
         agent = build_agent(cfg, e.observation_space.shape, action_dim, resolve_device(device))
         agent.load_state_dict(state["agent"])
         agent.train(False)
-    rng = np.random.default_rng(seed)
     from .formats.common import _bar
 
+    files = [work / f"episode_{i:06d}.npz" for i in range(episodes)]
+    have = sum(f.is_file() for f in files)
+    if have:
+        print(f"resuming: {have} of {episodes} episodes already collected in {work}", flush=True)
     bar = _bar(episodes, progress)
-    eps: list[tuple[np.ndarray, ...]] = []
-    for i in range(episodes):
-        obs, _ = e.reset(seed=seed * 1_000_003 + i)
-        frames, acts, rews, discs = [obs[-3:]], [], [], []
-        done = False
-        while not done:
-            if agent is None:
-                a = rng.uniform(-1.0, 1.0, action_dim).astype(np.float32)
-            else:
-                a = agent.act(obs, 0, eval_mode=True).astype(np.float32)
-                if noise > 0:
-                    a = np.clip(a + rng.normal(0.0, noise, action_dim), -1.0, 1.0).astype(np.float32)
-            obs, r, terminated, truncated, info = e.step(a)
-            frames.append(obs[-3:])
-            acts.append(a)
-            rews.append(float(r))
-            discs.append(float(info.get("discount", 0.0 if terminated else 1.0)))
-            done = terminated or truncated
-        eps.append((np.stack(frames), np.stack(acts), np.asarray(rews, np.float32), np.asarray(discs, np.float32)))
+    bar.update(have)
+    for i, file in enumerate(files):
+        if file.is_file():
+            continue
+        ep = _rollout(e, agent, noise, np.random.default_rng([seed, i]), seed * 1_000_003 + i, action_dim)
+        tmp = file.with_name(f".{file.name}.tmp.npz")
+        np.savez(tmp, frames=ep[0], actions=ep[1], rewards=ep[2], discounts=ep[3])
+        tmp.replace(file)
         bar.update(1)
     bar.close()
-    replay = new_replay(sum(len(ep[0]) for ep in eps), eps[0][0].shape[1:], action_dim)
-    while eps:  # hand each episode to the replay and drop the list's copy
-        replay.add_episode(*eps.pop(0))
-    return write_dataset(replay, out, task=cfg.task, source=source, overwrite=overwrite)
+    info = write_dataset(_episodes_replay(files, action_dim), out_path, task=cfg.task,
+                         source={**source, "episodes": episodes}, overwrite=overwrite)
+    shutil.rmtree(work, ignore_errors=True)
+    return info
+
+
+def _work_folder(out: Path, spec: dict[str, Any]) -> Path:
+    """The hidden folder of a collect into ``out``; one left by different arguments is refused."""
+    work = out.parent / f".{out.name}.collecting"
+    spec_file = work / "collect.json"
+    if spec_file.is_file():
+        try:
+            old = json.loads(spec_file.read_text())
+        except ValueError:
+            old = None
+        if old != json.loads(json.dumps(spec)):
+            raise DatasetError(f"{work} holds an interrupted collect with other arguments ({old}); rerun that "
+                               "command to finish it, or delete the folder")
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        spec_file.write_text(json.dumps(spec))
+    return work
+
+
+def _rollout(env: Any, agent: Any, noise: float, rng: np.random.Generator, reset_seed: int,
+             action_dim: int) -> tuple[np.ndarray, ...]:
+    """One episode: frames (T+1, 3, H, W), actions (T, A), rewards (T,), discounts (T,)."""
+    obs, _ = env.reset(seed=reset_seed)
+    frames, acts, rews, discs = [obs[-3:]], [], [], []
+    done = False
+    while not done:
+        if agent is None:
+            a = rng.uniform(-1.0, 1.0, action_dim).astype(np.float32)
+        else:
+            a = agent.act(obs, 0, eval_mode=True).astype(np.float32)
+            if noise > 0:
+                a = np.clip(a + rng.normal(0.0, noise, action_dim), -1.0, 1.0).astype(np.float32)
+        obs, r, terminated, truncated, info = env.step(a)
+        frames.append(obs[-3:])
+        acts.append(a)
+        rews.append(float(r))
+        discs.append(float(info.get("discount", 0.0 if terminated else 1.0)))
+        done = terminated or truncated
+    return np.stack(frames), np.stack(acts), np.asarray(rews, np.float32), np.asarray(discs, np.float32)
+
+
+def _episodes_replay(files: list[Path], action_dim: int):
+    from .formats.common import NpzFile
+
+    shapes = []
+    for file in files:
+        with NpzFile(file) as f:
+            shapes.append(f.header("frames")[0])
+    replay = new_replay(sum(s[0] for s in shapes), shapes[0][1:], action_dim)
+    for file in files:
+        with NpzFile(file) as f:
+            replay.add_episode(f["frames"], f["actions"], f["rewards"], f["discounts"])
+    return replay
 
 
 # ------------------------------------------------------------------------------------------------ concat / info

@@ -111,3 +111,29 @@ def test_from_run_keeps_the_replay(run_dir, tmp_path, capsys):
     assert "config.yaml: missing" in capsys.readouterr().err
     assert _cli("collect", "policy=random", "episodes=1", f"out={tmp_path / 'x'}") == 2
     assert "needs task=" in capsys.readouterr().err
+
+
+def test_interrupted_collect_resumes(tmp_path, capsys, monkeypatch):
+    import runners.data_cli as data_cli
+
+    args = ["collect", "task=point_reach", "policy=random", "episodes=4", "seed=3", "image_size=16"]
+    assert _cli(*args, f"out={tmp_path / 'whole'}") == 0
+    real, calls = data_cli._rollout, []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(data_cli, "_rollout", interrupted)
+    assert _cli(*args, f"out={tmp_path / 'cut'}") == 130
+    assert not (tmp_path / "cut").exists()  # nothing that looks like a dataset
+    monkeypatch.setattr(data_cli, "_rollout", real)
+    capsys.readouterr()
+    assert _cli(*args[:-1], "image_size=24", f"out={tmp_path / 'cut'}") == 2  # other arguments: refused
+    assert "interrupted collect with other arguments" in capsys.readouterr().err
+    assert _cli(*args, f"out={tmp_path / 'cut'}") == 0
+    assert "resuming: 2 of 4 episodes" in capsys.readouterr().out
+    assert dataset_info(tmp_path / "cut")["checksum"] == dataset_info(tmp_path / "whole")["checksum"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut", "whole"]  # the work folder is gone

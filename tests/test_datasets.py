@@ -152,3 +152,14 @@ def test_dataset_device_cpu(tmp_path):
     write_dataset(replay_of(make_episodes([3, 4])), tmp_path / "ds", task="t", source="")
     device, reason = dataset_device(tmp_path / "ds", "cpu")
     assert device == torch.device("cpu") and "memory-mapped" in reason
+
+
+def test_dataset_device_gpu_when_it_fits(tmp_path, monkeypatch):
+    write_dataset(replay_of(make_episodes([3, 4])), tmp_path / "ds", task="t", source="")
+    need = dataset_info(tmp_path / "ds")["slots"] * (3 * 8 * 8 + 4 * 2 + 17)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 * need + 2, 10**12))
+    device, reason = dataset_device(tmp_path / "ds", "cuda:0")
+    assert device == torch.device("cuda:0") and "copied" in reason
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 * need, 10**12))
+    device, reason = dataset_device(tmp_path / "ds", "cuda:0")
+    assert device == torch.device("cpu") and "exceeds half" in reason
