@@ -30,6 +30,29 @@ from .nets import ActionEncoder, Actor, Critic, Encoder, RandomShift, latent_act
 from .taco import TACO
 
 AUX_KINDS = ("none", "curl", "taco")
+ADAM_IMPLS = ("fused", "foreach", "plain")
+
+
+def adam(params, lr: float, impl: str = "fused") -> torch.optim.Adam:
+    """torch's Adam; `impl` picks its kernel, not its math: "fused" (one kernel over every tensor,
+    CPU and CUDA), "foreach" (multi-tensor ops) or "plain" (a loop over tensors, the reference's).
+    Results agree to float rounding."""
+    if impl not in ADAM_IMPLS:
+        raise ValueError(f"adam impl {impl!r}: expected one of {ADAM_IMPLS}")
+    return torch.optim.Adam(params, lr=lr, fused=impl == "fused" or None, foreach=impl == "foreach")
+
+
+def set_adam_impl(opt: torch.optim.Optimizer, impl: str) -> None:
+    """Switch an Adam's kernel in place (its state carries over: every kernel keeps the same state)."""
+    if impl not in ADAM_IMPLS:
+        raise ValueError(f"adam impl {impl!r}: expected one of {ADAM_IMPLS}")
+    for group in opt.param_groups:
+        group["fused"], group["foreach"] = (True if impl == "fused" else None), impl == "foreach"
+        for p in group["params"]:
+            state = opt.state.get(p)
+            if state and "step" in state:  # fused keeps the step count on the parameter's device
+                on_device = impl == "fused" or group["capturable"]
+                state["step"] = state["step"].to(p.device if on_device else "cpu", torch.float32)
 
 
 class PixelActorCritic:
@@ -42,7 +65,7 @@ class PixelActorCritic:
                  expl_steps: int = 2000, precision: str = "fp32", aux: str = "none", taco_k: int = 3,
                  taco_weight: float = 1.0, curl_weight: float = 1.0, reward_weight: float = 1.0,
                  latent_dim: int = 0, action_encoder: bool = True, latent_critic: bool = True,
-                 optimizer: str = "reference", batch_nograd: bool = True) -> None:
+                 optimizer: str = "reference", batch_nograd: bool = True, adam_impl: str = "fused") -> None:
         if aux not in AUX_KINDS:
             raise ValueError(f"aux={aux!r}: expected one of {AUX_KINDS}")
         if precision not in ("fp32", "bf16"):
@@ -88,16 +111,17 @@ class PixelActorCritic:
             if self.single_opt:
                 raise ValueError("optimizer=single sums the critic and auxiliary losses; this learner has no critic")
             self.actor_params += list(self.encoder.parameters())
-        self.opts: dict[str, torch.optim.Optimizer] = {"actor": torch.optim.Adam(self.actor_params, lr=lr)}
+        self.adam_impl = adam_impl
+        self.opts: dict[str, torch.optim.Optimizer] = {"actor": adam(self.actor_params, lr, adam_impl)}
         if not self.has_critic:
             if self.aux is not None:
-                self.opts["aux"] = torch.optim.Adam(shared + aux_own, lr=lr)
+                self.opts["aux"] = adam(shared + aux_own, lr, adam_impl)
         elif self.single_opt:
-            self.opts["critic"] = torch.optim.Adam(list(self.critic.parameters()) + shared + aux_own, lr=lr)
+            self.opts["critic"] = adam(list(self.critic.parameters()) + shared + aux_own, lr, adam_impl)
         else:
-            self.opts["critic"] = torch.optim.Adam(list(self.critic.parameters()) + shared, lr=lr)
+            self.opts["critic"] = adam(list(self.critic.parameters()) + shared, lr, adam_impl)
             if self.aux is not None:
-                self.opts["aux"] = torch.optim.Adam(shared + aux_own, lr=lr)
+                self.opts["aux"] = adam(shared + aux_own, lr, adam_impl)
 
     # ----------------------------------------------------------------- helpers
     def autocast(self):
@@ -223,6 +247,7 @@ class PixelActorCritic:
             m.load_state_dict(state[f"net/{k}"])
         for k, o in self.opts.items():
             o.load_state_dict(state[f"opt/{k}"])
+            set_adam_impl(o, self.adam_impl)  # the kernel is this learner's choice, not the file's
 
     # ----------------------------------------------------------------- policy (subclasses)
     def _act(self, feat: torch.Tensor, step: int, eval_mode: bool) -> torch.Tensor:

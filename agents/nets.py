@@ -82,6 +82,7 @@ class Encoder(nn.Module):
         if oh < 1 or ow < 1:
             raise ValueError(f"image {h}x{w} is too small for the encoder (needs at least 17x17)")
         self.repr_dim = 32 * oh * ow
+        self.out_shape = (32, oh, ow)
         self.channels_last = True
         self.apply(weight_init)
         self.to(memory_format=torch.channels_last)
@@ -98,6 +99,14 @@ class Encoder(nn.Module):
         # (orthogonally initialised, so its distribution is permutation invariant) sees them in
         # that order consistently, so the model and its training are the reference's.
         return h.permute(0, 2, 3, 1).flatten(1)
+
+
+@torch.no_grad()
+def hwc_to_chw_columns(weight: torch.Tensor, out_shape: tuple[int, int, int]) -> torch.Tensor:
+    """The weight of a Linear that reads (H, W, C)-ordered features, reordered to read (C, H, W)
+    order (the flatten of the reference layout): the same function of the same feature map."""
+    c, h, w = out_shape
+    return weight.reshape(-1, h, w, c).permute(0, 3, 1, 2).reshape(weight.shape[0], c * h * w).contiguous()
 
 
 def trunk(repr_dim: int, feature_dim: int) -> nn.Sequential:

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .learner import PixelActorCritic
+from .learner import PixelActorCritic, adam
 
 LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
 
@@ -35,7 +35,7 @@ class SAC(PixelActorCritic):
         self.temperature = Temperature(init_alpha).to(self.device)
         self.target_entropy = -float(action_dim)
         lr = alpha_lr or self.opts["actor"].param_groups[0]["lr"]
-        self.opts["alpha"] = torch.optim.Adam(self.temperature.parameters(), lr=lr)
+        self.opts["alpha"] = adam(self.temperature.parameters(), lr, self.adam_impl)
 
     def modules(self):
         mods = super().modules()

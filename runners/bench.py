@@ -16,6 +16,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from agents.learner import set_adam_impl
+from agents.nets import hwc_to_chw_columns
 from envs import make_env
 
 from .config import Config
@@ -37,6 +39,54 @@ def _timed(fn: Callable[[], Any], repeats: int, warmup: int, device: torch.devic
         if i >= warmup:
             times.append((time.perf_counter() - t) * 1000.0)
     return float(np.median(times))
+
+
+def _timed_side_by_side(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int,
+                        device: torch.device) -> dict[str, float]:
+    """Median milliseconds of each fn, the calls interleaved (one of each per round), so a change in
+    the machine's load during the measurement moves every figure alike and their ratios stay fair."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(warmup + repeats):
+        for name, fn in fns.items():
+            ms = _timed(fn, 1, 0, device)
+            if i >= warmup:
+                times[name].append(ms)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def encoder_passes(agent, batch, step: int) -> list[tuple[int, bool]]:
+    """The encoder calls `agent.update` makes, as (inputs as a multiple of the batch, with grad),
+    recorded during one update (which also serves as the warm-up)."""
+    calls: list[tuple[int, bool]] = []
+    n = batch["obs"].shape[0]
+    hook = agent.encoder.register_forward_hook(
+        lambda m, i, o: calls.append((i[0].shape[0] // n, torch.is_grad_enabled())))
+    try:
+        agent.update(batch, step)
+    finally:
+        hook.remove()
+    return calls
+
+
+def encoder_only(agent, batch, passes: list[tuple[int, bool]]) -> Callable[[], None]:
+    """The update's encoder passes alone: same encoder (a copy), layout, precision, batch and calls;
+    grad passes include their backward (to the encoder's weights, as in the update)."""
+    import copy
+
+    enc = copy.deepcopy(agent.encoder)
+    with torch.no_grad():
+        x = agent.aug(batch["obs"])
+    inputs = {m: torch.cat([x] * m) if m > 1 else x for m, _ in passes}
+
+    def run() -> None:
+        for m, grad in passes:
+            with agent.autocast(), torch.set_grad_enabled(grad):
+                out = enc(inputs[m])
+            if grad:
+                out.backward(torch.ones_like(out))
+        enc.zero_grad(set_to_none=True)
+
+    return run
 
 
 def fill_replay(replay, episodes: int, length: int, action_dim: int, gen: torch.Generator) -> None:
@@ -65,11 +115,30 @@ def env_fps(cfg: Config, fast: bool, steps: int) -> float:
 
 
 def as_reference(agent) -> None:
-    """Switch a learner to the reference implementation's way of computing the same math."""
+    """Switch a fresh learner (no update yet) to the reference implementation's way of computing the
+    same function: grid_sample augmentation, NCHW convolutions with a (C, H, W) flatten (the columns
+    of every Linear that reads encoder features reordered to match), one encoder call per no-grad
+    pass, a per-tensor loop Adam."""
+    if any(o.state for o in agent.opts.values()):
+        raise ValueError("as_reference needs a learner that has not updated yet (its Adam state is not reordered)")
     agent.batch_nograd = False
     agent.aug.mode = "grid"
-    agent.encoder.channels_last = False
-    agent.encoder.to(memory_format=torch.contiguous_format)
+    if agent.encoder.channels_last:
+        agent.encoder.channels_last = False
+        agent.encoder.to(memory_format=torch.contiguous_format)
+        with torch.no_grad():
+            for layer in feature_readers(agent):
+                layer.weight.copy_(hwc_to_chw_columns(layer.weight, agent.encoder.out_shape))
+    for opt in agent.opts.values():
+        set_adam_impl(opt, "plain")
+
+
+def feature_readers(agent) -> list[torch.nn.Linear]:
+    """The Linear layers that read the encoder's flat features (the first layer of each trunk)."""
+    trunks = [agent.actor.trunk, agent.critic.trunk, agent.critic_target.trunk]
+    if agent.aux is not None:
+        trunks.append(agent.aux.proj_s)
+    return [t[0] for t in trunks]
 
 
 def bench(cfg: Config, updates: int = 5, samples: int = 20, env_steps: int = 200, baseline: bool = False,
@@ -94,7 +163,13 @@ def bench(cfg: Config, updates: int = 5, samples: int = 20, env_steps: int = 200
     agent = build_agent(cfg, obs_shape, action_dim, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    result["update_ms"] = _timed(lambda: agent.update(batch, step), updates, 1, device)
+    # the update and its encoder passes alone, interleaved: overhead = update_ms / encoder_ms
+    passes = encoder_passes(agent, batch, step)
+    timed = _timed_side_by_side({"update_ms": lambda: agent.update(batch, step),
+                                 "encoder_ms": encoder_only(agent, batch, passes)},
+                                updates, 1, device)
+    result.update(timed)
+    result["overhead"] = timed["update_ms"] / timed["encoder_ms"]
     if device.type == "cuda":
         # everything resident during the updates: replay storage, the batch, the learner
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20

@@ -60,6 +60,7 @@ class Config:
     hidden_dim: int = _f(1024, "MLP width")
     critic_tau: float = _f(0.01, "critic target EMA rate")
     update_every_steps: int = _f(2, "agent steps per learner update")
+    env_overlap: str = _f("auto", "env stepping during updates: thread (a worker thread, same numbers) | serial | auto (thread on cuda)")
     std_schedule: str = _f("linear(1.0,0.1,500000)", "DrQ-v2 exploration std: number or linear(init,final,steps)")
     std_clip: float = _f(0.3, "DrQ-v2 target/actor noise clip")
     init_alpha: float = _f(0.1, "SAC initial temperature")
@@ -100,7 +101,7 @@ NAMED_PRESETS: dict[str, dict[str, Any]] = {
 # Fields that do not change what a run computes: left out of the run-directory hash, so that
 # `frames=...` extends a run and `device=...` moves it.
 UNHASHED = ("root", "run_dir", "frames", "device", "replay_device", "save_video", "log_every_frames",
-            "checkpoint_every_frames")
+            "checkpoint_every_frames", "env_overlap")
 
 
 class ConfigError(ValueError):
@@ -161,7 +162,8 @@ def validate(cfg: Config) -> None:
 
     get_task_spec(cfg.task)  # UnknownTaskError naming the closest tasks
     choices = {"agent": tuple(AGENTS), "aux": AUX_KINDS, "precision": ("fp32", "bf16"),
-               "optimizer": ("reference", "single"), "replay_device": ("auto", "cpu")}
+               "optimizer": ("reference", "single"), "replay_device": ("auto", "cpu"),
+               "env_overlap": ("auto", "thread", "serial")}
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             raise ConfigError(f"{key}={getattr(cfg, key)!r}: expected one of {', '.join(allowed)}")

@@ -20,6 +20,14 @@ from .logger import mean_metrics
 from .replay import Replay
 from .run import (EVAL_SEED_OFFSET, Run, RunDirError, build_agent, env_kwargs, prepare_run_dir,  # noqa: F401
                   progress_bar, resolve_device, say)
+from .stepper import EnvStepper
+
+
+def env_overlap(cfg: Config, device: torch.device) -> bool:
+    """Whether the training env steps in a worker thread during updates (same numbers either way)."""
+    if cfg.env_overlap == "auto":
+        return device.type == "cuda"
+    return cfg.env_overlap == "thread"
 
 
 def replay_device(cfg: Config, device: torch.device, frame_shape: tuple[int, int, int]) -> torch.device:
@@ -77,6 +85,7 @@ class Trainer(Run):
         history: list[dict[str, torch.Tensor]] = []
         next_log = c["frame"] + cfg.log_every_frames
         obs, episode_return, t0, f0 = None, 0.0, time.time(), c["frame"]
+        stepper = EnvStepper(self.env, overlap=env_overlap(cfg, self.device))
         while c["frame"] < cfg.frames:
             if obs is None:  # an episode boundary: evaluate, checkpoint, reset
                 if c["frame"] >= c["next_eval"]:
@@ -90,10 +99,11 @@ class Trainer(Run):
                 episode_return = 0.0
 
             action = self.agent.act(obs, c["step"], eval_mode=False)
+            stepper.start(action)  # with env_overlap the env steps while the learner updates
             if c["frame"] >= cfg.seed_frames and c["step"] % cfg.update_every_steps == 0:
                 batch = self.replay.sample(cfg.batch_size).to(self.device, non_blocking=True)
                 history.append(self.agent.update(batch, c["step"]))
-            obs, reward, terminated, truncated, info = self.env.step(action)
+            obs, reward, terminated, truncated, info = stepper.result()
             self.replay.add(obs[-3:], action, float(reward), float(info["discount"]))
             frames = int(info.get("frames", cfg.action_repeat))  # fewer if the episode ended mid-repeat
             c["step"], c["frame"] = c["step"] + 1, c["frame"] + frames
@@ -109,6 +119,7 @@ class Trainer(Run):
                 self.logger.log("train", c["frame"], c["step"], {
                     **mean_metrics(history), "episode": c["episode"], "fps": fps})
                 history, next_log = [], next_log + cfg.log_every_frames
+        stepper.close()
         if c["last_eval"] != c["frame"]:
             self.evaluate()
         if c["frame"] != f0 or not (self.ckpt_dir / "state.pt").exists():  # a finished run rerun: nothing new

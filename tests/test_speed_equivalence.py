@@ -1,0 +1,189 @@
+"""The fast update computes the reference's math.
+
+The optimised path (channels_last convolutions with an (H, W, C) flatten, gather augmentation,
+batched no-grad encoder passes, fused Adam) and the plain one (`taco bench --baseline`: NCHW, one
+encoder call per pass, grid_sample augmentation, a per-tensor loop Adam) start from the same
+function (the plain path's trunk columns reordered to its flatten), see the same batches and the
+same augmentation shifts, and must agree on every loss and every parameter after 3 updates.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from agents import SAC, DrQV2
+from agents.nets import hwc_to_chw_columns
+from runners.bench import as_reference, encoder_passes, feature_readers
+
+OBS = (9, 24, 24)
+
+
+def batch(seed: int, b: int = 16, a: int = 2, k: int = 3) -> TensorDict:
+    g = torch.Generator().manual_seed(seed)
+    frames = lambda: torch.randint(0, 256, (b, *OBS), dtype=torch.uint8, generator=g)  # noqa: E731
+    return TensorDict({
+        "obs": frames(), "next_obs": frames(), "future_obs": frames(),
+        "action": torch.rand(b, a, generator=g) * 2 - 1, "action_seq": torch.rand(b, k, a, generator=g) * 2 - 1,
+        "reward": torch.rand(b, 1, generator=g), "discount": torch.full((b, 1), 0.97),
+    }, batch_size=[b])
+
+
+def pair(cls, aux: str, optimizer: str = "reference"):
+    torch.manual_seed(0)
+    fast = cls(OBS, 2, hidden_dim=64, aux=aux, expl_steps=0, optimizer=optimizer)
+    plain = copy.deepcopy(fast)
+    as_reference(plain)
+    return fast, plain
+
+
+def comparable(agent) -> dict[str, torch.Tensor]:
+    """Every parameter, the feature readers' columns in (C, H, W) order for both paths."""
+    state = {f"{name}.{k}": v.detach().clone() for name, m in agent.modules().items()
+             for k, v in m.named_parameters()}
+    if agent.encoder.channels_last:
+        readers = {id(layer.weight) for layer in feature_readers(agent)}
+        for name, m in agent.modules().items():
+            for k, v in m.named_parameters():
+                if id(v) in readers:
+                    state[f"{name}.{k}"] = hwc_to_chw_columns(v, agent.encoder.out_shape)
+    return state
+
+
+@pytest.mark.parametrize("cls,aux,optimizer", [(DrQV2, "taco", "reference"), (DrQV2, "none", "reference"),
+                                               (SAC, "taco", "reference"), (DrQV2, "curl", "single")])
+def test_fast_and_plain_updates_agree(cls, aux, optimizer):
+    fast, plain = pair(cls, aux, optimizer)
+    assert fast.adam_impl == "fused" and fast.encoder.channels_last and fast.batch_nograd
+    assert not plain.encoder.channels_last and not plain.batch_nograd and plain.aug.mode == "grid"
+    assert all(not g["fused"] and not g["foreach"] for o in plain.opts.values() for g in o.param_groups)
+    before = comparable(plain)
+    for k, v in comparable(fast).items():  # the same function at the start
+        assert torch.equal(v, before[k]), k
+    for i in range(3):
+        b = batch(i)
+        torch.manual_seed(100 + i)
+        m_fast = fast.update(b, 10)
+        torch.manual_seed(100 + i)
+        m_plain = plain.update(b, 10)
+        assert m_fast.keys() == m_plain.keys()
+        for k in m_fast:  # every loss and metric, every update
+            assert torch.allclose(m_fast[k], m_plain[k], rtol=1e-4, atol=1e-6), (i, k, m_fast[k], m_plain[k])
+    after_fast, after_plain = comparable(fast), comparable(plain)
+    moved = 0
+    for k, v in after_fast.items():
+        # Adam divides by |grad|: where a gradient is ~0 float rounding can move a weight by up to
+        # a step (lr = 1e-4); so within a tenth of one step, elementwise
+        assert torch.allclose(v, after_plain[k], rtol=1e-4, atol=1e-5), k
+        moved += not torch.equal(v, before[k])
+    assert moved > len(after_fast) // 2  # the updates did change the weights being compared
+
+
+def test_plain_path_differs_without_the_column_reorder():
+    """The comparison above can fail: skipping the reorder changes the function."""
+    fast, plain = pair(DrQV2, "none")
+    with torch.no_grad():
+        for layer in feature_readers(plain):
+            layer.weight.copy_(torch.roll(layer.weight, 1, dims=1))
+    b = batch(0)
+    torch.manual_seed(1)
+    m_fast = fast.update(b, 10)
+    torch.manual_seed(1)
+    m_plain = plain.update(b, 10)
+    assert not torch.allclose(m_fast["critic_q1"], m_plain["critic_q1"], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("aux,optimizer,batched,expected", [
+    ("taco", "reference", True, [(1, True), (1, False), (1, True), (2, False)]),
+    ("taco", "reference", False, [(1, True), (1, False), (1, True), (1, False), (1, False)]),
+    ("curl", "single", True, [(1, True), (2, False)]),
+    ("none", "reference", True, [(1, True), (1, False)])])
+def test_encoder_passes_are_the_updates(aux, optimizer, batched, expected):
+    """bench's encoder_ms times exactly the encoder calls an update makes."""
+    torch.manual_seed(0)
+    ag = DrQV2(OBS, 2, hidden_dim=32, aux=aux, expl_steps=0, optimizer=optimizer, batch_nograd=batched)
+    assert encoder_passes(ag, batch(0), 10) == expected
+
+
+def test_as_reference_refuses_a_trained_learner():
+    fast, _ = pair(DrQV2, "none")
+    fast.update(batch(0), 10)
+    with pytest.raises(ValueError, match="not updated yet"):
+        as_reference(fast)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (fused CUDA Adam, cuDNN channels_last)")
+def test_fast_and_plain_agree_on_cuda():
+    torch.manual_seed(0)
+    fast = DrQV2(OBS, 2, hidden_dim=64, aux="taco", expl_steps=0, device="cuda")
+    plain = copy.deepcopy(fast)
+    as_reference(plain)
+    for i in range(3):
+        b = batch(i).to("cuda")
+        torch.manual_seed(100 + i)
+        m_fast = fast.update(b, 10)
+        torch.manual_seed(100 + i)
+        m_plain = plain.update(b, 10)
+        for k in m_fast:
+            assert torch.allclose(m_fast[k], m_plain[k], rtol=1e-3, atol=1e-5), (i, k)
+
+
+# ---------------------------------------------------------------- env stepping overlapped with updates
+TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100", "expl_steps=50",
+        "eval_episodes=2", "save_video=false", "frames=300", "eval_every_frames=100", "checkpoint_every_frames=1000"]
+
+
+def _run(tmp_path, overlap: str):
+    import threading
+
+    from runners.config import resolve
+    from runners.train import Trainer
+
+    trainer = Trainer(resolve([*TINY, f"env_overlap={overlap}", f"run_dir={tmp_path / overlap}"]), progress=False)
+    threads, step = set(), trainer.env.step
+
+    def recording_step(action):
+        threads.add(threading.current_thread().name)
+        return step(action)
+
+    trainer.env.step = recording_step
+    trainer.train()
+    params = {f"{n}.{k}": v.clone() for n, m in trainer.agent.modules().items() for k, v in m.state_dict().items()}
+    return params, (tmp_path / overlap / "eval.csv").read_text(), threads, trainer.replay
+
+
+def test_env_overlap_is_bit_identical_to_the_serial_loop(tmp_path):
+    serial, eval_serial, threads_serial, replay_serial = _run(tmp_path, "serial")
+    overlap, eval_overlap, threads_overlap, replay_overlap = _run(tmp_path, "thread")
+    assert threads_serial == {"MainThread"} and all(t.startswith("env-step") for t in threads_overlap)
+    assert eval_serial == eval_overlap and len(eval_serial.splitlines()) == 5  # header + 4 evaluations
+    assert serial.keys() == overlap.keys()
+    for k in serial:
+        assert torch.equal(serial[k], overlap[k]), k
+    torch.manual_seed(0)
+    a = replay_serial.sample(32)
+    torch.manual_seed(0)
+    b = replay_overlap.sample(32)
+    for k in a.keys():
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_env_stepper_protocol():
+    from runners.stepper import EnvStepper
+
+    class Env:
+        def step(self, action):
+            return action * 2
+
+    for overlap in (False, True):
+        s = EnvStepper(Env(), overlap)
+        with pytest.raises(RuntimeError, match="no step was started"):
+            s.result()
+        s.start(3)
+        with pytest.raises(RuntimeError, match="not collected"):
+            s.start(4)
+        assert s.result() == 6
+        s.start(5)
+        s.close()  # waits for the step in flight
