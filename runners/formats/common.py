@@ -51,6 +51,47 @@ def _bar(total: int, enabled: bool):
     return tqdm(total=total, unit="episode", disable=not enabled, dynamic_ncols=True, mininterval=1.0)
 
 
+def scan_files(path: str | os.PathLike, suffix: str, fmt: str, keys: tuple[str, str],
+               scan_file: Callable[[Path], tuple[tuple[int, int, int], int, list[tuple[int, int]]]],
+               read_file: Callable[[Path, list[tuple[int, int]]], Iterator[Episode]]) -> Plan:
+    """Scan every ``*suffix`` file below ``path`` with ``scan_file(file) -> (frame shape, action dim,
+    episode record ranges)``; episodes without a transition are dropped; ``read_file(file, ranges)``
+    yields the episodes later. ``keys`` (frames key, action key) name the keys in mismatch errors."""
+    files = list_files(path, suffix)
+    per_file: list[tuple[Path, list[tuple[int, int]]]] = []
+    fshape = action_dim = None
+    slots = episodes = dropped = 0
+    for file in files:
+        fs, a_dim, eps = scan_file(file)
+        check_same("frame shape", fs, fshape, file, keys[0])
+        check_same("action dim", a_dim, action_dim, file, keys[1])
+        fshape, action_dim = fs, a_dim
+        kept = [(s, e) for s, e in eps if e - s >= 2]
+        dropped += len(eps) - len(kept)
+        per_file.append((file, kept))
+        slots += sum(e - s for s, e in kept)
+        episodes += len(kept)
+    if episodes == 0:
+        raise DatasetError(f"{path}: no episode with at least one transition in {len(files)} file(s)")
+
+    def read() -> Iterator[Episode]:
+        for file, eps in per_file:
+            if eps:
+                yield from read_file(file, eps)
+
+    source = {"format": fmt, "path": str(Path(path).expanduser().resolve()), "files": len(files),
+              "dropped_empty_episodes": dropped}
+    return Plan(slots, episodes, fshape, action_dim, read, source)  # type: ignore[arg-type]
+
+
+def action_dim_of(shape: tuple[int, ...], dtype: np.dtype, file: Path, key: str, n: int, frames_key: str) -> int:
+    """Check the header of per-record actions against ``n`` records; returns the action size."""
+    if tuple(shape[:1]) != (n,):
+        raise DatasetError(f"{file}: key '{key}' has shape {tuple(shape)}, '{frames_key}' has {n} records")
+    actions(np.empty((0, *shape[1:]), dtype), file, key, 0)
+    return 1 if len(shape) == 1 else int(shape[1])
+
+
 def list_files(path: str | os.PathLike, suffix: str) -> list[Path]:
     """``path`` itself when it is a ``suffix`` file, else every ``*suffix`` below it (sorted by name)."""
     path = Path(path).expanduser()

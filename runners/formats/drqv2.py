@@ -15,48 +15,31 @@ from typing import Iterator
 import numpy as np
 
 from ..datasets import DatasetError
-from .common import Episode, NpzFile, Plan, actions, check_same, frame_shape, frames_chw, list_files, vector
+from .common import Episode, NpzFile, Plan, action_dim_of, actions, frame_shape, frames_chw, scan_files, vector
 
 KEYS = ("observation", "action", "reward", "discount")
 
 
 def scan(path: str | os.PathLike) -> Plan:
-    files = list_files(path, ".npz")
-    fshape = action_dim = None
-    slots = episodes = 0
-    kept: list[Path] = []
-    for file in files:
+    def scan_file(file: Path) -> tuple[tuple[int, int, int], int, list[tuple[int, int]]]:
         with NpzFile(file) as f:
             f.require(*KEYS)
             shape, dtype = f.header("observation")
             fs = frame_shape(shape, dtype, file, "observation", "chw", None)
             n = shape[0]
-            check_same("frame shape", fs, fshape, file, "observation")
-            for key in ("action", "reward", "discount"):
+            a_dim = action_dim_of(*f.header("action"), file, "action", n, "observation")
+            for key in ("reward", "discount"):
                 k_shape, k_dtype = f.header(key)
                 if k_shape[:1] != (n,):
                     raise DatasetError(f"{file}: key '{key}' has shape {k_shape}, 'observation' has {n} records")
-                check = actions if key == "action" else vector
-                check(np.empty((0, *k_shape[1:]), k_dtype), file, key, 0)
-            a_shape, _ = f.header("action")
-            a_dim = 1 if len(a_shape) == 1 else int(a_shape[1])
-            check_same("action dim", a_dim, action_dim, file, "action")
-        fshape, action_dim = fs, a_dim
-        if n >= 2:
-            kept.append(file)
-            slots += n
-            episodes += 1
-    if episodes == 0:
-        raise DatasetError(f"{path}: no episode with at least one transition in {len(files)} file(s)")
+                vector(np.empty((0, *k_shape[1:]), k_dtype), file, key, 0)
+            return fs, a_dim, [(0, n)]
 
-    def read() -> Iterator[Episode]:
-        for file in kept:
-            with NpzFile(file) as f:
-                obs = f["observation"]
-                n = len(obs)
-                yield (frames_chw(obs, file, "observation", "chw", None), actions(f["action"], file, "action", n)[1:],
-                       vector(f["reward"], file, "reward", n)[1:], vector(f["discount"], file, "discount", n)[1:])
+    def read_file(file: Path, eps: list[tuple[int, int]]) -> Iterator[Episode]:
+        with NpzFile(file) as f:
+            obs = f["observation"]
+            n = len(obs)
+            yield (frames_chw(obs, file, "observation", "chw", None), actions(f["action"], file, "action", n)[1:],
+                   vector(f["reward"], file, "reward", n)[1:], vector(f["discount"], file, "discount", n)[1:])
 
-    source = {"format": "drqv2-npz", "path": str(Path(path).expanduser().resolve()), "files": len(files),
-              "dropped_empty_episodes": len(files) - len(kept)}
-    return Plan(slots, episodes, fshape, action_dim, read, source)  # type: ignore[arg-type]
+    return scan_files(path, ".npz", "drqv2-npz", ("observation", "action"), scan_file, read_file)

@@ -19,8 +19,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..datasets import DatasetError
-from .common import (Episode, NpzFile, Plan, actions, check_same, frame_shape, frames_chw, list_files, split_firsts,
-                     vector)
+from .common import (Episode, NpzFile, Plan, action_dim_of, actions, frame_shape, frames_chw, scan_files,
+                     split_firsts, vector)
 
 H5_KEYS = ("observation", "action", "reward", "step_type")
 NPZ_KEYS = ("image", "action", "reward", "is_first", "is_terminal")
@@ -82,100 +82,53 @@ def _h5_episodes(file: Path, step_type: np.ndarray) -> list[tuple[int, int]]:
 
 
 def scan_hdf5(path: Path) -> Plan:
-    files = list_files(path, ".hdf5")
-    per_file: list[tuple[Path, list[tuple[int, int]]]] = []
-    fshape = action_dim = None
-    slots = episodes = dropped = 0
-    for file in files:
+    def scan_file(file: Path) -> tuple[tuple[int, int, int], int, list[tuple[int, int]]]:
         with _h5_open(file) as h5:
             for k in H5_KEYS:
                 _h5_read(h5, file, k, sel=slice(0, 0))  # present and an array
-            obs = h5["observation"]
+            obs, act = h5["observation"], h5["action"]
             fs = frame_shape(obs.shape, obs.dtype, file, "observation", "chw")
             n = obs.shape[0]
-            check_same("frame shape", fs, fshape, file, "observation")
-            act = h5["action"]
-            if act.shape[:1] != (n,):
-                raise DatasetError(f"{file}: key 'action' has shape {act.shape}, 'observation' has {n} records")
-            actions(np.empty((0, *act.shape[1:]), act.dtype), file, "action", 0)
-            a_dim = 1 if act.ndim == 1 else int(act.shape[1])
-            check_same("action dim", a_dim, action_dim, file, "action")
+            a_dim = action_dim_of(act.shape, act.dtype, file, "action", n, "observation")
             for k in ("reward", "step_type"):
                 if h5[k].shape[:1] != (n,):
                     raise DatasetError(f"{file}: key '{k}' has shape {h5[k].shape}, 'observation' has {n} records")
-            eps = _h5_episodes(file, _h5_read(h5, file, "step_type"))
-        kept = [(s, e) for s, e in eps if e - s >= 2]
-        dropped += len(eps) - len(kept)
-        per_file.append((file, kept))
-        fshape, action_dim = fs, a_dim
-        slots += sum(e - s for s, e in kept)
-        episodes += len(kept)
-    if episodes == 0:
-        raise DatasetError(f"{path}: no episode with at least one transition in {len(files)} file(s)")
+            return fs, a_dim, _h5_episodes(file, _h5_read(h5, file, "step_type"))
 
-    def read() -> Iterator[Episode]:
-        for file, eps in per_file:
-            with _h5_open(file) as h5:
-                n = h5["observation"].shape[0]
-                act = actions(_h5_read(h5, file, "action"), file, "action", n)
-                rew = vector(_h5_read(h5, file, "reward"), file, "reward", n)
-                for s, e in eps:
-                    frames = frames_chw(_h5_read(h5, file, "observation", np.s_[s:e]), file, "observation", "chw")
-                    yield frames, act[s + 1 : e], rew[s + 1 : e], np.ones(e - s - 1, np.float32)
+    def read_file(file: Path, eps: list[tuple[int, int]]) -> Iterator[Episode]:
+        with _h5_open(file) as h5:
+            n = h5["observation"].shape[0]
+            act = actions(_h5_read(h5, file, "action"), file, "action", n)
+            rew = vector(_h5_read(h5, file, "reward"), file, "reward", n)
+            for s, e in eps:
+                frames = frames_chw(_h5_read(h5, file, "observation", np.s_[s:e]), file, "observation", "chw")
+                yield frames, act[s + 1 : e], rew[s + 1 : e], np.ones(e - s - 1, np.float32)
 
-    source = {"format": "vd4rl-hdf5", "path": str(Path(path).resolve()), "files": len(files),
-              "dropped_empty_episodes": dropped}
-    return Plan(slots, episodes, fshape, action_dim, read, source)  # type: ignore[arg-type]
+    return scan_files(path, ".hdf5", "vd4rl-hdf5", ("observation", "action"), scan_file, read_file)
 
 
 # ------------------------------------------------------------------------------------------------ 64px
-def _npz_episodes(f: NpzFile, n: int) -> list[tuple[int, int]]:
-    first = vector(f["is_first"], f.file, "is_first", n) > 0
-    return split_firsts(first, f.file, "is_first")
-
-
 def scan_npz(path: Path) -> Plan:
-    files = list_files(path, ".npz")
-    per_file: list[tuple[Path, list[tuple[int, int]]]] = []
-    fshape = action_dim = None
-    slots = episodes = dropped = 0
-    for file in files:
+    def scan_file(file: Path) -> tuple[tuple[int, int, int], int, list[tuple[int, int]]]:
         with NpzFile(file) as f:
             f.require(*NPZ_KEYS)
             shape, dtype = f.header("image")
             fs = frame_shape(shape, dtype, file, "image", "hwc")
             n = shape[0]
-            check_same("frame shape", fs, fshape, file, "image")
-            a_shape, a_dtype = f.header("action")
-            if a_shape[:1] != (n,):
-                raise DatasetError(f"{file}: key 'action' has shape {a_shape}, 'image' has {n} records")
-            actions(np.empty((0, *a_shape[1:]), a_dtype), file, "action", 0)
-            a_dim = 1 if len(a_shape) == 1 else int(a_shape[1])
-            check_same("action dim", a_dim, action_dim, file, "action")
+            a_dim = action_dim_of(*f.header("action"), file, "action", n, "image")
             vector(f["reward"], file, "reward", n)
             vector(f["is_terminal"], file, "is_terminal", n)
-            eps = _npz_episodes(f, n)
-        kept = [(s, e) for s, e in eps if e - s >= 2]
-        dropped += len(eps) - len(kept)
-        per_file.append((file, kept))
-        fshape, action_dim = fs, a_dim
-        slots += sum(e - s for s, e in kept)
-        episodes += len(kept)
-    if episodes == 0:
-        raise DatasetError(f"{path}: no episode with at least one transition in {len(files)} file(s)")
+            return fs, a_dim, split_firsts(vector(f["is_first"], file, "is_first", n) > 0, file, "is_first")
 
-    def read() -> Iterator[Episode]:
-        for file, eps in per_file:
-            with NpzFile(file) as f:
-                img = f["image"]
-                n = len(img)
-                frames = frames_chw(img, file, "image", "hwc")
-                act = actions(f["action"], file, "action", n)
-                rew = vector(f["reward"], file, "reward", n)
-                disc = 1.0 - (vector(f["is_terminal"], file, "is_terminal", n) > 0).astype(np.float32)
-                for s, e in eps:
-                    yield frames[s:e], act[s + 1 : e], rew[s + 1 : e], disc[s + 1 : e]
+    def read_file(file: Path, eps: list[tuple[int, int]]) -> Iterator[Episode]:
+        with NpzFile(file) as f:
+            img = f["image"]
+            n = len(img)
+            frames = frames_chw(img, file, "image", "hwc")
+            act = actions(f["action"], file, "action", n)
+            rew = vector(f["reward"], file, "reward", n)
+            disc = 1.0 - (vector(f["is_terminal"], file, "is_terminal", n) > 0).astype(np.float32)
+            for s, e in eps:
+                yield frames[s:e], act[s + 1 : e], rew[s + 1 : e], disc[s + 1 : e]
 
-    source = {"format": "vd4rl-npz", "path": str(Path(path).resolve()), "files": len(files),
-              "dropped_empty_episodes": dropped}
-    return Plan(slots, episodes, fshape, action_dim, read, source)  # type: ignore[arg-type]
+    return scan_files(path, ".npz", "vd4rl-npz", ("image", "action"), scan_file, read_file)
