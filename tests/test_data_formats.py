@@ -11,7 +11,7 @@ import torch
 
 from runners.cli import main
 from runners.data_cli import import_dataset
-from runners.datasets import dataset_info, iter_episodes, load_dataset, verify_checksum
+from runners.datasets import DatasetError, dataset_info, iter_episodes, load_dataset, verify_checksum
 
 A = 3  # action size
 HW = 16  # frame size of the test files
@@ -312,3 +312,33 @@ def test_bad_minari_and_native_datasets(tmp_path, capsys, monkeypatch):
     meta = json.loads((main_file.parent / "metadata.json").read_text())
     (main_file.parent / "metadata.json").write_text(json.dumps({**meta, "data_format": "arrow"}))
     assert "data_format 'arrow'" in run("import", "minari", "test/pix2-v0", "task=x", f"out={tmp_path / 'a'}")
+
+
+def test_minari_dict_observations(tmp_path, monkeypatch):
+    import warnings
+
+    import gymnasium as gym
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    g = rng(5)
+    pix = [g.integers(0, 256, (t + 1, 32, 32, 3), dtype=np.uint8) for t in (4, 6)]
+    bufs = [EpisodeBuffer(observations={"pixels": p, "state": g.normal(size=(len(p), 5)).astype(np.float32)},
+                          actions=g.uniform(-1, 1, (len(p) - 1, A)).astype(np.float32), rewards=g.normal(size=len(p) - 1),
+                          terminations=np.zeros(len(p) - 1, bool), truncations=np.arange(len(p) - 1) == len(p) - 2)
+            for p in pix]
+    space = gym.spaces.Dict({"pixels": gym.spaces.Box(0, 255, (32, 32, 3), np.uint8),
+                             "state": gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        minari.create_dataset_from_buffers("test/dict-v0", bufs, observation_space=space,
+                                           action_space=gym.spaces.Box(-1, 1, (A,), np.float32), jpeg_encoding=False)
+    import_dataset("minari", "test/dict-v0", str(tmp_path / "auto"), task="point_reach")  # the one image entry
+    import_dataset("minari", "test/dict-v0", str(tmp_path / "named"), task="point_reach", obs_key="pixels")
+    expected = [([f.transpose(2, 0, 1) for f in p], list(b.actions), list(np.float32(b.rewards)), [np.float32(1)] * (len(p) - 1))
+                for p, b in zip(pix, bufs)]
+    assert_episodes(tmp_path / "auto", expected)
+    assert dataset_info(tmp_path / "named")["checksum"] == dataset_info(tmp_path / "auto")["checksum"]
+    with pytest.raises(DatasetError, match="missing key '/episode_0/observations/image'"):
+        import_dataset("minari", "test/dict-v0", str(tmp_path / "bad"), task="point_reach", obs_key="image")
