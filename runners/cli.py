@@ -1,4 +1,4 @@
-"""The `taco` command: `taco train key=value ...` and `taco bench key=value ...`."""
+"""The `taco` command: `taco train|bench key=value ...`, `taco sweep FILE.yaml`, `taco report RUNS --out DIR`."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +15,8 @@ examples:
   taco train task=cheetah_run aux=taco              # TACO on DrQ-v2 (K=3, batch 1024)
   taco train task=cartpole_swingup preset=quick     # about a CPU minute, every artefact
   taco bench agent=drqv2 batch_size=256 device=cpu  # one JSON line of timings
+  taco sweep ablations/taco_k.yaml --dry-run        # list an ablation's runs; drop --dry-run to run them
+  taco report runs/cheetah_run/*/* --out report     # tables, IQM with bootstrap CIs, curves
 """
 
 
@@ -39,11 +41,96 @@ def _parser() -> argparse.ArgumentParser:
     from .data_cli import add_parser as add_data_parser
 
     add_data_parser(sub)
+    _add_sweep_parsers(sub, fmt)
     return p
+
+
+def _add_sweep_parsers(sub, fmt) -> None:
+    from .sweep import __doc__ as sweep_doc
+
+    s = sub.add_parser("sweep", help="run a grid of runs from a YAML file (rerunning skips finished runs)",
+                       description=sweep_doc, formatter_class=fmt)
+    s.add_argument("file", help="sweep file (see ablations/)")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run (e.g. root=)")
+    s.add_argument("--dry-run", action="store_true", help="list the runs (status, run dir, command) and exit")
+    s.add_argument("--workers", type=int, default=1, help="local backend: runs at a time")
+    s.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local subprocesses (default) or tasks on a Ray cluster")
+    s.add_argument("--address", default="auto", help="Ray cluster address: auto | HOST:PORT")
+    s.add_argument("--cpus", type=float, default=None, help="CPUs per run (overrides the file's resources)")
+    s.add_argument("--gpus", type=float, default=None,
+                   help="GPUs per run, fractions share a card (overrides the file's resources)")
+    r = sub.add_parser("report", help="tables (IQM, bootstrap CIs), learning curves and a markdown summary",
+                       formatter_class=fmt, description=REPORT_HELP)
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR|GLOB|SWEEP.yaml",
+                   help="run directories, globs of them, or sweep files (their runs, labelled by variant); "
+                        "key=value items are overrides applied when expanding sweep files")
+    r.add_argument("--out", required=True, help="output folder (report.md, CSV tables, PNG figures)")
+    r.add_argument("--frame", type=int, default=None,
+                   help="score runs at this frame (offline: update); default: the largest budget among the runs")
+    r.add_argument("--metric", default="episode_return", help="eval.csv column to aggregate")
+    r.add_argument("--compare", nargs=2, metavar=("X", "Y"), default=None,
+                   help="variants for the probability of improvement P(X > Y) (default: the sweep file's compare)")
+    r.add_argument("--reps", type=int, default=2000, help="bootstrap replicates")
+    r.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
+
+
+REPORT_HELP = """Aggregate the eval logs of finished runs into report.md, tables (CSV) and figures (PNG).
+
+Scores are normalised by each task's maximum return (1000 for DMC, 250 for reach_duplo, 50 for
+point_reach) for the aggregates; per-task tables keep raw returns. Runs that have not reached the
+frame are listed in report.md and left out of every number."""
+
+
+def _sweep_main(args) -> int:
+    from .sweep import describe, load_sweep, run_local, run_ray
+
+    sweep = load_sweep(args.file, args.overrides)
+    if args.cpus is not None:
+        if args.cpus <= 0:
+            raise ConfigError(f"--cpus {args.cpus:g}: expected a positive number")
+        sweep.cpus = args.cpus
+    if args.gpus is not None:
+        if args.gpus < 0:
+            raise ConfigError(f"--gpus {args.gpus:g}: expected a non-negative number")
+        sweep.gpus = args.gpus
+    if args.dry_run:
+        print(describe(sweep))
+        return 0
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: expected a positive integer")
+    failed = run_local(sweep, args.workers) if args.backend == "local" else run_ray(sweep, args.address)
+    if failed:
+        print(f"taco: error: {len(failed)} of {len(sweep.runs)} runs failed: "
+              + ", ".join(str(r.run_dir) for r in failed), file=sys.stderr)
+        return 1
+    print(f"done: {len(sweep.runs)} runs of {args.file} finished")
+    return 0
+
+
+def _report_main(args) -> int:
+    from .report import report
+
+    out = report(args.runs, args.out, frame=args.frame, metric=args.metric, compare=args.compare,
+                 reps=args.reps, seed=args.seed)
+    print(f"report: {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("sweep", "report"):
+        from .report import ReportError
+        from .sweep import SweepError
+
+        try:
+            return _sweep_main(args) if args.command == "sweep" else _report_main(args)
+        except (SweepError, ReportError, ConfigError) as e:
+            print(f"taco: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("taco: interrupted; rerun the same command to resume the unfinished runs", file=sys.stderr)
+            return 130
     from envs import RenderBackendError, UnknownTaskError
 
     from .checkpoint import CheckpointError
