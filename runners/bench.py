@@ -21,6 +21,8 @@ from agents.nets import hwc_to_chw_columns
 from envs import make_env
 
 from .config import Config
+from .run import env_kwargs
+from .stepper import EnvStepper
 from .train import build_agent, make_replay, resolve_device
 
 
@@ -74,6 +76,8 @@ def encoder_only(agent, batch, passes: list[tuple[int, bool]]) -> Callable[[], N
     import copy
 
     enc = copy.deepcopy(agent.encoder)
+    if getattr(agent.encoder, "_compiled_call_impl", None) is not None:
+        enc.compile()
     with torch.no_grad():
         x = agent.aug(batch["obs"])
     inputs = {m: torch.cat([x] * m) if m > 1 else x for m, _ in passes}
@@ -114,6 +118,47 @@ def env_fps(cfg: Config, fast: bool, steps: int) -> float:
     return fps
 
 
+def loop_fps(cfg: Config, agent, replay, step: int, steps: int, overlap: bool) -> float:
+    """Frames per second of the online loop (act, env step, sample + update every
+    `update_every_steps` steps), as runners/train.py runs it; the replay holds synthetic frames."""
+    env = make_env(cfg.task, cfg.seed, **env_kwargs(cfg))
+    stepper = EnvStepper(env, overlap)
+    obs, _ = env.reset(seed=cfg.seed)
+    obs = env.step(env.action_space.sample())[0]  # first render creates the GL context: not timed
+    frames, t = 0, time.perf_counter()
+    for i in range(steps):
+        stepper.start(agent.act(obs, step, eval_mode=False))
+        if i % cfg.update_every_steps == 0:
+            agent.update(replay.sample(cfg.batch_size), step)
+        obs, _, terminated, truncated, info = stepper.result()
+        frames += int(info.get("frames", cfg.action_repeat))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    agent.act(obs, step, eval_mode=False)  # waits for the last update
+    fps = frames / (time.perf_counter() - t)
+    stepper.close()
+    env.close()
+    return fps
+
+
+def projection(cfg: Config, r: dict[str, Any]) -> dict[str, float]:
+    """Projected hours per 1M env frames.
+
+    hours_per_1M_frames = (1e6 / (action_repeat * update_every_steps)) * (update_ms + sample_ms) / 3.6e6
+                          + (1e6 / env_fps) / 3600            (serial loop; acting not counted)
+    Without an env measurement (--skip-env) only the update part is given (`_updates_only`). With
+    --loop-steps the measured loop gives hours_per_1M_frames_loop = 1e6 / loop_fps_thread / 3600.
+    """
+    updates = 1e6 / (cfg.action_repeat * cfg.update_every_steps)
+    update_h = updates * (r["update_ms"] + r["sample_ms"]) / 3.6e6
+    out = {"updates_per_1M_frames": updates, "hours_per_1M_frames_updates_only": update_h}
+    if "env_fps" in r:
+        out["hours_per_1M_frames"] = update_h + 1e6 / r["env_fps"] / 3600
+    if "loop_fps_thread" in r:
+        out["hours_per_1M_frames_loop"] = 1e6 / r["loop_fps_thread"] / 3600
+    return out
+
+
 def as_reference(agent) -> None:
     """Switch a fresh learner (no update yet) to the reference implementation's way of computing the
     same function: grid_sample augmentation, NCHW convolutions with a (C, H, W) flatten (the columns
@@ -135,14 +180,16 @@ def as_reference(agent) -> None:
 
 def feature_readers(agent) -> list[torch.nn.Linear]:
     """The Linear layers that read the encoder's flat features (the first layer of each trunk)."""
-    trunks = [agent.actor.trunk, agent.critic.trunk, agent.critic_target.trunk]
+    trunks = [agent.actor.trunk]
+    if agent.critic is not None:
+        trunks += [agent.critic.trunk, agent.critic_target.trunk]
     if agent.aux is not None:
         trunks.append(agent.aux.proj_s)
     return [t[0] for t in trunks]
 
 
 def bench(cfg: Config, updates: int = 5, samples: int = 20, env_steps: int = 200, baseline: bool = False,
-          skip_env: bool = False) -> dict[str, Any]:
+          skip_env: bool = False, loop_steps: int = 0, compile_encoder: bool = False) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     probe = make_env(cfg.task, cfg.seed, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack,
@@ -161,26 +208,32 @@ def bench(cfg: Config, updates: int = 5, samples: int = 20, env_steps: int = 200
     batch = replay.sample(cfg.batch_size)
     step = cfg.expl_steps + 1
     agent = build_agent(cfg, obs_shape, action_dim, device)
+    if compile_encoder:  # off by default: not measured on CPU; tests/gpu_check.sh times it on a GPU
+        agent.encoder.compile()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    # the update and its encoder passes alone, interleaved: overhead = update_ms / encoder_ms
-    passes = encoder_passes(agent, batch, step)
-    timed = _timed_side_by_side({"update_ms": lambda: agent.update(batch, step),
-                                 "encoder_ms": encoder_only(agent, batch, passes)},
-                                updates, 1, device)
-    result.update(timed)
-    result["overhead"] = timed["update_ms"] / timed["encoder_ms"]
-    if device.type == "cuda":
-        # everything resident during the updates: replay storage, the batch, the learner
-        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    # the update, its encoder passes alone (and the reference-style update), interleaved:
+    # overhead = update_ms / encoder_ms and update_speedup come from the same rounds
+    fns = {"update_ms": lambda: agent.update(batch, step),
+           "encoder_ms": encoder_only(agent, batch, encoder_passes(agent, batch, step))}
     if baseline:
         ref = build_agent(cfg, obs_shape, action_dim, device)
         as_reference(ref)
-        result["baseline_update_ms"] = _timed(lambda: ref.update(batch, step), updates, 1, device)
+        fns["baseline_update_ms"] = lambda: ref.update(batch, step)
+    result.update(_timed_side_by_side(fns, updates, 1, device))
+    result["overhead"] = result["update_ms"] / result["encoder_ms"]
+    if baseline:
         result["update_speedup"] = result["baseline_update_ms"] / result["update_ms"]
+    if device.type == "cuda":
+        # everything resident during the updates: replay storage, the batch, the learner(s)
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     if not skip_env:
         result["env_fps"] = env_fps(cfg, False, env_steps)
         result["env_fps_fast"] = env_fps(cfg, True, env_steps)
+    if loop_steps > 0:  # the training loop itself, serial and with the env stepping during updates
+        for mode in ("serial", "thread"):
+            result[f"loop_fps_{mode}"] = loop_fps(cfg, agent, replay, step, loop_steps, mode == "thread")
+    result.update(projection(cfg, result))
     result["bytes_per_transition"] = replay.bytes_per_transition
     # what a buffer of stacked observations (the reference design) stores per transition
     result["stacked_bytes_per_transition"] = int(np.prod(obs_shape)) + 4 * (action_dim + 2)

@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--baseline", action="store_true",
                    help="also time the reference implementation's way of computing the same update")
     b.add_argument("--skip-env", action="store_true", help="skip the env fps measurements")
+    b.add_argument("--loop-steps", type=int, default=0,
+                   help="also time this many steps of the training loop, serial and with env_overlap=thread")
+    b.add_argument("--compile", action="store_true",
+                   help="torch.compile the encoder first (an option for GPUs; unmeasured on CPU, off by default)")
     from .data_cli import add_parser as add_data_parser
 
     add_data_parser(sub)
@@ -152,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             from .bench import bench
 
             result = bench(cfg, updates=args.updates, samples=args.samples, env_steps=args.env_steps,
-                           baseline=args.baseline, skip_env=args.skip_env)
+                           baseline=args.baseline, skip_env=args.skip_env, loop_steps=args.loop_steps,
+                           compile_encoder=args.compile)
             print(json.dumps(result))
     except (ConfigError, UnknownTaskError, RenderBackendError, RunDirError, CheckpointError,
             DatasetError) as e:

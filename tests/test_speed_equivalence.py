@@ -187,3 +187,20 @@ def test_env_stepper_protocol():
         assert s.result() == 6
         s.start(5)
         s.close()  # waits for the step in flight
+
+
+def test_bench_reports_encoder_floor_loop_and_projection(capsys):
+    import json
+
+    from runners.cli import main
+
+    assert main(["bench", "task=point_reach", "hidden_dim=32", "batch_size=16", "--updates", "2", "--samples", "2",
+                 "--env-steps", "20", "--loop-steps", "6"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert 0 < r["encoder_ms"] and r["overhead"] == pytest.approx(r["update_ms"] / r["encoder_ms"])
+    assert r["loop_fps_serial"] > 0 and r["loop_fps_thread"] > 0
+    updates = 1e6 / (r["settings"]["action_repeat"] * r["settings"]["update_every_steps"])
+    assert r["updates_per_1M_frames"] == updates
+    hours = updates * (r["update_ms"] + r["sample_ms"]) / 3.6e6 + 1e6 / r["env_fps"] / 3600
+    assert r["hours_per_1M_frames"] == pytest.approx(hours)
+    assert r["hours_per_1M_frames_loop"] == pytest.approx(1e6 / r["loop_fps_thread"] / 3600)
