@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import runners.run as run_mod
 import runners.train as train_mod
 from envs import ActionRepeat, FrameStack
 from runners.config import resolve
@@ -51,6 +52,7 @@ def test_future_obs_and_action_seq_follow_the_env(tmp_path, monkeypatch, k, n):
         return FrameStack(ActionRepeat(CounterEnv(logs[-1]), action_repeat), frame_stack)
 
     monkeypatch.setattr(train_mod, "make_env", make_env)
+    monkeypatch.setattr(run_mod, "make_env", make_env)  # the eval env (shared run lifecycle)
     cfg = resolve(["task=point_reach", "aux=taco", f"taco_k={k}", f"nstep={n}", "gamma=0.5", "frames=200",
                    "seed_frames=100000", "expl_steps=100000", "eval_every_frames=100000", "eval_episodes=1",
                    "save_video=false", "hidden_dim=32", "batch_size=8", f"run_dir={tmp_path}"])
