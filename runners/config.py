@@ -46,6 +46,7 @@ class Config:
     eval_every_frames: int = _f(10_000, "evaluate every this many frames")
     eval_episodes: int = _f(10, "episodes per evaluation (mean action, separate env)")
     save_video: bool = _f(True, "write an mp4 of the first episode of each evaluation")
+    video_size: int = _f(256, "eval video height and width, rendered by the eval env's camera (observations keep image_size)")
     checkpoint_every_frames: int = _f(50_000, "checkpoint (with replay) at the first episode end after this many frames")
     log_every_frames: int = _f(1000, "write train.csv / TensorBoard scalars every this many frames")
     # replay
@@ -100,7 +101,7 @@ NAMED_PRESETS: dict[str, dict[str, Any]] = {
 }
 # Fields that do not change what a run computes: left out of the run-directory hash, so that
 # `frames=...` extends a run and `device=...` moves it.
-UNHASHED = ("root", "run_dir", "frames", "device", "replay_device", "save_video", "log_every_frames",
+UNHASHED = ("root", "run_dir", "frames", "device", "replay_device", "save_video", "video_size", "log_every_frames",
             "checkpoint_every_frames", "env_overlap")
 
 
@@ -168,7 +169,7 @@ def validate(cfg: Config) -> None:
         if getattr(cfg, key) not in allowed:
             raise ConfigError(f"{key}={getattr(cfg, key)!r}: expected one of {', '.join(allowed)}")
     positive = ("frames", "action_repeat", "frame_stack", "image_size", "capacity", "batch_size", "nstep",
-                "update_every_steps", "eval_every_frames", "taco_k")
+                "update_every_steps", "eval_every_frames", "taco_k", "video_size")
     for key in positive:
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key}={getattr(cfg, key)}: expected a positive integer")

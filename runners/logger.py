@@ -98,12 +98,12 @@ def mean_metrics(history: list[Mapping[str, Any]]) -> dict[str, float]:
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
-    """CHW uint8 frames -> mp4 (via imageio's bundled ffmpeg)."""
+    """(H, W, 3) uint8 RGB frames (an env's render()) -> mp4 (via imageio's bundled ffmpeg)."""
     import imageio.v2 as imageio
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.mp4")
     with imageio.get_writer(tmp, fps=fps, macro_block_size=1) as writer:
         for frame in frames:
-            writer.append_data(np.ascontiguousarray(frame.transpose(1, 2, 0)))
+            writer.append_data(np.ascontiguousarray(frame))
     tmp.replace(path)

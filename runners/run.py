@@ -83,7 +83,9 @@ class Run:
         self.counters: dict[str, int] = {}
 
     def make_eval_env(self):
-        self.eval_env = make_env(self.cfg.task, self.cfg.seed + EVAL_SEED_OFFSET, **env_kwargs(self.cfg))
+        cfg = self.cfg  # videos are rendered by the eval env at video_size; observations are unchanged
+        video = dict(render_mode="rgb_array", render_size=cfg.video_size) if cfg.save_video else {}
+        self.eval_env = make_env(cfg.task, cfg.seed + EVAL_SEED_OFFSET, **env_kwargs(cfg), **video)
         return self.eval_env
 
     def open(self) -> bool:
@@ -155,7 +157,7 @@ class Run:
             done, ret, length = False, 0.0, 0
             while not done:
                 if i == 0 and cfg.save_video:
-                    video.append(obs[-3:])
+                    video.append(self.eval_env.render())
                 action = self.agent.act(obs, c[self.step_key], True)
                 obs, reward, terminated, truncated, _ = self.eval_env.step(action)
                 ret, length, done = ret + float(reward), length + 1, terminated or truncated
@@ -165,7 +167,7 @@ class Run:
         if self.bar is not None:
             self.bar.set_description_str("train", refresh=False)
         if video:
-            video.append(obs[-3:])
+            video.append(self.eval_env.render())
             write_video(self.run_dir / "videos" / f"eval_{c[self.clock]:09d}.mp4", video)
         c["evals"] += 1
         c["last_eval"] = c[self.clock]
