@@ -66,6 +66,14 @@ class RandomShift(nn.Module):
         return F.grid_sample(x, grid + shift, padding_mode="zeros", align_corners=False)
 
 
+def encoder_out_size(size: int) -> int:
+    """Side of the encoder's output map for a size x size input (< 1: the input is too small)."""
+    return (size - 3) // 2 + 1 - 6
+
+
+MIN_IMAGE_SIZE = 15  # the smallest input the encoder can take: encoder_out_size(15) == 1
+
+
 class Encoder(nn.Module):
     """4 conv layers, 32 channels, 3x3, strides 2,1,1,1; sees obs / 255 - 0.5."""
 
@@ -78,9 +86,10 @@ class Encoder(nn.Module):
             nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True),
             nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True),
         )
-        oh, ow = (h - 3) // 2 + 1 - 6, (w - 3) // 2 + 1 - 6
+        oh, ow = encoder_out_size(h), encoder_out_size(w)
         if oh < 1 or ow < 1:
-            raise ValueError(f"image {h}x{w} is too small for the encoder (needs at least 17x17)")
+            raise ValueError(f"image {h}x{w} is too small for the encoder (needs at least "
+                             f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE})")
         self.repr_dim = 32 * oh * ow
         self.out_shape = (32, oh, ow)
         self.channels_last = True

@@ -137,35 +137,49 @@ def main(argv: list[str] | None = None) -> int:
             return 130
     from envs import RenderBackendError, UnknownTaskError
 
-    from .checkpoint import CheckpointError
+    from .checkpoint import CheckpointError, CheckpointWriteError
     from .datasets import DatasetError
-    from .train import RunDirError
+    from .guard import NonFiniteError
+    from .rundir import RunDirError, RunInterrupted, sigterm_as_interrupt
 
     try:
-        if args.command == "data":
-            from .data_cli import run as run_data
-
-            return run_data(args)
-        cfg = resolve(args.overrides)
-        if args.command == "train":
-            from .train import train
-
-            run_dir = train(cfg, progress=not args.no_progress)
-            print(f"done: {run_dir}")
-        else:
-            from .bench import bench
-
-            result = bench(cfg, updates=args.updates, samples=args.samples, env_steps=args.env_steps,
-                           baseline=args.baseline, skip_env=args.skip_env, loop_steps=args.loop_steps,
-                           compile_encoder=args.compile)
-            print(json.dumps(result))
+        with sigterm_as_interrupt():  # a preempted job stops like Ctrl-C
+            return _run(args)
+    except (NonFiniteError, CheckpointWriteError) as e:  # the run failed; what is on disk is whole
+        print(f"taco: error: {e}", file=sys.stderr)
+        return 1
     except (ConfigError, UnknownTaskError, RenderBackendError, RunDirError, CheckpointError,
             DatasetError) as e:
         print(f"taco: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("taco: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
+    except RunInterrupted as e:
+        print(f"taco: {e.message()}", file=sys.stderr)
+        return 143 if e.signal_name == "SIGTERM" else 130
+    except KeyboardInterrupt as e:  # before a run started (or outside one)
+        what = "SIGTERM" if str(e) == "SIGTERM" else "Ctrl-C"
+        rerun = "; rerun the same command to resume from the last checkpoint" if args.command == "train" else ""
+        print(f"taco: interrupted ({what}){rerun}", file=sys.stderr)
+        return 143 if what == "SIGTERM" else 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "data":
+        from .data_cli import run as run_data
+
+        return run_data(args)
+    cfg = resolve(args.overrides)
+    if args.command == "train":
+        from .train import train
+
+        run_dir = train(cfg, progress=not args.no_progress)
+        print(f"done: {run_dir}")
+    else:
+        from .bench import bench
+
+        result = bench(cfg, updates=args.updates, samples=args.samples, env_steps=args.env_steps,
+                       baseline=args.baseline, skip_env=args.skip_env, loop_steps=args.loop_steps,
+                       compile_encoder=args.compile)
+        print(json.dumps(result))
     return 0
 
 

@@ -10,9 +10,11 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -34,6 +36,8 @@ class Config:
     precision: str = _f("fp32", "fp32 | bf16 (autocast for the encoder and heads; changes numerics)")
     root: str = _f("runs", "parent folder of derived run directories")
     run_dir: str = _f("", "explicit run directory (default: <root>/<task>/<agent>-<aux>/seed<seed>-<hash>)")
+    resume_from: str = _f("", "start from another run directory's last checkpoint (learner, replay, counters) with "
+                              "this command's settings, e.g. a lower lr after a non-finite stop")
     # environment
     action_repeat: int = _f(2, "simulator frames per agent step")
     frame_stack: int = _f(3, "frames stacked into one observation")
@@ -157,28 +161,170 @@ def resolve(overrides: list[str] | tuple[str, ...] = ()) -> Config:
     return cfg
 
 
+# ---------------------------------------------------------------- validation
+# One rule per field: given the value (and the whole config, for rules that depend on other fields),
+# the text of what is expected when the value is bad, else None. Bool fields are typed by OmegaConf
+# and need none; every other field must have a rule here (a test checks it).
+def _int_at_least(lo: int) -> Callable[[Any, Config], str | None]:
+    return lambda v, cfg: None if v >= lo else ("a positive integer" if lo == 1 else f"an integer >= {lo}")
+
+
+def _finite(lo: float, hi: float = math.inf, lo_open: bool = True) -> Callable[[Any, Config], str | None]:
+    """A finite float above `lo` (or at it, unless `lo_open`) and at most `hi`."""
+    def rule(v: float, cfg: Config) -> str | None:
+        if math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi:
+            return None
+        if hi == math.inf:
+            return f"a finite number {'>' if lo_open else '>='} {lo:g}"
+        return f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
+    return rule
+
+
+def _choice(*allowed: str) -> Callable[[Any, Config], str | None]:
+    return lambda v, cfg: None if v in allowed else f"one of {', '.join(allowed)}"
+
+
+def _choice_of(get: Callable[[], Any]) -> Callable[[Any, Config], str | None]:
+    return lambda v, cfg: None if v in get() else f"one of {', '.join(get())}"
+
+
+def _device(v: str, cfg: Config) -> str | None:
+    return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) else "auto, cpu, cuda or cuda:N"
+
+
+def _image_size(v: int, cfg: Config) -> str | None:
+    from agents.nets import MIN_IMAGE_SIZE
+    from envs import get_task_spec
+    from envs.dmc import MANIPULATION_IMAGE_SIZE
+
+    if get_task_spec(cfg.task).kind == "manipulation" and v != MANIPULATION_IMAGE_SIZE:
+        return f"{MANIPULATION_IMAGE_SIZE} for {cfg.task} (its camera renders {MANIPULATION_IMAGE_SIZE}x{MANIPULATION_IMAGE_SIZE} only)"
+    if v < MIN_IMAGE_SIZE:
+        return f"at least {MIN_IMAGE_SIZE} (the smallest frame the encoder can take)"
+    return None
+
+
+def _horizon(cfg: Config) -> int:
+    """Steps after a sampled index that a batch reads (n-step return, TACO's action sequence)."""
+    return max(cfg.nstep, cfg.taco_k if cfg.aux == "taco" else 0)
+
+
+def _seed_frames(v: int, cfg: Config) -> str | None:
+    need = _horizon(cfg) * cfg.action_repeat
+    if v >= need:
+        return None
+    return (f"at least {need} (max(nstep, taco_k) * action_repeat: the first update needs one "
+            "full sequence in the replay)")
+
+
+def _capacity(v: int, cfg: Config) -> str | None:
+    return None if v > _horizon(cfg) else f"more than max(nstep, taco_k) = {_horizon(cfg)} transitions"
+
+
+def _std_schedule(v: str, cfg: Config) -> str | None:
+    expected = "a number >= 0 or linear(init,final,steps) with init, final >= 0 and steps > 0"
+    try:
+        values = [float(v)]
+    except ValueError:
+        match = re.fullmatch(r"\s*linear\(([^,]+),([^,]+),([^,]+)\)\s*", v)
+        if not match:
+            return expected
+        try:
+            values = [float(g) for g in match.groups()]
+        except ValueError:
+            return expected
+        if not values[2] > 0:
+            return expected
+    return None if all(math.isfinite(x) and x >= 0 for x in values) else expected
+
+
+def _weight(name: str) -> Callable[[Any, Config], str | None]:
+    def rule(v: float, cfg: Config) -> str | None:
+        if not (math.isfinite(v) and v >= 0):
+            return "a finite number >= 0 (0 turns the term off)"
+        if cfg.aux == "curl" and name == "curl_weight" and v <= 0:
+            return "> 0 with aux=curl (use aux=none for no auxiliary loss)"
+        if cfg.aux == "taco" and max(cfg.taco_weight, cfg.curl_weight, cfg.reward_weight) <= 0:
+            return "> 0 for at least one of taco_weight, curl_weight, reward_weight with aux=taco (else use aux=none)"
+        return None
+    return rule
+
+
+def _resume_from(v: str, cfg: Config) -> str | None:
+    if not v:
+        return None
+    folder = Path(v).expanduser()
+    if not ((folder / "checkpoint" / "state.pt").exists() or (folder / "checkpoint" / "state.prev.pt").exists()):
+        return "a run directory with a checkpoint (checkpoint/state.pt)"
+    return None
+
+
+def _agent(v: str, cfg: Config) -> str | None:
+    from agents import AGENTS, OFFLINE_AGENTS
+
+    allowed = tuple(AGENTS) if type(cfg) is Config else (*AGENTS, *OFFLINE_AGENTS)  # offline runs take both
+    return None if v in allowed else f"one of {', '.join(allowed)}"
+
+
+def _aux_kinds() -> tuple[str, ...]:
+    from agents import AUX_KINDS
+
+    return tuple(AUX_KINDS)
+
+
+RULES: dict[str, Callable[[Any, Config], str | None]] = {
+    "agent": _agent, "aux": _choice_of(_aux_kinds),
+    "preset": lambda v, cfg: None if (v or "paper") in NAMED_PRESETS else f"one of {', '.join(NAMED_PRESETS)}",
+    "seed": _int_at_least(0), "device": _device, "precision": _choice("fp32", "bf16"),
+    "root": lambda v, cfg: None if v.strip() else "a folder name",
+    "run_dir": lambda v, cfg: None,  # any path; prepare_run_dir says when it cannot be written
+    "resume_from": _resume_from,
+    "action_repeat": _int_at_least(1), "frame_stack": _int_at_least(1), "image_size": _image_size,
+    "frames": _int_at_least(1), "seed_frames": _seed_frames, "expl_steps": _int_at_least(0),
+    "eval_every_frames": _int_at_least(1), "eval_episodes": _int_at_least(1),
+    "checkpoint_every_frames": _int_at_least(1), "log_every_frames": _int_at_least(1),
+    "capacity": _capacity, "replay_device": _choice("auto", "cpu"), "batch_size": _int_at_least(1),
+    "nstep": _int_at_least(1), "gamma": _finite(0.0, 1.0),
+    "lr": _finite(0.0), "feature_dim": _int_at_least(1), "hidden_dim": _int_at_least(1),
+    "critic_tau": _finite(0.0, 1.0), "update_every_steps": _int_at_least(1),
+    "std_schedule": _std_schedule, "std_clip": _finite(0.0, lo_open=False), "init_alpha": _finite(0.0),
+    "taco_k": _int_at_least(1), "taco_weight": _weight("taco_weight"), "curl_weight": _weight("curl_weight"),
+    "reward_weight": _weight("reward_weight"), "latent_action_dim": _int_at_least(0),
+    "optimizer": _choice("reference", "single"), "env_overlap": _choice("auto", "thread", "serial"),
+    "video_size": _int_at_least(1),
+}
+
+
+def _by_type(kind: Any) -> Callable[[Any, Config], str | None] | None:
+    """The rule of a field that RULES does not name: a finite float, an integer >= 0."""
+    if kind in (float, "float"):
+        return lambda v, cfg: None if math.isfinite(v) else "a finite number"
+    if kind in (int, "int"):
+        return _int_at_least(0)
+    return None
+
+
 def validate(cfg: Config) -> None:
-    from agents import AGENTS, AUX_KINDS
+    """Check every field before anything is built: the first bad one raises a ConfigError naming the
+    key, the value and what is expected (the task first: other rules depend on it)."""
     from envs import get_task_spec
 
     get_task_spec(cfg.task)  # UnknownTaskError naming the closest tasks
-    choices = {"agent": tuple(AGENTS), "aux": AUX_KINDS, "precision": ("fp32", "bf16"),
-               "optimizer": ("reference", "single"), "replay_device": ("auto", "cpu"),
-               "env_overlap": ("auto", "thread", "serial")}
-    for key, allowed in choices.items():
-        if getattr(cfg, key) not in allowed:
-            raise ConfigError(f"{key}={getattr(cfg, key)!r}: expected one of {', '.join(allowed)}")
-    positive = ("frames", "action_repeat", "frame_stack", "image_size", "capacity", "batch_size", "nstep",
-                "update_every_steps", "eval_every_frames", "taco_k", "video_size")
-    for key in positive:
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"{key}={getattr(cfg, key)}: expected a positive integer")
-    if not 0.0 < cfg.gamma <= 1.0:
-        raise ConfigError(f"gamma={cfg.gamma}: expected 0 < gamma <= 1")
+    for f in dataclasses.fields(cfg):
+        rule = RULES.get(f.name) or _by_type(f.type)
+        value = getattr(cfg, f.name)
+        expected = rule(value, cfg) if rule is not None else None
+        if expected is not None:
+            raise ConfigError(f"{f.name}={value!r}: expected {expected}")
+
+
+# Fields that enter the hash only when set, so that adding them left earlier run directories' names as they were.
+HASHED_IF_SET = ("resume_from",)
 
 
 def config_hash(cfg: Config) -> str:
-    data = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in UNHASHED}
+    data = {k: v for k, v in dataclasses.asdict(cfg).items()
+            if k not in UNHASHED and not (k in HASHED_IF_SET and v == getattr(Config, k))}
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -1,7 +1,8 @@
 """Run logs: CSV files (eval.csv, train.csv) and TensorBoard scalars, both with frame and step columns.
 
-On resume, rows written after the checkpoint's frame are dropped first, so a run that died between
-a checkpoint and its next one does not log those frames twice.
+Every start makes the logs agree with the state being resumed: rows after the checkpoint's frame are
+dropped (all of them on a fresh start), and TensorBoard purges the events after it, so a run that died
+between two checkpoints (or before its first) never shows those frames twice.
 """
 from __future__ import annotations
 
@@ -21,9 +22,14 @@ class CSVLog:
                 reader = csv.reader(f)
                 self.fields = next(reader, None)
 
-    def truncate_after(self, frame: int, axis: str = "frame") -> None:
-        """Drop rows whose `axis` column is beyond `frame` (left by a run that died after its last checkpoint)."""
+    def truncate_after(self, frame: int | None, axis: str = "frame") -> None:
+        """Drop rows whose `axis` column is beyond `frame` (left by a run that died after its last
+        checkpoint); `None` (a fresh start) drops every row."""
         if not self.path.exists():
+            return
+        if frame is None:
+            self.path.unlink()
+            self.fields = None
             return
         with self.path.open(newline="") as f:
             rows = list(csv.DictReader(f))
@@ -57,7 +63,10 @@ class Logger:
     `axis` is the counter rows are keyed on and TensorBoard's x axis: `frame` online, `update` offline.
     """
 
-    def __init__(self, run_dir: Path, resume_frame: int = 0, tensorboard: bool = True, axis: str = "frame") -> None:
+    def __init__(self, run_dir: Path, resume_frame: int | None = None, tensorboard: bool = True,
+                 axis: str = "frame") -> None:
+        """`resume_frame`: the `axis` value of the checkpoint being resumed (None: a fresh start).
+        What was logged at that value came before the checkpoint, so it stays; later rows go."""
         self.axis = axis
         self.csv = {name: CSVLog(run_dir / f"{name}.csv") for name in ("train", "eval")}
         for log in self.csv.values():
@@ -66,7 +75,9 @@ class Logger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_frame or None)
+            # TensorBoard drops earlier events whose step is >= purge_step
+            purge = 0 if resume_frame is None else resume_frame + 1
+            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
 
     def log(self, kind: str, frame: int, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
         return self.log_at(kind, {"frame": frame, "step": step}, metrics)

@@ -539,6 +539,15 @@ class Replay:
         del td
         self._write_meta(path, self._meta(storage, save_id, True))
 
+    def detach_files(self) -> None:
+        """Copy storage mapped from a saved directory into memory, so that later writes to those
+        files (by whoever owns them) are never seen here; saves then never go back into them."""
+        for key in _STORED_KEYS:
+            t = getattr(self, f"_{key}")
+            if t.device.type == "cpu":
+                setattr(self, f"_{key}", t.clone())
+        self._saved = {}
+
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu", *,
              frame_stack: int | None = None, nstep: int | None = None, gamma: float | None = None,

@@ -1,15 +1,19 @@
-"""What every run shares, online or offline: the run directory, seeding, the device, the learner
-a config describes, the evaluation env and protocol, logs, videos, the progress bar and the
-checkpoint of learner, optimizers, RNG and counters (atomic; resumed exactly).
+"""What every run shares, online or offline: the run directory (locked for the run), seeding, the
+device, the learner a config describes, the evaluation env and protocol, logs, videos, the progress
+bar, the non-finite guard, and checkpoints of learner, optimizers, RNG and counters (two generations,
+written atomically, resumed exactly; `resume_from=` starts from another run's).
 
 A run is keyed on one counter, `clock`: env frames online (runners/train.py), learner updates
-offline (runners/offline.py). Subclasses add their data (the online replay and env, the offline
-dataset) through `checkpoint_extra` / `restore_extra`, and their loop.
+offline (runners/offline.py). Subclasses build their data (the online replay and env, the offline
+dataset) inside `with self.releasing_lock():` and then call `open()`; they add to checkpoints
+through `checkpoint_extra` / `write_payload` / `restore_extra`, feed learner metrics through
+`record` / `drain_metrics`, and write their loop as `loop()` (`train()` wraps it: interrupts, cleanup).
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -17,22 +21,24 @@ import torch
 from envs import make_env
 
 from . import checkpoint as ckpt
-from .config import Config, config_hash, run_directory, to_yaml
-from .logger import Logger, write_video
+from .config import Config, ConfigError, config_hash, run_directory, to_yaml
+from .guard import NonFiniteError, check_metrics, check_state
+from .logger import Logger, mean_metrics, write_video
+from .rundir import RunDirError, RunInterrupted, RunLock, prepare_run_dir  # noqa: F401 (re-exported)
 
 EVAL_SEED_OFFSET = 10_000
 
 
-class RunDirError(RuntimeError):
-    pass
-
-
 def resolve_device(spec: str) -> torch.device:
+    """The device `spec` names, or a ConfigError when this machine has no such device."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={spec!r} but CUDA is not available here; use device=cpu or device=auto")
+        raise ConfigError(f"device={spec!r}: CUDA is not available here; use device=cpu or device=auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={spec!r}: expected cuda:0 to cuda:{torch.cuda.device_count() - 1} "
+                          f"({torch.cuda.device_count()} GPUs here)")
     return device
 
 
@@ -56,17 +62,6 @@ def env_kwargs(cfg: Config) -> dict[str, Any]:
                 fast_render=cfg.fast_render)
 
 
-def prepare_run_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise RunDirError(f"run directory {path} is not writable ({e.strerror}); "
-                          "pass root=<writable folder> or run_dir=<path>") from None
-
-
 class Run:
     clock = "frame"  # the counter evaluations, logs, videos and checkpoints are keyed on
     step_key = "step"  # the counter passed to the learner as its step
@@ -74,13 +69,28 @@ class Run:
 
     def __init__(self, cfg: Config, progress: bool = True) -> None:
         self.cfg, self.progress = cfg, progress
+        self.device = resolve_device(cfg.device)
         self.run_dir = run_directory(cfg)
         prepare_run_dir(self.run_dir)
+        self.lock = RunLock(self.run_dir)  # one process per run directory, from here to the end of train()
         torch.manual_seed(cfg.seed)
-        self.device = resolve_device(cfg.device)
         self.bar = None
+        self.logger: Logger | None = None
         self.ckpt_dir = self.run_dir / "checkpoint"
+        self.checkpoints = ckpt.Checkpoints(self.ckpt_dir)
         self.counters: dict[str, int] = {}
+        self.history: list[dict[str, Any]] = []  # learner metrics since the last log, and their steps
+        self.history_steps: list[int] = []
+        self.source: tuple[Path, int] | None = None  # (run, clock) that resume_from started this run from
+
+    @contextlib.contextmanager
+    def releasing_lock(self) -> Iterator[None]:
+        """Wrap a subclass's construction: if it fails, the run directory is free again at once."""
+        try:
+            yield
+        except BaseException:
+            self.lock.release()
+            raise
 
     def make_eval_env(self):
         cfg = self.cfg  # videos are rendered by the eval env at video_size; observations are unchanged
@@ -89,50 +99,142 @@ class Run:
         return self.eval_env
 
     def open(self) -> bool:
-        """After the learner and data exist: resume from the checkpoint if there is one, write the
-        resolved config, open the logs. Returns whether the run resumed."""
-        resumed = self._maybe_resume()
-        (self.run_dir / "config.yaml").write_text(to_yaml(self.cfg))
-        self.logger = Logger(self.run_dir, resume_frame=self.counters[self.clock], axis=self.clock)
+        """After the learner and data exist: resume from the checkpoint if there is one (else from
+        `resume_from`), write the resolved config, open the logs cut to that checkpoint. Returns
+        whether the run resumed."""
+        with self.releasing_lock():
+            resumed = self._maybe_resume()
+            (self.run_dir / "config.yaml").write_text(to_yaml(self.cfg))
+            self.logger = Logger(self.run_dir, resume_frame=self.counters[self.clock] if resumed else None,
+                                 axis=self.clock)
         if resumed:
-            print(f"resuming {self.run_dir} at {self.clock} {self.counters[self.clock]}", flush=True)
+            origin = f" (from {self.source[0]})" if self.source is not None else ""
+            print(f"resuming {self.run_dir} at {self.clock} {self.counters[self.clock]}{origin}", flush=True)
         return resumed
+
+    def train(self) -> Path:
+        """Run `loop()`. Ctrl-C or SIGTERM (see rundir.sigterm_as_interrupt) raises RunInterrupted
+        saying where a rerun resumes; logs, progress bar and lock are released however it ends."""
+        try:
+            return self.loop()
+        except KeyboardInterrupt as e:
+            raise RunInterrupted(self.resume_point, str(e) or "Ctrl-C", self.clock) from None
+        finally:
+            self.close()
+            if self.bar is not None:
+                self.bar.close()
+            if self.logger is not None:
+                self.logger.close()
+            self.lock.release()
+
+    def loop(self) -> Path:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the subclass's loop holds (called however `train()` ends)."""
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_extra(self) -> dict[str, Any]:
-        """What the subclass stores beside the learner (written before state.pt)."""
+        """Plain values the subclass stores in the state beside the learner."""
         return {}
+
+    def write_payload(self, folder: Path) -> None:
+        """Write the subclass's bulk data (the replay) into `folder` (written before the state)."""
+
+    has_payload = False  # whether write_payload writes anything (and restore_extra reads it)
 
     def check_resume(self, state: dict[str, Any]) -> None:
         """Refuse a checkpoint the subclass cannot continue (checked before anything is loaded)."""
 
-    def restore_extra(self, state: dict[str, Any]) -> None:
-        """Restore what `checkpoint_extra` stored."""
+    def restore_extra(self, state: dict[str, Any], payload: Path) -> None:
+        """Restore what `checkpoint_extra` / `write_payload` stored; raise CheckpointError when the
+        payload is damaged (the previous generation is tried next)."""
+
+    @property
+    def resume_point(self) -> int | None:
+        """The `clock` value a rerun of the same command starts from (None: from scratch)."""
+        if self.checkpoints.frame is not None:
+            return self.checkpoints.frame
+        return self.source[1] if self.source is not None else None
 
     def _maybe_resume(self) -> bool:
-        state_path = self.ckpt_dir / "state.pt"
-        if not state_path.exists():
+        if self.checkpoints.restore(self._restore) is not None:
+            return True
+        if not self.cfg.resume_from:
             return False
-        state = ckpt.load(state_path)
-        self.check_resume(state)
-        if state.get("config_hash") != config_hash(self.cfg):
-            raise ckpt.CheckpointError(f"{state_path} was written by a different configuration "
-                                       f"(hash {state.get('config_hash')} vs {config_hash(self.cfg)}); "
-                                       "pass a new run_dir= to start a fresh run")
-        self.agent.load_state_dict(state["agent"])
-        ckpt.set_rng_state(state["rng"])
-        self.counters = dict(state["counters"])
-        self.restore_extra(state)
+        source = Path(self.cfg.resume_from).expanduser().resolve()
+        with RunLock(source):  # not while that run is writing it
+            ckpt.Checkpoints(source / "checkpoint").restore(lambda state, payload: self._restore(state, payload, source))
+        self.source = (source, self.counters[self.clock])
         return True
 
+    def _restore(self, state: dict[str, Any], payload: Path, source: Path | None = None) -> None:
+        """Apply one checkpoint generation (this run's, or with `source` another run's)."""
+        self.check_resume(state)
+        if source is None and state.get("config_hash") != config_hash(self.cfg):
+            raise ckpt.CheckpointMismatch(
+                f"{self.ckpt_dir} was written by a different configuration (hash {state.get('config_hash')} "
+                f"vs {config_hash(self.cfg)}); pass a new run_dir= to start a fresh run")
+        try:
+            self.agent.load_state_dict(state["agent"])
+        except (ValueError, RuntimeError, KeyError) as e:
+            if source is not None:
+                raise ckpt.CheckpointMismatch(
+                    f"resume_from={source}: its learner does not fit this configuration (only settings that "
+                    f"keep the networks' shapes can change): {str(e).splitlines()[0]}") from None
+            raise ckpt.CheckpointError(f"its learner state does not load: {str(e).splitlines()[0]}") from None
+        self.restore_extra(state, payload)
+        ckpt.set_rng_state(state["rng"])
+        self.counters = dict(state["counters"])
+
     def save_checkpoint(self) -> None:
-        """Subclass data first, then state.pt atomically: a kill at any moment leaves the previous
-        checkpoint whole."""
-        self.ckpt_dir.mkdir(exist_ok=True)
-        extra = self.checkpoint_extra()
+        """A new checkpoint generation (see runners/checkpoint.py): the payload into the folder the
+        newest state does not name, then the state atomically; a kill or a failed write leaves the
+        previous one whole. Nothing is written from a state that holds NaN/inf."""
+        self.check_finite(parameters=False)  # parameters: checked in Checkpoints.save
         state = {"format": 1, "config_hash": config_hash(self.cfg), "agent": self.agent.state_dict(),
-                 "rng": ckpt.rng_state(), "counters": dict(self.counters), **extra}
-        ckpt.save_atomic(state, self.ckpt_dir / "state.pt")
+                 "rng": ckpt.rng_state(), "counters": dict(self.counters), **self.checkpoint_extra()}
+        try:
+            self.checkpoints.save(state, self.counters[self.clock], self.write_payload if self.has_payload else None,
+                                  self.counters[self.step_key])
+        except NonFiniteError as e:
+            raise NonFiniteError(self._diverged(str(e)), e.name, e.step) from None
+
+    # ------------------------------------------------------------------ the non-finite guard
+    def record(self, metrics: dict[str, Any], step: int) -> None:
+        """Keep one update's metrics (0-dim tensors: no host sync here) until the next log."""
+        self.history.append(metrics)
+        self.history_steps.append(step)
+
+    def drain_metrics(self) -> dict[str, float]:
+        """The means of the metrics recorded since the last call (one sync), after the guard."""
+        self.check_finite(parameters=False)
+        means = mean_metrics(self.history)
+        self.history.clear()
+        self.history_steps.clear()
+        return means
+
+    def check_finite(self, parameters: bool = True) -> None:
+        """Raise NonFiniteError (saying how to go on) if a recorded metric or, with `parameters`,
+        any parameter or optimizer state is NaN/inf. One host sync each."""
+        try:
+            check_metrics(self.history, self.history_steps)
+            if parameters:
+                check_state(self.agent.state_dict(), self.counters[self.step_key])
+        except NonFiniteError as e:
+            raise NonFiniteError(self._diverged(str(e)), e.name, e.step) from None
+
+    def _diverged(self, what: str) -> str:
+        head = (f"{what} (noticed at {self.clock} {self.counters[self.clock]}): training stopped and no "
+                "checkpoint was written from this state")
+        if self.checkpoints.frame is not None:
+            run, at = self.run_dir, self.checkpoints.frame
+        elif self.source is not None:
+            run, at = self.source
+        else:
+            return f"{head}; no checkpoint exists yet: change the settings (e.g. a lower lr=) and start again"
+        return (f"{head}. The last good checkpoint is at {self.clock} {at} in {run}: to go on from it with "
+                f"other settings, run the command with those settings (e.g. a lower lr=) and resume_from={run}")
 
     # ------------------------------------------------------------------ evaluation
     def log_row(self, kind: str, metrics: dict[str, Any]) -> dict[str, float]:
@@ -148,6 +250,7 @@ class Run:
 
     def evaluate(self) -> dict[str, float]:
         c, cfg = self.counters, self.cfg
+        self.check_finite()  # a diverged learner is neither evaluated nor checkpointed
         self.agent.train(False)
         if self.bar is not None and not self.bar.disable:
             self.bar.set_description_str(f"evaluating ({cfg.eval_episodes} episodes)", refresh=True)

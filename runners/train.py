@@ -16,8 +16,7 @@ from envs import make_env
 
 from . import checkpoint as ckpt
 from .config import Config
-from .logger import mean_metrics
-from .replay import Replay
+from .replay import Replay, ReplayFormatError
 from .run import (EVAL_SEED_OFFSET, Run, RunDirError, build_agent, env_kwargs, prepare_run_dir,  # noqa: F401
                   progress_bar, resolve_device, say)
 from .stepper import EnvStepper
@@ -47,45 +46,58 @@ def make_replay(cfg: Config, frame_shape: tuple[int, int, int], action_dim: int,
 class Trainer(Run):
     def __init__(self, cfg: Config, progress: bool = True) -> None:
         super().__init__(cfg, progress)
-        self.eval_every = cfg.eval_every_frames
-        self.env = make_env(cfg.task, cfg.seed, **env_kwargs(cfg))
-        self.make_eval_env()
-        obs_shape = self.env.observation_space.shape
-        self.frame_shape = (3, *obs_shape[1:])
-        action_dim = self.env.action_space.shape[0]
-        self.agent = build_agent(cfg, obs_shape, action_dim, self.device)
-        self.replay = make_replay(cfg, self.frame_shape, action_dim,
-                                  replay_device(cfg, self.device, self.frame_shape))
-        self.counters = {"step": 0, "frame": 0, "episode": 0, "evals": 0, "last_eval": -1,
-                         "next_eval": 0, "next_checkpoint": cfg.checkpoint_every_frames}
-        self._replay_dir = "replay_b"  # the first checkpoint writes replay_a
+        with self.releasing_lock():
+            self.eval_every = cfg.eval_every_frames
+            self.env = make_env(cfg.task, cfg.seed, **env_kwargs(cfg))
+            self.make_eval_env()
+            obs_shape = self.env.observation_space.shape
+            self.frame_shape = (3, *obs_shape[1:])
+            action_dim = self.env.action_space.shape[0]
+            self.agent = build_agent(cfg, obs_shape, action_dim, self.device)
+            self.replay = make_replay(cfg, self.frame_shape, action_dim,
+                                      replay_device(cfg, self.device, self.frame_shape))
+            self.counters = {"step": 0, "frame": 0, "episode": 0, "evals": 0, "last_eval": -1,
+                             "next_eval": 0, "next_checkpoint": cfg.checkpoint_every_frames}
         self.open()
 
     # ------------------------------------------------------------------ checkpoints
-    def restore_extra(self, state) -> None:
+    has_payload = True  # the replay, in the checkpoint folder the newest state does not name
+
+    def restore_extra(self, state, payload: Path) -> None:
+        cfg = self.cfg
+        foreign = payload.parent != self.ckpt_dir  # resume_from: another run's replay
+        settings = dict(frame_stack=cfg.frame_stack, nstep=cfg.nstep, gamma=cfg.gamma,
+                        seq_len=cfg.taco_k if cfg.aux == "taco" else 0) if foreign else {}
         self.replay = None  # free the empty buffer before mapping/copying the saved one
-        # the device the run sampled on (its RNG stream differs between CPU and CUDA)
-        self.replay = Replay.load(self.ckpt_dir / state["replay_dir"], device=state["replay_device"])
-        if self.replay.total_added != state["replay_total"]:
-            raise ckpt.CheckpointError(f"{self.ckpt_dir / state['replay_dir']} holds {self.replay.total_added} "
-                                       f"transitions, state.pt expects {state['replay_total']}")
-        self._replay_dir = state["replay_dir"]
+        try:
+            # the device the run sampled on (its RNG stream differs between CPU and CUDA)
+            replay = Replay.load(payload, device=state["replay_device"], **settings)
+        except ReplayFormatError as e:
+            raise ckpt.CheckpointError(f"its replay is damaged: {e}") from None
+        if replay.total_added != state["replay_total"]:
+            raise ckpt.CheckpointError(f"{payload} holds {replay.total_added} transitions, "
+                                       f"the state expects {state['replay_total']}")
+        if foreign:
+            replay.detach_files()  # that run may write these files again later
+        self.replay = replay
 
     def checkpoint_extra(self):
-        """The replay goes into the folder state.pt does not point at (incremental per folder)."""
-        self._replay_dir = "replay_b" if self._replay_dir == "replay_a" else "replay_a"
-        self.replay.save(self.ckpt_dir / self._replay_dir)
-        return {"replay_dir": self._replay_dir, "replay_total": self.replay.total_added,
-                "replay_device": str(self.replay.device)}
+        return {"replay_total": self.replay.total_added, "replay_device": str(self.replay.device)}
+
+    def write_payload(self, folder: Path) -> None:
+        self.replay.save(folder)  # incremental when this replay last saved to or loaded from `folder`
 
     # ------------------------------------------------------------------ the loop
-    def train(self) -> Path:
+    def close(self) -> None:
+        if getattr(self, "stepper", None) is not None:
+            self.stepper.close()  # a step in flight when the run stopped early
+
+    def loop(self) -> Path:
         cfg, c = self.cfg, self.counters
         self.bar = bar = progress_bar(cfg.frames, c["frame"], self.progress)
-        history: list[dict[str, torch.Tensor]] = []
         next_log = c["frame"] + cfg.log_every_frames
         obs, episode_return, t0, f0 = None, 0.0, time.time(), c["frame"]
-        stepper = EnvStepper(self.env, overlap=env_overlap(cfg, self.device))
+        self.stepper = stepper = EnvStepper(self.env, overlap=env_overlap(cfg, self.device))
         while c["frame"] < cfg.frames:
             if obs is None:  # an episode boundary: evaluate, checkpoint, reset
                 if c["frame"] >= c["next_eval"]:
@@ -102,7 +114,7 @@ class Trainer(Run):
             stepper.start(action)  # with env_overlap the env steps while the learner updates
             if c["frame"] >= cfg.seed_frames and c["step"] % cfg.update_every_steps == 0:
                 batch = self.replay.sample(cfg.batch_size).to(self.device, non_blocking=True)
-                history.append(self.agent.update(batch, c["step"]))
+                self.record(self.agent.update(batch, c["step"]), c["step"])
             obs, reward, terminated, truncated, info = stepper.result()
             self.replay.add(obs[-3:], action, float(reward), float(info["discount"]))
             frames = int(info.get("frames", cfg.action_repeat))  # fewer if the episode ended mid-repeat
@@ -117,15 +129,13 @@ class Trainer(Run):
                 obs = None
             if c["frame"] >= next_log:
                 self.logger.log("train", c["frame"], c["step"], {
-                    **mean_metrics(history), "episode": c["episode"], "fps": fps})
-                history, next_log = [], next_log + cfg.log_every_frames
+                    **self.drain_metrics(), "episode": c["episode"], "fps": fps})
+                next_log += cfg.log_every_frames
         stepper.close()
         if c["last_eval"] != c["frame"]:
             self.evaluate()
         if c["frame"] != f0 or not (self.ckpt_dir / "state.pt").exists():  # a finished run rerun: nothing new
             self.save_checkpoint()
-        bar.close()
-        self.logger.close()
         return self.run_dir
 
 
