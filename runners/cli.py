@@ -127,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         from .report import ReportError
         from .sweep import SweepError
 
+        from .rundir import sigterm_as_interrupt
+
         try:
-            return _sweep_main(args) if args.command == "sweep" else _report_main(args)
+            with sigterm_as_interrupt():  # a preempted sweep stops its runs like Ctrl-C
+                return _sweep_main(args) if args.command == "sweep" else _report_main(args)
         except (SweepError, ReportError, ConfigError) as e:
             print(f"taco: error: {e}", file=sys.stderr)
             return 2
