@@ -243,3 +243,66 @@ def bench(cfg: Config, updates: int = 5, samples: int = 20, env_steps: int = 200
     result["threads"] = torch.get_num_threads()
     result["settings"] = dataclasses.asdict(cfg)
     return result
+
+
+def bench_offline(cfg, updates: int = 5, samples: int = 20, vs_online: bool = False) -> dict[str, Any]:
+    """`taco bench mode=offline`: sampling from a dataset as `taco offline` opens it (a synthetic one
+    written to a temporary folder: memory-mapped on the CPU, or copied to the GPU when it fits) and
+    the offline learner's update. With `vs_online`, the online DrQ-v2 update with the same aux and
+    batch size is timed in the same process (`online_update_ms`, `offline_vs_online`)."""
+    import tempfile
+    from pathlib import Path
+
+    from .config import AUX_PRESETS, Config
+    from .datasets import new_replay, write_dataset
+    from .offline import open_dataset
+
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    probe = make_env(cfg.task, cfg.seed, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack,
+                     image_size=cfg.image_size)
+    obs_shape, action_dim = probe.observation_space.shape, probe.action_space.shape[0]
+    probe.close()
+    frame_shape = (3, *obs_shape[1:])
+    gen = torch.Generator().manual_seed(cfg.seed)
+    length = 500
+    episodes = max(4, (4 * cfg.batch_size) // length + 2)
+    result: dict[str, Any] = {"mode": "offline"}
+    step = 1000
+    with tempfile.TemporaryDirectory() as tmp:
+        source = new_replay(episodes * (length + 1), frame_shape, action_dim)
+        fill_replay(source, episodes, length, action_dim, gen)
+        path = Path(tmp) / "dataset"
+        write_dataset(source, path, task=cfg.task, source="taco bench (random frames)")
+        del source
+        dataset, _, where = open_dataset(dataclasses.replace(cfg, dataset=str(path)), device)
+        result["dataset_device"], result["dataset_where"] = str(dataset.device), where
+        result["sample_ms"] = _timed(lambda: dataset.sample(cfg.batch_size).to(device), samples, 2, device)
+        batch = dataset.sample(cfg.batch_size).to(device)
+        agent = build_agent(cfg, obs_shape, action_dim, device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        fns = {"update_ms": lambda: agent.update(batch, step)}
+        if vs_online:
+            shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(Config)}
+            online = Config(**{**shared, "agent": "drqv2", **AUX_PRESETS.get(cfg.aux, {}),
+                               "batch_size": cfg.batch_size})
+            replay = make_replay(dataclasses.replace(online, capacity=episodes * (length + 1)), frame_shape,
+                                 action_dim, device)
+            fill_replay(replay, episodes, length, action_dim, gen)
+            online_batch = replay.sample(cfg.batch_size)
+            online_agent = build_agent(online, obs_shape, action_dim, device)
+            fns["online_update_ms"] = lambda: online_agent.update(online_batch, step)
+            result["online_settings"] = {"agent": online.agent, "aux": online.aux, "taco_k": online.taco_k,
+                                         "batch_size": online.batch_size}
+        result.update(_timed_side_by_side(fns, updates, 1, device))  # interleaved: a fair ratio on a busy machine
+        if device.type == "cuda":
+            result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        if vs_online:
+            result["offline_vs_online"] = result["update_ms"] / result["online_update_ms"]
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    result["device"] = str(device)
+    result["torch"] = torch.__version__
+    result["threads"] = torch.get_num_threads()
+    result["settings"] = dataclasses.asdict(cfg)
+    return result

@@ -1,11 +1,11 @@
-"""The `taco` command: `taco train|bench key=value ...`, `taco sweep FILE.yaml`, `taco report RUNS --out DIR`."""
+"""The `taco` command: `taco train|offline|bench key=value ...`, `taco sweep FILE.yaml`, `taco report RUNS --out DIR`."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
-from .config import ConfigError, help_text, resolve
+from .config import OFFLINE_AGENT_PRESETS, ConfigError, OfflineConfig, help_text, resolve
 
 EPILOG = """config keys (key=value; presets per task and aux are applied first, your overrides last):
 {fields}
@@ -20,6 +20,26 @@ examples:
 """
 
 
+OFFLINE_EPILOG = """config keys (key=value; presets per task, agent and aux are applied first, your overrides last):
+{fields}
+
+per-agent defaults (SPEC 7; V-D4RL's settings, lr 3e-4 and batch 256 unless set):
+{agents}
+  aux=taco: taco_k=1 (hopper_hop: 3); td3bc with aux=taco: batch_size=1024
+
+examples:
+  taco offline task=walker_walk dataset=DIR agent=td3bc aux=taco updates=500000 eval_every_updates=10000
+  taco offline task=walker_walk dataset=DIR agent=cql cql_alpha=5 cql_temp=0.5
+  taco bench mode=offline agent=td3bc aux=taco batch_size=1024 --vs-online
+"""
+
+
+def _offline_epilog() -> str:
+    agents = "\n".join(f"  agent={a}: " + ", ".join(f"{k}={v}" for k, v in p.items())
+                       for a, p in OFFLINE_AGENT_PRESETS.items())
+    return OFFLINE_EPILOG.format(fields=help_text(OfflineConfig), agents=agents)
+
+
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(prog="taco", description="TACO / DrQ-v2 / SAC from pixels.",
@@ -29,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
                        epilog=EPILOG.format(fields=help_text()), formatter_class=fmt)
     t.add_argument("overrides", nargs="*", metavar="key=value")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (eval lines still print)")
+    o = sub.add_parser("offline", help="train on a fixed dataset, evaluate in the live env (rerunning resumes)",
+                       epilog=_offline_epilog(), formatter_class=fmt)
+    o.add_argument("overrides", nargs="*", metavar="key=value")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar (eval lines still print)")
     b = sub.add_parser("bench", help="time sampling, updates and env stepping; prints one JSON object",
                        epilog=EPILOG.format(fields=help_text()), formatter_class=fmt)
     b.add_argument("overrides", nargs="*", metavar="key=value")
@@ -38,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--baseline", action="store_true",
                    help="also time the reference implementation's way of computing the same update")
     b.add_argument("--skip-env", action="store_true", help="skip the env fps measurements")
+    b.add_argument("--vs-online", action="store_true",
+                   help="mode=offline: also time the online DrQ-v2 update with the same aux and batch size")
+    b.epilog += "\nmode=offline (first override) times an offline learner: offline keys as in `taco offline --help`\n"
     b.add_argument("--loop-steps", type=int, default=0,
                    help="also time this many steps of the training loop, serial and with env_overlap=thread")
     b.add_argument("--compile", action="store_true",
@@ -170,8 +197,19 @@ def _run(args: argparse.Namespace) -> int:
         from .data_cli import run as run_data
 
         return run_data(args)
-    cfg = resolve(args.overrides)
-    if args.command == "train":
+    overrides = [o for o in args.overrides if o not in ("mode=online", "mode=offline")]
+    offline = args.command == "offline" or "mode=offline" in args.overrides
+    cfg = resolve(overrides, offline=offline)
+    if args.command == "offline":
+        from .offline import train_offline
+
+        run_dir = train_offline(cfg, progress=not args.no_progress)
+        print(f"done: {run_dir}")
+    elif args.command == "bench" and offline:
+        from .bench import bench_offline
+
+        print(json.dumps(bench_offline(cfg, updates=args.updates, samples=args.samples, vs_online=args.vs_online)))
+    elif args.command == "train":
         from .train import train
 
         run_dir = train(cfg, progress=not args.no_progress)

@@ -80,6 +80,32 @@ class Config:
     optimizer: str = _f("reference", "reference (separate critic and aux Adam steps) | single (one summed step, ablation)")
 
 
+@dataclass
+class OfflineConfig(Config):
+    """`taco offline`: the same networks, TACO knobs, env and run settings; a fixed dataset instead
+    of env interaction, and a budget counted in learner updates."""
+    agent: str = _f("td3bc", "offline learner: bc | td3bc | cql | iql")
+    dataset: str = _f("", "dataset directory (a taco-rl dataset: dataset.json + memory-mapped arrays)")
+    updates: int = _f(500_000, "training budget in learner updates")
+    eval_every_updates: int = _f(10_000, "evaluate in the live env every this many updates")
+    checkpoint_every_updates: int = _f(50_000, "checkpoint (learner, optimizers, RNG, counters) every this many updates")
+    log_every_updates: int = _f(1000, "write train.csv / TensorBoard scalars every this many updates")
+    replay_device: str = _f("auto", "where the dataset lives: auto (the learner's GPU when it fits) | cpu (memory map)")
+    lr: float = _f(3e-4, "Adam learning rate (every network)")
+    std_schedule: str = _f("linear(1.0,0.1,250000)", "TD3+BC/CQL policy noise std by update: number or linear(init,final,updates)")
+    bc_alpha: float = _f(2.5, "TD3+BC: lambda = bc_alpha / mean|Q|")
+    cql_alpha: float = _f(10.0, "CQL: weight of the conservative penalty")
+    cql_temp: float = _f(1.0, "CQL: logsumexp temperature")
+    cql_samples: int = _f(10, "CQL: random, current-policy and next-policy actions each (per state)")
+    iql_expectile: float = _f(0.7, "IQL: expectile tau of the value regression")
+    iql_beta: float = _f(3.0, "IQL: inverse temperature of the advantage weights")
+    iql_max_weight: float = _f(100.0, "IQL: advantage weights clipped at this value")
+
+
+# Online settings that an offline run does not read: refused as overrides, left out of its help.
+ONLINE_ONLY = ("frames", "seed_frames", "expl_steps", "eval_every_frames", "checkpoint_every_frames",
+               "log_every_frames", "capacity", "update_every_steps", "init_alpha", "env_overlap")
+
 # Every benchmark task is "medium" (exploration std over 500k steps); easy tasks use 100k.
 EASY_TASKS = ("cartpole_balance", "cartpole_swingup", "reacher_easy", "walker_walk", "cup_catch", "finger_spin")
 TASK_PRESETS: dict[str, dict[str, Any]] = {
@@ -103,36 +129,62 @@ NAMED_PRESETS: dict[str, dict[str, Any]] = {
               "eval_episodes": 1, "batch_size": 32, "fast_render": True, "checkpoint_every_frames": 2000,
               "log_every_frames": 500, "capacity": 100_000, "hidden_dim": 256},
 }
+# Offline defaults (SPEC 7): V-D4RL's settings for the baselines (lr 3e-4, batch 256; TD3+BC n-step 3,
+# CQL n-step 1), IQL's published expectile/beta/clip; with aux=taco the TACO authors' offline
+# settings (K = 1, 3 on hopper_hop; batch 1024 for TD3+BC+TACO).
+OFFLINE_AGENT_PRESETS: dict[str, dict[str, Any]] = {
+    "bc": {"nstep": 1},
+    "td3bc": {"nstep": 3},
+    "cql": {"nstep": 1},
+    "iql": {"nstep": 1},
+}
+OFFLINE_AUX_PRESETS: dict[str, dict[str, Any]] = {"taco": {"taco_k": 1}}
+OFFLINE_AGENT_AUX_PRESETS: dict[tuple[str, str], dict[str, Any]] = {("td3bc", "taco"): {"batch_size": 1024}}
+OFFLINE_TASK_AUX_PRESETS: dict[tuple[str, str], dict[str, Any]] = {("hopper_hop", "taco"): {"taco_k": 3}}
+OFFLINE_TASK_PRESETS: dict[str, dict[str, Any]] = {
+    "point_reach": {"action_repeat": 1, "image_size": 32, "hidden_dim": 256, "batch_size": 64,
+                    "eval_episodes": 5, "updates": 2000, "eval_every_updates": 500,
+                    "checkpoint_every_updates": 1000, "log_every_updates": 100,
+                    "std_schedule": "linear(1.0,0.1,1000)"},
+}
+
 # Fields that do not change what a run computes: left out of the run-directory hash, so that
 # `frames=...` extends a run and `device=...` moves it.
 UNHASHED = ("root", "run_dir", "frames", "device", "replay_device", "save_video", "video_size", "log_every_frames",
-            "checkpoint_every_frames", "env_overlap")
+            "checkpoint_every_frames", "env_overlap", "updates", "log_every_updates", "checkpoint_every_updates")
 
 
 class ConfigError(ValueError):
     """A bad override or value; the message says what was wrong and what is expected."""
 
 
-def field_names() -> list[str]:
-    return [f.name for f in dataclasses.fields(Config)]
+def field_names(schema: type[Config] = Config) -> list[str]:
+    names = [f.name for f in dataclasses.fields(schema)]
+    return [n for n in names if n not in ONLINE_ONLY] if schema is OfflineConfig else names
 
 
-def help_text() -> str:
+def help_text(schema: type[Config] = Config) -> str:
     lines = []
-    for f in dataclasses.fields(Config):
-        lines.append(f"  {f.name + '=' + str(f.default):<36} {f.metadata['help']}")
+    names = set(field_names(schema))
+    for f in dataclasses.fields(schema):
+        if f.name in names:
+            lines.append(f"  {f.name + '=' + str(f.default):<36} {f.metadata['help']}")
     return "\n".join(lines)
 
 
-def _parse(overrides: list[str]) -> dict[str, Any]:
-    names = field_names()
+def _parse(overrides: list[str], schema: type[Config] = Config) -> dict[str, Any]:
+    names = field_names(schema)
+    command = "offline" if schema is OfflineConfig else "train"
     for item in overrides:
         key, sep, _ = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"malformed override {item!r}: expected key=value (e.g. task=cheetah_run)")
+        if key in ONLINE_ONLY and schema is OfflineConfig:
+            raise ConfigError(f"{key!r} is an online setting; an offline run counts learner updates "
+                              "(updates=, eval_every_updates=, checkpoint_every_updates=, log_every_updates=)")
         if key not in names:
             close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else "; `taco train --help` lists them"
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; `taco {command} --help` lists them"
             raise ConfigError(f"unknown config key {key!r}{hint}")
     try:
         return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))  # type: ignore[return-value]
@@ -140,23 +192,31 @@ def _parse(overrides: list[str]) -> dict[str, Any]:
         raise ConfigError(f"could not parse overrides {overrides}: {e}") from None
 
 
-def resolve(overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, presets, then overrides -> a validated Config."""
-    user = _parse(list(overrides))
-    base = Config()
-    task, aux = user.get("task", base.task), user.get("aux", base.aux)
+def resolve(overrides: list[str] | tuple[str, ...] = (), *, offline: bool = False) -> Config:
+    """Defaults, presets, then overrides -> a validated Config (an OfflineConfig with `offline`)."""
+    schema = OfflineConfig if offline else Config
+    user = _parse(list(overrides), schema)
+    base = schema()
+    task, aux, agent = (str(user.get(k, getattr(base, k))) for k in ("task", "aux", "agent"))
     preset = user.get("preset", base.preset) or "paper"
     if preset not in NAMED_PRESETS:
         raise ConfigError(f"unknown preset {preset!r}: expected one of {sorted(NAMED_PRESETS)}")
-    merged = OmegaConf.structured(Config)
+    if offline:
+        named = {k: v for k, v in NAMED_PRESETS[preset].items() if k not in ONLINE_ONLY}
+        layers = [OFFLINE_TASK_PRESETS.get(task, {}), OFFLINE_AGENT_PRESETS.get(agent, {}),
+                  OFFLINE_AUX_PRESETS.get(aux, {}), OFFLINE_AGENT_AUX_PRESETS.get((agent, aux), {}),
+                  OFFLINE_TASK_AUX_PRESETS.get((task, aux), {}), named, user]
+    else:
+        layers = [TASK_PRESETS.get(task, {}), AUX_PRESETS.get(aux, {}), NAMED_PRESETS[preset], user]
+    merged = OmegaConf.structured(schema)
     try:
-        for layer in (TASK_PRESETS.get(str(task), {}), AUX_PRESETS.get(str(aux), {}), NAMED_PRESETS[preset], user):
+        for layer in layers:
             merged = OmegaConf.merge(merged, layer)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or getattr(e, "key", "?")
-        expected = next((f.type for f in dataclasses.fields(Config) if f.name == key), "?")
+        expected = next((f.type for f in dataclasses.fields(schema) if f.name == key), "?")
         raise ConfigError(f"bad value for {key}: {str(e).splitlines()[0]} (expected {expected})") from None
-    cfg = Config(**OmegaConf.to_container(merged))  # type: ignore[arg-type]
+    cfg = schema(**OmegaConf.to_container(merged))  # type: ignore[arg-type]
     validate(cfg)
     return cfg
 
@@ -262,7 +322,11 @@ def _resume_from(v: str, cfg: Config) -> str | None:
 def _agent(v: str, cfg: Config) -> str | None:
     from agents import AGENTS, OFFLINE_AGENTS
 
-    allowed = tuple(AGENTS) if type(cfg) is Config else (*AGENTS, *OFFLINE_AGENTS)  # offline runs take both
+    offline = isinstance(cfg, OfflineConfig)
+    allowed, other = (tuple(OFFLINE_AGENTS), AGENTS) if offline else (tuple(AGENTS), OFFLINE_AGENTS)
+    if v in other:
+        command = "taco train" if offline else "taco offline"
+        return f"one of {', '.join(allowed)} ({v} is {'an online' if offline else 'an offline'} learner: use `{command}`)"
     return None if v in allowed else f"one of {', '.join(allowed)}"
 
 
@@ -292,6 +356,13 @@ RULES: dict[str, Callable[[Any, Config], str | None]] = {
     "reward_weight": _weight("reward_weight"), "latent_action_dim": _int_at_least(0),
     "optimizer": _choice("reference", "single"), "env_overlap": _choice("auto", "thread", "serial"),
     "video_size": _int_at_least(1),
+    # offline (OfflineConfig)
+    "dataset": lambda v, cfg: None,  # checked when opened (DatasetError names what is wrong)
+    "updates": _int_at_least(1), "eval_every_updates": _int_at_least(1),
+    "checkpoint_every_updates": _int_at_least(1), "log_every_updates": _int_at_least(1),
+    "bc_alpha": _finite(0.0, lo_open=False), "cql_alpha": _finite(0.0, lo_open=False), "cql_temp": _finite(0.0),
+    "cql_samples": _int_at_least(1), "iql_expectile": lambda v, cfg: None if 0 < v < 1 else "a number in (0, 1)",
+    "iql_beta": _finite(0.0, lo_open=False), "iql_max_weight": _finite(0.0),
 }
 
 
@@ -310,7 +381,10 @@ def validate(cfg: Config) -> None:
     from envs import get_task_spec
 
     get_task_spec(cfg.task)  # UnknownTaskError naming the closest tasks
+    offline = isinstance(cfg, OfflineConfig)
     for f in dataclasses.fields(cfg):
+        if offline and f.name in ONLINE_ONLY:  # not read by an offline run
+            continue
         rule = RULES.get(f.name) or _by_type(f.type)
         value = getattr(cfg, f.name)
         expected = rule(value, cfg) if rule is not None else None

@@ -1,0 +1,178 @@
+"""`taco offline`: runs on a fixed dataset (point_reach, scripted expert plus noise), evaluation,
+logs, exact resume, the dataset checksum guard, CLI errors and `taco bench mode=offline`."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from envs.point import RANDOM_RETURN, SCRIPTED_RETURN
+from runners import checkpoint as ckpt
+from runners.cli import main
+from runners.config import resolve
+from runners.offline import OfflineTrainer
+from tests.offline_data import scripted_dataset
+
+TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "eval_episodes=1", "save_video=false"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return scripted_dataset(tmp_path_factory.mktemp("data") / "expert", episodes=40, noise=0.3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def other_dataset(tmp_path_factory):
+    return scripted_dataset(tmp_path_factory.mktemp("data") / "other", episodes=5, noise=0.3, seed=1)
+
+
+def trainer(*overrides: str) -> OfflineTrainer:
+    return OfflineTrainer(resolve(list(overrides), offline=True), progress=False)
+
+
+def rows(path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------- runs, logs, resume
+def test_run_leaves_artefacts_without_a_data_copy(tmp_path, dataset, capsys):
+    t = trainer(*TINY, f"dataset={dataset}", "agent=td3bc", "aux=taco", "updates=20", "eval_every_updates=10",
+                "log_every_updates=5", "save_video=true", f"run_dir={tmp_path}")
+    assert "memory-mapped on the CPU" in capsys.readouterr().out  # where the dataset lives, and why
+    t.train()
+    evals = rows(tmp_path / "eval.csv")
+    assert list(evals[0])[:3] == ["update", "episode_return", "normalized_score"]
+    assert [int(r["update"]) for r in evals] == [0, 10, 20]
+    for r in evals:
+        assert math.isclose(float(r["normalized_score"]), float(r["episode_return"]) / 10)
+    train = rows(tmp_path / "train.csv")
+    assert [int(r["update"]) for r in train] == [5, 10, 15, 20] and "taco_loss" in train[0]
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir())[-1] == "eval_000000020.mp4"
+    assert not [p for p in (tmp_path / "checkpoint").iterdir() if p.is_dir()]  # no replay copy
+    state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)
+    info = json.loads((dataset / "dataset.json").read_text())
+    assert state["dataset_checksum"] == info["checksum"] and state["counters"]["update"] == 20
+
+
+def _params(t: OfflineTrainer) -> dict[str, torch.Tensor]:
+    return {f"{n}.{k}": v.clone() for n, m in t.agent.modules().items() for k, v in m.state_dict().items()}
+
+
+@pytest.mark.parametrize("extra", [["agent=td3bc", "aux=taco"], ["agent=cql"], ["agent=iql", "aux=curl"],
+                                   ["agent=bc", "aux=taco"]])
+def test_resume_equals_uninterrupted(tmp_path, dataset, extra):
+    common = [*TINY, *extra, f"dataset={dataset}", "checkpoint_every_updates=10", "eval_every_updates=10"]
+    full = trainer(*common, "updates=30", f"run_dir={tmp_path / 'full'}")
+    full.train()
+    trainer(*common, "updates=15", f"run_dir={tmp_path / 'split'}").train()
+    resumed = trainer(*common, "updates=30", f"run_dir={tmp_path / 'split'}")
+    assert resumed.counters["update"] == 15
+    resumed.train()
+    a, b = _params(full), _params(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert full.counters["update"] == resumed.counters["update"] == 30
+
+
+def test_another_dataset_is_refused(tmp_path, dataset, other_dataset):
+    trainer(*TINY, f"dataset={dataset}", "updates=2", f"run_dir={tmp_path}").train()
+    with pytest.raises(ckpt.CheckpointError, match="another dataset"):
+        trainer(*TINY, f"dataset={other_dataset}", "updates=2", f"run_dir={tmp_path}")
+
+
+# ---------------------------------------------------------------- config and CLI
+def test_offline_defaults_follow_spec():
+    td3 = resolve(["agent=td3bc"], offline=True)
+    assert (td3.lr, td3.batch_size, td3.nstep, td3.bc_alpha) == (3e-4, 256, 3, 2.5)
+    cql = resolve(["agent=cql"], offline=True)
+    assert (cql.nstep, cql.cql_alpha, cql.cql_temp, cql.cql_samples) == (1, 10.0, 1.0, 10)
+    iql = resolve(["agent=iql"], offline=True)
+    assert (iql.iql_expectile, iql.iql_beta, iql.iql_max_weight) == (0.7, 3.0, 100.0)
+    assert (resolve(["agent=td3bc", "aux=taco"], offline=True).batch_size,
+            resolve(["agent=td3bc", "aux=taco"], offline=True).taco_k) == (1024, 1)
+    assert resolve(["agent=cql", "aux=taco"], offline=True).batch_size == 256
+    assert resolve(["agent=cql", "aux=taco", "task=hopper_hop"], offline=True).taco_k == 3
+    assert resolve(["agent=td3bc", "aux=taco", "batch_size=512"], offline=True).batch_size == 512  # user wins
+
+
+@pytest.mark.parametrize("args,match", [
+    (["task=point_reach"], "dataset= is required"),
+    (["agent=drqv2"], "online learner"),
+    (["frames=1000"], "online setting"),
+    (["updatez=3"], "did you mean updates"),
+    (["task=point_reach", "dataset=/nonexistent/ds"], "no such dataset"),
+])
+def test_cli_errors_are_clear(capsys, tmp_path, args, match):
+    assert main(["offline", *args, f"run_dir={tmp_path}", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("taco: error:") and match in err
+
+
+def test_dataset_that_does_not_fit_the_task_is_refused(capsys, tmp_path, dataset):
+    assert main(["offline", *TINY, "image_size=24", f"dataset={dataset}", f"run_dir={tmp_path}", "--no-progress"]) == 2
+    assert "needs frames (3, 24, 24)" in capsys.readouterr().err
+    assert main(["train", "agent=bc"]) == 2
+    assert "use `taco offline`" in capsys.readouterr().err
+
+
+def test_offline_help_shows_agent_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["offline", "--help"])
+    out = capsys.readouterr().out
+    for text in ("dataset=", "updates=500000", "eval_every_updates", "cql_alpha=10.0", "iql_expectile=0.7",
+                 "bc_alpha=2.5", "agent=cql: nstep=1", "batch_size=1024", "taco_k"):
+        assert text in out, text
+    assert "seed_frames" not in out and "frames=" not in out.replace("_frames", "")
+
+
+def test_bench_offline_reports_update_and_sample_ms(capsys):
+    assert main(["bench", "mode=offline", "task=point_reach", "agent=td3bc", "aux=taco", "hidden_dim=32",
+                 "batch_size=16", "--updates", "1", "--samples", "2", "--vs-online"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("update_ms", "sample_ms", "online_update_ms", "offline_vs_online", "dataset_device"):
+        assert key in result, key
+    assert result["mode"] == "offline" and result["online_settings"]["agent"] == "drqv2"
+
+
+# ---------------------------------------------------------------- learning, honestly
+THRESHOLD = 35.0  # as in test_learning.py: random actions score ~11.9, the scripted expert ~48.5
+
+
+def learn(tmp_path, dataset, *overrides: str) -> list[dict[str, str]]:
+    trainer("task=point_reach", f"dataset={dataset}", "eval_episodes=10", "save_video=false",
+            f"run_dir={tmp_path}", *overrides).train()
+    return rows(tmp_path / "eval.csv")
+
+
+def test_threshold_separates_random_from_expert():
+    assert RANDOM_RETURN + 15 < THRESHOLD < SCRIPTED_RETURN - 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("agent,updates", [("bc", 400), ("td3bc", 600)])
+def test_learns_from_expert_data(tmp_path, dataset, agent, updates):
+    evals = learn(tmp_path, dataset, f"agent={agent}", f"updates={updates}", f"eval_every_updates={updates}")
+    assert float(evals[-1]["episode_return"]) > THRESHOLD, evals
+
+
+@pytest.mark.slow
+def test_broken_learner_does_not(tmp_path, dataset):
+    evals = learn(tmp_path, dataset, "agent=bc", "lr=0", "updates=400", "eval_every_updates=400")
+    assert float(evals[-1]["episode_return"]) < THRESHOLD, evals
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("agent", ["bc", "td3bc"])
+def test_learns_with_taco_and_its_loss_falls(tmp_path, dataset, agent):
+    evals = learn(tmp_path, dataset, f"agent={agent}", "aux=taco", "batch_size=64", "updates=600",
+                  "eval_every_updates=600", "log_every_updates=100")
+    assert float(evals[-1]["episode_return"]) > THRESHOLD, evals
+    losses = [float(r["taco_loss"]) for r in rows(tmp_path / "train.csv")]
+    assert losses[0] <= math.log(64) + 0.05  # InfoNCE starts near log(batch)
+    assert losses[-1] < 0.9 * losses[0], losses
