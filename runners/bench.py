@@ -185,6 +185,8 @@ def feature_readers(agent) -> list[torch.nn.Linear]:
         trunks += [agent.critic.trunk, agent.critic_target.trunk]
     if agent.aux is not None:
         trunks.append(agent.aux.proj_s)
+    if hasattr(agent, "value"):  # IQL's value head
+        trunks.append(agent.value.net[0])
     return [t[0] for t in trunks]
 
 
