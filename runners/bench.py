@@ -190,18 +190,29 @@ def feature_readers(agent) -> list[torch.nn.Linear]:
     return [t[0] for t in trunks]
 
 
-def bench(cfg: Config, updates: int = 5, samples: int = 20, env_steps: int = 200, baseline: bool = False,
-          skip_env: bool = False, loop_steps: int = 0, compile_encoder: bool = False) -> dict[str, Any]:
+def _setup(cfg: Config):
+    """Seeded RNGs, the device, the task's shapes and a synthetic data size of 4 batches or more:
+    (device, obs_shape, frame_shape, action_dim, generator, episodes, episode length)."""
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     probe = make_env(cfg.task, cfg.seed, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack,
                      image_size=cfg.image_size)
     obs_shape, action_dim = probe.observation_space.shape, probe.action_space.shape[0]
     probe.close()
-    frame_shape = (3, *obs_shape[1:])
-    gen = torch.Generator().manual_seed(cfg.seed)
     length = 500
     episodes = max(4, (4 * cfg.batch_size) // length + 2)
+    return device, obs_shape, (3, *obs_shape[1:]), action_dim, torch.Generator().manual_seed(cfg.seed), episodes, length
+
+
+def _context(cfg: Config, device: torch.device) -> dict[str, Any]:
+    """What every bench result carries besides its timings: memory, machine, versions, settings."""
+    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "device": str(device),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": dataclasses.asdict(cfg)}
+
+
+def bench(cfg: Config, updates: int = 5, samples: int = 20, env_steps: int = 200, baseline: bool = False,
+          skip_env: bool = False, loop_steps: int = 0, compile_encoder: bool = False) -> dict[str, Any]:
+    device, obs_shape, frame_shape, action_dim, gen, episodes, length = _setup(cfg)
     replay = make_replay(dataclasses.replace(cfg, capacity=episodes * (length + 1)), frame_shape, action_dim, device)
     fill_replay(replay, episodes, length, action_dim, gen)
 
@@ -239,12 +250,7 @@ def bench(cfg: Config, updates: int = 5, samples: int = 20, env_steps: int = 200
     result["bytes_per_transition"] = replay.bytes_per_transition
     # what a buffer of stacked observations (the reference design) stores per transition
     result["stacked_bytes_per_transition"] = int(np.prod(obs_shape)) + 4 * (action_dim + 2)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    result["device"] = str(device)
-    result["torch"] = torch.__version__
-    result["threads"] = torch.get_num_threads()
-    result["settings"] = dataclasses.asdict(cfg)
-    return result
+    return {**result, **_context(cfg, device)}
 
 
 def bench_offline(cfg, updates: int = 5, samples: int = 20, vs_online: bool = False) -> dict[str, Any]:
@@ -259,16 +265,7 @@ def bench_offline(cfg, updates: int = 5, samples: int = 20, vs_online: bool = Fa
     from .datasets import new_replay, write_dataset
     from .offline import open_dataset
 
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    probe = make_env(cfg.task, cfg.seed, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack,
-                     image_size=cfg.image_size)
-    obs_shape, action_dim = probe.observation_space.shape, probe.action_space.shape[0]
-    probe.close()
-    frame_shape = (3, *obs_shape[1:])
-    gen = torch.Generator().manual_seed(cfg.seed)
-    length = 500
-    episodes = max(4, (4 * cfg.batch_size) // length + 2)
+    device, obs_shape, frame_shape, action_dim, gen, episodes, length = _setup(cfg)
     result: dict[str, Any] = {"mode": "offline"}
     step = 1000
     with tempfile.TemporaryDirectory() as tmp:
@@ -302,9 +299,4 @@ def bench_offline(cfg, updates: int = 5, samples: int = 20, vs_online: bool = Fa
             result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         if vs_online:
             result["offline_vs_online"] = result["update_ms"] / result["online_update_ms"]
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    result["device"] = str(device)
-    result["torch"] = torch.__version__
-    result["threads"] = torch.get_num_threads()
-    result["settings"] = dataclasses.asdict(cfg)
-    return result
+    return {**result, **_context(cfg, device)}
