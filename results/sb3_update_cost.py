@@ -10,7 +10,8 @@ so machine load hits both alike (median ms over --repeats):
 - ``suite_sample_ms``: the suite's ``Replay.sample`` alone.
 
 Ratios: ``ratio_step`` = sb3_train / (suite_sample + suite_update) (a whole gradient step each) and
-``ratio_vs_update_only`` = sb3_train / suite_update (the stricter one).
+``ratio_vs_update_only`` = sb3_train / suite_update (the stricter one), from the medians, and
+``ratio_step_paired_median``, the median over rounds of each round's ratio (robust to load changes).
 
     PYTHONPATH=. python results/sb3_update_cost.py --out results/sb3_update_cost_cpu.json
 """
@@ -113,6 +114,9 @@ def main() -> None:
     result = {key: float(np.median(v)) for key, v in times.items()}
     result["ratio_step"] = result["sb3_train_ms"] / (result["suite_sample_ms"] + result["suite_update_ms"])
     result["ratio_vs_update_only"] = result["sb3_train_ms"] / result["suite_update_ms"]
+    # the same ratios round by round (each round times both back to back), then their median
+    paired = [a / (b + c) for a, b, c in zip(times["sb3_train_ms"], times["suite_sample_ms"], times["suite_update_ms"])]
+    result["ratio_step_paired_median"] = float(np.median(paired))
     result.update(batch=args.batch, obs_shape=list(obs_shape), action_dim=action_dim, repeats=args.repeats,
                   device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
                   gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,

@@ -91,6 +91,12 @@ class TacoSAC(SAC):
         return [*super()._excluded_save_params(), "taco_optimizer"]
 
     # ------------------------------------------------------------------ learning
+    def learn(self, total_timesteps: int, callback=None, log_interval: int = 4, tb_log_name: str = "TacoSAC",
+              reset_num_timesteps: bool = True, progress_bar: bool = False) -> TacoSAC:
+        """SB3's SAC.learn; TensorBoard runs are named TacoSAC_<n>."""
+        return super().learn(total_timesteps, callback=callback, log_interval=log_interval, tb_log_name=tb_log_name,
+                             reset_num_timesteps=reset_num_timesteps, progress_bar=progress_bar)
+
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         if not self.replay_buffer.ready():  # e.g. learning goes on after load() without the old buffer
             return

@@ -191,9 +191,10 @@ THRESHOLD = 35.0  # tests/test_learning.py: random actions return ~11.9, the scr
 @pytest.mark.slow
 def test_taco_sac_learns_point_reach_and_its_taco_loss_falls(tmp_path):
     from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
 
     env = envs.make_env("point_reach", 0, action_repeat=1, image_size=32)
-    eval_env = envs.make_env("point_reach", 10_000, action_repeat=1, image_size=32)
+    eval_env = Monitor(envs.make_env("point_reach", 10_000, action_repeat=1, image_size=32))
     # DrQ's published SAC lr (1e-3), 3-step returns, an update every 2 steps, small heads: ~600 updates
     model = TacoSAC("CnnPolicy", env, learning_rate=1e-3, buffer_size=5000, learning_starts=250, batch_size=32,
                     n_steps=3, train_freq=2, seed=0, policy_kwargs=dict(net_arch=[64, 64], taco_hidden_dim=64))
