@@ -30,6 +30,8 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 MAX_RETURN = {"point_reach": 50.0, "reach_duplo": 250.0}
 DEFAULT_MAX_RETURN = 1000.0
 REFERENCE_METHOD = {("drqv2", "taco"): "TACO", ("drqv2", "none"): "DrQ-v2", ("sac", "none"): "DrQ"}
+# offline learners without an aux module, as named in V-D4RL's table (its scores are return / 10)
+OFFLINE_REFERENCE_METHOD = {"td3bc": "DrQ+BC", "cql": "CQL", "bc": "BC"}
 NINE_TASKS = ("quadruped_run", "quadruped_walk", "hopper_hop", "walker_run", "cheetah_run", "finger_turn_hard",
               "acrobot_swingup", "reacher_hard", "reach_duplo")
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -182,15 +184,24 @@ def _max_return(task: str) -> float:
     return MAX_RETURN.get(task, DEFAULT_MAX_RETURN)
 
 
-def _references() -> list[dict[str, str]]:
-    path = RESULTS / "reference_scores.csv"
+def _references(name: str = "reference_scores.csv") -> list[dict[str, str]]:
+    path = RESULTS / name
     if not path.exists():
         return []
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
 
 
-def _reference(refs: list[dict[str, str]], task: str, method: str | None, at: int) -> str:
+def _reference(refs: list[dict[str, str]], task: str, config: dict[str, Any], at: int) -> str:
+    """The paper's number for this task and the config's method, as a raw return."""
+    agent, aux = config.get("agent"), config.get("aux")
+    if "dataset" in config:  # offline: V-D4RL's table, matched by the dataset folder's name
+        method, kind = OFFLINE_REFERENCE_METHOD.get(str(agent)), Path(str(config["dataset"])).name
+        for r in _references("reference_offline.csv") if aux == "none" else []:
+            if r["task"] == task and r["method"] == method and r["dataset"] == kind:
+                return f"{10 * float(r['score']):.0f} ({method}, V-D4RL {kind}: {r['score']} x 10)"
+        return ""
+    method = REFERENCE_METHOD.get((agent, aux))
     for r in refs:
         if r["task"] == task and r["method"] == method and int(r["frames"]) == at:
             return f"{float(r['score']):.0f} ({method})"
@@ -275,8 +286,7 @@ def report(items: Sequence[str], out: str | Path, frame: int | None = None, metr
             scores = np.array([r.score_at(at) for r in group])
             sd = float(np.std(scores, ddof=1)) if len(scores) > 1 else math.nan
             point, low, high = stats.aggregate([scores], stats.iqm, reps=reps, seed=seed)
-            cfg = group[0].config
-            ref = _reference(refs, task, REFERENCE_METHOD.get((cfg.get("agent"), cfg.get("aux"))), at)
+            ref = _reference(refs, task, group[0].config, at)
             seeds = sorted(r.seed for r in group)
             per_task_rows.append([task, label, len(scores), " ".join(map(str, seeds)), float(scores.mean()), sd,
                                   point, low, high, ref])

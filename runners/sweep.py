@@ -21,7 +21,8 @@ File format (every key but `tasks` and `seeds` optional):
     retries: 3                           # Ray: restarts of a run whose worker died
     compare: [taco, drqv2]               # the pair `taco report` tests for improvement
 
-String values may contain `{task}` (replaced by the run's task, e.g. a per-task dataset folder).
+Values may contain `{task}` (replaced by the run's task, e.g. a per-task dataset folder), here and
+on the command line.
 Precedence, later wins: overrides, variant, grid, then `key=value` given on the command line.
 """
 from __future__ import annotations
@@ -247,10 +248,8 @@ def load_sweep(path: str | Path, extra: list[str] | tuple[str, ...] = ()) -> Swe
             point = dict(zip(grid_keys, combo))
             label = " ".join([vname] * bool(vname) + [f"{k}={_fmt(v)}" for k, v in point.items()]) or "default"
             for task in tasks:
-                merged = {**base, **settings, **point}
-                merged = {k: (v.replace("{task}", task) if isinstance(v, str) else v) for k, v in merged.items()}
-                merged = {k: _fmt(v) for k, v in merged.items()}
-                merged.update(extra_map)
+                merged = {k: _fmt(v) for k, v in {**base, **settings, **point, **extra_map}.items()}
+                merged = {k: v.replace("{task}", task) for k, v in merged.items()}
                 merged["root"] = str(Path(merged.get("root", "runs")).expanduser().resolve())
                 first = None
                 for seed in seeds:
