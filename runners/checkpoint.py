@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from .guard import check_state
+from .guard import named_tensors, check_state
 
 STATE, PREV, DAMAGED = "state.pt", "state.prev.pt", "state.damaged.pt"
 PAYLOADS = ("replay_a", "replay_b")
@@ -159,16 +159,24 @@ class Checkpoints:
 
     # ------------------------------------------------------------------ save
     def save(self, state: dict[str, Any], frame: int, write_payload: Callable[[Path], None] | None = None,
-             step: int | None = None) -> None:
+             step: int | None = None, payload_bytes: Callable[[Path], int] | None = None) -> None:
         """Write a new generation: `write_payload(folder)` (if any) fills the payload folder, then
         `state` (with `frame`, `replay_dir` added) replaces state.pt. Raises NonFiniteError (before
-        writing anything) if the state holds NaN/inf, CheckpointWriteError if the disk refuses."""
+        writing anything) if the state holds NaN/inf, CheckpointWriteError if the disk refuses or
+        has less free space than `payload_bytes(folder)` plus the state need (checked first: a
+        memory-mapped write into a full disk would kill the process instead of raising)."""
         check_state(state, step)
         payload = PAYLOADS[1] if self._payload == PAYLOADS[0] else PAYLOADS[0]
         state = {**state, "frame": int(frame), "replay_dir": payload}
         newest, prev = self.folder / STATE, self.folder / PREV
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            need = sum(t.numel() * t.element_size() for _, t in named_tensors(state)) + 2**20
+            if payload_bytes is not None:
+                need += payload_bytes(self.folder / payload)
+            free = shutil.disk_usage(self.folder).free
+            if free < need:
+                raise CheckpointWriteError(self._write_failure(f"it needs about {_size(need)}, {_size(free)} is free"))
             prev.unlink(missing_ok=True)  # its payload folder is rewritten next
             if write_payload is not None:
                 write_payload(self.folder / payload)
@@ -185,13 +193,26 @@ class Checkpoints:
                 tmp.unlink(missing_ok=True)
                 raise
             _fsync_dir(self.folder)
+        except CheckpointWriteError:
+            raise
         except (OSError, RuntimeError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
-            kept = (f"the previous checkpoint (frame {self.frame}) is whole: free space or fix the folder and "
-                    "rerun the same command to resume from it" if self.frame is not None else
-                    "no earlier checkpoint exists: a rerun starts from scratch")
-            raise CheckpointWriteError(f"cannot write a checkpoint to {self.folder} ({reason}); {kept}") from None
+            raise CheckpointWriteError(self._write_failure(reason)) from None
         self._payload, self.frame = payload, int(frame)
+
+    def _write_failure(self, reason: str) -> str:
+        kept = (f"the previous checkpoint (frame {self.frame}) is whole: free space or fix the folder and "
+                "rerun the same command to resume from it" if self.frame is not None else
+                "no earlier checkpoint exists: a rerun starts from scratch")
+        return f"cannot write a checkpoint to {self.folder} ({reason}); {kept}"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

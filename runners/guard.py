@@ -42,22 +42,23 @@ def check_metrics(history: Sequence[Mapping[str, Any]], steps: Sequence[int]) ->
                 raise NonFiniteError(f"non-finite {name} ({value}) at step {steps[i]}", name, steps[i])
 
 
-def _tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+def named_tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """(dotted name, tensor) for every floating tensor in a nested dict/list state."""
     if torch.is_tensor(obj):
         if obj.is_floating_point() or obj.is_complex():
             yield prefix, obj
     elif isinstance(obj, Mapping):
         for k, v in obj.items():
-            yield from _tensors(v, f"{prefix}.{k}" if prefix else str(k))
+            yield from named_tensors(v, f"{prefix}.{k}" if prefix else str(k))
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
-            yield from _tensors(v, f"{prefix}.{i}" if prefix else str(i))
+            yield from named_tensors(v, f"{prefix}.{i}" if prefix else str(i))
 
 
 def check_state(state: Mapping[str, Any], step: int | None = None) -> None:
     """Raise NonFiniteError naming the first floating tensor in a (nested) state dict that holds a
     NaN or inf: parameters, optimizer moments, anything a checkpoint would store. One host sync."""
-    named = list(_tensors(state))
+    named = list(named_tensors(state))
     if not named:
         return
     by_device: dict[torch.device, list[int]] = {}

@@ -539,6 +539,19 @@ class Replay:
         del td
         self._write_meta(path, self._meta(storage, save_id, True))
 
+    def bytes_to_save(self, path: str | os.PathLike) -> int:
+        """Disk space a `save(path)` needs beyond what `path` holds now: an incremental save fills
+        the rows added since the last save there; a full save writes a whole new storage (the
+        frames held, every row of the small tensors) before it drops the old one."""
+        path = Path(path).resolve()
+        frame_row = int(np.prod(self.frame_shape))
+        other_row = sum(t.element_size() * t[0].numel() for k, t in self._slot_tensors().items()
+                        if k in _STORED_KEYS and k != "frames")
+        if self._read_meta_if_ours(path) is not None:
+            new_rows = min(self._next - self._saved[path][1], self.capacity)
+            return int(new_rows * (frame_row + other_row))
+        return int(len(self) * frame_row + self.capacity * other_row)
+
     def detach_files(self) -> None:
         """Copy storage mapped from a saved directory into memory, so that later writes to those
         files (by whoever owns them) are never seen here; saves then never go back into them."""

@@ -141,10 +141,15 @@ class Run:
     def write_payload(self, folder: Path) -> None:
         """Write the subclass's bulk data (the replay) into `folder` (written before the state)."""
 
+    def payload_bytes(self, folder: Path) -> int:
+        """Disk space `write_payload(folder)` needs beyond what `folder` holds (checked before writing)."""
+        return 0
+
     has_payload = False  # whether write_payload writes anything (and restore_extra reads it)
 
     def check_resume(self, state: dict[str, Any]) -> None:
-        """Refuse a checkpoint the subclass cannot continue (checked before anything is loaded)."""
+        """Refuse a checkpoint the subclass cannot continue (checked before anything is loaded): a
+        CheckpointError raised here ends the run; it is not taken for damage."""
 
     def restore_extra(self, state: dict[str, Any], payload: Path) -> None:
         """Restore what `checkpoint_extra` / `write_payload` stored; raise CheckpointError when the
@@ -170,7 +175,12 @@ class Run:
 
     def _restore(self, state: dict[str, Any], payload: Path, source: Path | None = None) -> None:
         """Apply one checkpoint generation (this run's, or with `source` another run's)."""
-        self.check_resume(state)
+        try:
+            self.check_resume(state)
+        except ckpt.CheckpointMismatch:
+            raise
+        except ckpt.CheckpointError as e:  # a refusal, not damage: no fallback to the previous generation
+            raise ckpt.CheckpointMismatch(str(e)) from None
         if source is None and state.get("config_hash") != config_hash(self.cfg):
             raise ckpt.CheckpointMismatch(
                 f"{self.ckpt_dir} was written by a different configuration (hash {state.get('config_hash')} "
@@ -196,7 +206,7 @@ class Run:
                  "rng": ckpt.rng_state(), "counters": dict(self.counters), **self.checkpoint_extra()}
         try:
             self.checkpoints.save(state, self.counters[self.clock], self.write_payload if self.has_payload else None,
-                                  self.counters[self.step_key])
+                                  self.counters[self.step_key], self.payload_bytes if self.has_payload else None)
         except NonFiniteError as e:
             raise NonFiniteError(self._diverged(str(e)), e.name, e.step) from None
 

@@ -87,6 +87,9 @@ class Trainer(Run):
     def write_payload(self, folder: Path) -> None:
         self.replay.save(folder)  # incremental when this replay last saved to or loaded from `folder`
 
+    def payload_bytes(self, folder: Path) -> int:
+        return self.replay.bytes_to_save(folder)
+
     # ------------------------------------------------------------------ the loop
     def close(self) -> None:
         if getattr(self, "stepper", None) is not None:

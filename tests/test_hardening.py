@@ -339,6 +339,42 @@ def test_failed_save_keeps_the_previous_checkpoint_whole(tmp_path, monkeypatch, 
     assert _rows(tmp_path / "eval.csv") == _rows(unkilled / "eval.csv")
 
 
+def test_too_little_disk_space_is_refused_before_writing(tmp_path, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+
+    usage, real, calls = namedtuple("usage", "total used free"), shutil.disk_usage, []
+
+    def disk_usage(path):  # the first checkpoint sees the real disk, the second a nearly full one
+        calls.append(1)
+        return usage(10**9, 10**9 - 5000, 5000) if len(calls) >= 2 else real(path)
+
+    monkeypatch.setattr(ckpt.shutil, "disk_usage", disk_usage)
+    assert main(["train", *TINY, "frames=300", f"run_dir={tmp_path}", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "it needs about" in err and "4.9 KB is free" in err, err
+    assert "previous checkpoint (frame 100) is whole" in err
+    assert torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)["frame"] == 100
+    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == ["replay_a", "state.pt"]
+
+
+def test_bytes_to_save_counts_what_a_save_adds(tmp_path):
+    from runners.replay import Replay
+
+    replay = Replay(50, (3, 8, 8), 2, frame_stack=1, nstep=1)
+    replay.add(torch.zeros(3, 8, 8, dtype=torch.uint8), first=True)
+    for _ in range(9):
+        replay.add(torch.zeros(3, 8, 8, dtype=torch.uint8), torch.zeros(2), 0.0, 1.0)
+    row, other = 3 * 8 * 8, 2 * 4 + 4 + 4 + 8  # frame; action, reward, discount, episode start
+    assert replay.bytes_to_save(tmp_path / "a") == 10 * row + 50 * other  # full: a new storage
+    replay.save(tmp_path / "a")
+    assert replay.bytes_to_save(tmp_path / "a") == 0
+    for _ in range(4):
+        replay.add(torch.zeros(3, 8, 8, dtype=torch.uint8), torch.zeros(2), 0.0, 1.0)
+    assert replay.bytes_to_save(tmp_path / "a") == 4 * (row + other)  # incremental: the new rows
+    assert replay.bytes_to_save(tmp_path / "b") == 14 * row + 50 * other
+
+
 @pytest.mark.parametrize("damage", ["state", "replay"])
 def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys, unkilled, damage):
     Trainer(_cfg(tmp_path, frames=250), progress=False).train()  # checkpoints at 100, 200 and 250
@@ -359,6 +395,19 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys, 
     trainer.train()
     assert _rows(tmp_path / "eval.csv") == _rows(unkilled / "eval.csv")
     assert _rows(tmp_path / "train.csv") == _rows(unkilled / "train.csv")
+
+
+def test_a_refused_checkpoint_is_not_taken_for_damage(tmp_path, monkeypatch):
+    Trainer(_cfg(tmp_path, frames=200), progress=False).train()
+    before = sorted(p.name for p in (tmp_path / "checkpoint").iterdir())
+
+    def refuse(self, state):
+        raise ckpt.CheckpointError("trained on another dataset")
+
+    monkeypatch.setattr(Trainer, "check_resume", refuse)
+    with pytest.raises(ckpt.CheckpointMismatch, match="another dataset"):
+        Trainer(_cfg(tmp_path), progress=False)
+    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == before  # no fallback, nothing moved
 
 
 def test_both_generations_damaged_is_reported(tmp_path):
