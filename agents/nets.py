@@ -99,10 +99,22 @@ class Encoder(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if not self.channels_last:  # the reference layout (kept for `taco bench --baseline`)
             return self.convnet(obs.float() / 255.0 - 0.5).flatten(1)
-        # one copy converts dtype and layout; normalising in place (only on that fresh copy)
-        x = obs.to(dtype=torch.float32, memory_format=torch.channels_last)
-        x = x.div_(255.0).sub_(0.5) if obs.dtype == torch.uint8 else x / 255.0 - 0.5
-        h = self.convnet(x)
+        # obs / 255 - 0.5 is folded into the first convolution: it has no padding, so every output
+        # sees a whole window and conv(x / 255 - 0.5; W, b) = conv(x; W / 255, b - 0.5 * sum(W)),
+        # the same function up to float rounding. Frames then go from uint8 to the compute dtype in
+        # one copy, already in channels_last (0..255 are exact in fp32 and bf16), with no pass to
+        # normalise them and none for autocast to cast them.
+        device = obs.device.type
+        dtype = torch.float32
+        if obs.dtype == torch.uint8 and torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device)
+        x = obs.to(dtype=dtype, memory_format=torch.channels_last)
+        first = self.convnet[0]
+        weight = first.weight / 255.0
+        bias = first.bias - 0.5 * first.weight.sum(dim=(1, 2, 3))
+        h = F.relu(F.conv2d(x, weight, bias, first.stride), inplace=True)
+        for layer in self.convnet[2:]:
+            h = layer(h)
         # Flatten in (H, W, C) order: a view of the channels_last output instead of a 5 MB/sample
         # copy. The features are the same 32*35*35 values in another order; each trunk's Linear
         # (orthogonally initialised, so its distribution is permutation invariant) sees them in
@@ -110,7 +122,6 @@ class Encoder(nn.Module):
         return h.permute(0, 2, 3, 1).flatten(1)
 
 
-@torch.no_grad()
 def hwc_to_chw_columns(weight: torch.Tensor, out_shape: tuple[int, int, int]) -> torch.Tensor:
     """The weight of a Linear that reads (H, W, C)-ordered features, reordered to read (C, H, W)
     order (the flatten of the reference layout): the same function of the same feature map."""

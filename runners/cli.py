@@ -193,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .cpu_memory import set_cpu_malloc
+
     if args.command == "data":
         from .data_cli import run as run_data
 
@@ -200,6 +202,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides = [o for o in args.overrides if o not in ("mode=online", "mode=offline")]
     offline = args.command == "offline" or "mode=offline" in args.overrides
     cfg = resolve(overrides, offline=offline)
+    set_cpu_malloc(cfg.cpu_malloc)
     if args.command == "offline":
         from .offline import train_offline
 

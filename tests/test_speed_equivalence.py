@@ -204,3 +204,21 @@ def test_bench_reports_encoder_floor_loop_and_projection(capsys):
     hours = updates * (r["update_ms"] + r["sample_ms"]) / 3.6e6 + 1e6 / r["env_fps"] / 3600
     assert r["hours_per_1M_frames"] == pytest.approx(hours)
     assert r["hours_per_1M_frames_loop"] == pytest.approx(1e6 / r["loop_fps_thread"] / 3600)
+
+
+def test_cpu_malloc_setting():
+    import sys
+
+    from runners.config import ConfigError, resolve
+    from runners.cpu_memory import set_cpu_malloc
+
+    with pytest.raises(ValueError, match="expected one of keep, system"):
+        set_cpu_malloc("fast")
+    with pytest.raises(ConfigError, match="cpu_malloc"):
+        resolve(["cpu_malloc=fast"])
+    assert set_cpu_malloc("system") is False  # nothing applied yet in this process
+    if sys.platform.startswith("linux"):  # glibc
+        assert set_cpu_malloc("keep") is True
+        x = torch.ones(64, 2**20)  # 256 MB from the heap, freed, allocated again
+        del x
+        assert torch.zeros(64, 2**20).sum() == 0
