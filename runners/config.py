@@ -66,6 +66,7 @@ class Config:
     critic_tau: float = _f(0.01, "critic target EMA rate")
     update_every_steps: int = _f(2, "agent steps per learner update")
     env_overlap: str = _f("auto", "env stepping during updates: thread (a worker thread, same numbers) | serial | auto (thread on cuda)")
+    cpu_malloc: str = _f("keep", "keep: freed CPU memory stays in the process (faster CPU updates) | system")
     std_schedule: str = _f("linear(1.0,0.1,500000)", "DrQ-v2 exploration std: number or linear(init,final,steps)")
     std_clip: float = _f(0.3, "DrQ-v2 target/actor noise clip")
     init_alpha: float = _f(0.1, "SAC initial temperature")
@@ -151,7 +152,8 @@ OFFLINE_TASK_PRESETS: dict[str, dict[str, Any]] = {
 # Fields that do not change what a run computes: left out of the run-directory hash, so that
 # `frames=...` extends a run and `device=...` moves it.
 UNHASHED = ("root", "run_dir", "frames", "device", "replay_device", "save_video", "video_size", "log_every_frames",
-            "checkpoint_every_frames", "env_overlap", "updates", "log_every_updates", "checkpoint_every_updates")
+            "checkpoint_every_frames", "env_overlap", "cpu_malloc", "updates", "log_every_updates",
+            "checkpoint_every_updates")
 
 
 class ConfigError(ValueError):
@@ -355,6 +357,7 @@ RULES: dict[str, Callable[[Any, Config], str | None]] = {
     "taco_k": _int_at_least(1), "taco_weight": _weight("taco_weight"), "curl_weight": _weight("curl_weight"),
     "reward_weight": _weight("reward_weight"), "latent_action_dim": _int_at_least(0),
     "optimizer": _choice("reference", "single"), "env_overlap": _choice("auto", "thread", "serial"),
+    "cpu_malloc": _choice("keep", "system"),
     "video_size": _int_at_least(1),
     # offline (OfflineConfig)
     "dataset": lambda v, cfg: None,  # checked when opened (DatasetError names what is wrong)
