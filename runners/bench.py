@@ -257,7 +257,8 @@ def bench_offline(cfg, updates: int = 5, samples: int = 20, vs_online: bool = Fa
     """`taco bench mode=offline`: sampling from a dataset as `taco offline` opens it (a synthetic one
     written to a temporary folder: memory-mapped on the CPU, or copied to the GPU when it fits) and
     the offline learner's update. With `vs_online`, the online DrQ-v2 update with the same aux and
-    batch size is timed in the same process (`online_update_ms`, `offline_vs_online`)."""
+    batch size is timed in the same process (`online_update_ms`, `offline_vs_online`). `updates_per_s`
+    and `projected_hours` (for `updates=`) count one sample and one update per step, as the loop runs."""
     import tempfile
     from pathlib import Path
 
@@ -299,4 +300,7 @@ def bench_offline(cfg, updates: int = 5, samples: int = 20, vs_online: bool = Fa
             result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         if vs_online:
             result["offline_vs_online"] = result["update_ms"] / result["online_update_ms"]
+    # the offline loop samples then updates, one after the other: its rate and the configured budget's hours
+    result["updates_per_s"] = 1000.0 / (result["sample_ms"] + result["update_ms"])
+    result["projected_hours"] = cfg.updates / result["updates_per_s"] / 3600.0
     return {**result, **_context(cfg, device)}

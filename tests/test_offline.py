@@ -135,7 +135,8 @@ def test_bench_offline_reports_update_and_sample_ms(capsys):
     assert main(["bench", "mode=offline", "task=point_reach", "agent=td3bc", "aux=taco", "hidden_dim=32",
                  "batch_size=16", "--updates", "1", "--samples", "2", "--vs-online"]) == 0
     result = json.loads(capsys.readouterr().out)
-    for key in ("update_ms", "sample_ms", "online_update_ms", "offline_vs_online", "dataset_device"):
+    for key in ("update_ms", "sample_ms", "online_update_ms", "offline_vs_online", "dataset_device",
+                "updates_per_s", "projected_hours"):
         assert key in result, key
     assert result["mode"] == "offline" and result["online_settings"]["agent"] == "drqv2"
 
