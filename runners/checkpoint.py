@@ -91,8 +91,9 @@ def _fsync_dir(folder: Path) -> None:
 class Checkpoints:
     """The two newest generations of a run's state in `folder` (see the module docstring).
 
-    `frame` is the frame of the newest whole generation this object knows of (restored or saved;
-    None before either), so an interrupted or failed run can say where a rerun resumes.
+    `frame` is the run's clock (env frames online, learner updates offline) at the newest whole
+    generation this object knows of (restored or saved; None before either), so an interrupted or
+    failed run can say where a rerun resumes; each state stores it under "frame" too.
     """
 
     def __init__(self, folder: Path) -> None:

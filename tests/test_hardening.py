@@ -21,7 +21,7 @@ import torch
 
 from runners import checkpoint as ckpt
 from runners.cli import main
-from runners.config import RULES, Config, ConfigError, resolve
+from runners.config import RULES, Config, ConfigError, OfflineConfig, resolve
 from runners.guard import NonFiniteError, check_metrics, check_state
 from runners.rundir import RunDirError, RunInterrupted, RunLock
 from runners.train import Trainer
@@ -110,10 +110,29 @@ def test_cuda_device_that_is_not_there(capsys, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_every_field_has_a_rule():
-    typed_by_omegaconf = {f.name for f in dataclasses.fields(Config) if f.type in ("bool", bool)}
-    missing = {f.name for f in dataclasses.fields(Config)} - typed_by_omegaconf - set(RULES) - {"task"}
+@pytest.mark.parametrize("schema", [Config, OfflineConfig])
+def test_every_field_has_a_rule(schema):
+    typed_by_omegaconf = {f.name for f in dataclasses.fields(schema) if f.type in ("bool", bool)}
+    missing = {f.name for f in dataclasses.fields(schema)} - typed_by_omegaconf - set(RULES) - {"task"}
     assert not missing, f"config fields without a validation rule: {sorted(missing)}"
+
+
+OFFLINE_BAD = [
+    (["cql_alpha=nan"], "cql_alpha=nan: expected a finite number >= 0"),
+    (["iql_expectile=1"], "iql_expectile=1.0: expected a number in (0, 1)"),
+    (["cql_samples=0"], "cql_samples=0: expected a positive integer"),
+    (["bc_alpha=-1"], "bc_alpha=-1.0: expected a finite number >= 0"),
+    (["updates=0"], "updates=0: expected a positive integer"),
+    (["lr=inf"], "lr=inf: expected a finite number > 0"),
+]
+
+
+@pytest.mark.parametrize("bad,message", OFFLINE_BAD, ids=[" ".join(b) for b, _ in OFFLINE_BAD])
+def test_bad_offline_value_is_one_line_exit_2(bad, message, capsys, tmp_path):
+    assert main(["offline", "task=point_reach", f"root={tmp_path}", f"dataset={tmp_path / 'none'}", *bad,
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("taco: error: ") and err.count("\n") == 1 and message in err, err
 
 
 def test_good_values_pass():
@@ -296,6 +315,36 @@ def test_guard_functions():
     check_state({"x": {"w": torch.ones(3)}, "n": torch.tensor([1, 2])})
     with pytest.raises(NonFiniteError, match=r"x\.opt\.1"):
         check_state({"x": {"w": torch.ones(3), "opt": [torch.zeros(2), torch.tensor([0.0, float("nan")])]}})
+
+
+def test_offline_runs_share_the_lifecycle(tmp_path, monkeypatch, capsys):
+    """`taco offline` runs get the lock, the guard and the resume point counted in updates."""
+    from agents import TD3BC
+    from tests.offline_data import scripted_dataset
+
+    data = scripted_dataset(tmp_path / "data", episodes=4)
+    run = tmp_path / "run"
+    args = ["offline", "task=point_reach", "agent=td3bc", "hidden_dim=32", "batch_size=16", "eval_episodes=1",
+            "save_video=false", f"dataset={data}", "updates=30", "checkpoint_every_updates=10",
+            "eval_every_updates=10", "log_every_updates=5", f"run_dir={run}", "--no-progress"]
+    run.mkdir()
+    with RunLock(run):
+        assert main(args) == 2
+        assert f"run directory {run} is in use" in capsys.readouterr().err
+    update = TD3BC.update
+
+    def nan_update(self, batch, step):
+        metrics = update(self, batch, step)
+        if step >= 13:
+            metrics["actor_loss"] = metrics["actor_loss"] * float("nan")
+        return metrics
+
+    monkeypatch.setattr(TD3BC, "update", nan_update)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("taco: error: non-finite actor_loss (nan) at step 13 (noticed at update 15)"), err
+    assert "last good checkpoint is at update 10" in err and f"resume_from={run}" in err
+    assert torch.load(run / "checkpoint" / "state.pt", weights_only=True)["frame"] == 10
 
 
 # ---------------------------------------------------------------- failed and damaged checkpoints
