@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,10 +15,10 @@ import torch
 import yaml
 
 from runners.cli import main
-from runners.sweep import SweepError, describe, load_sweep
+from runners.sweep import SweepError, load_sweep, run_local
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = {"image_size": 16, "hidden_dim": 32, "batch_size": 16, "seed_frames": 100, "expl_steps": 50, "eval_episodes": 1,
+TINY = {"image_size": 16, "hidden_dim": 32, "batch_size": 16, "seed_frames": 50, "expl_steps": 25, "eval_episodes": 1,
         "save_video": False, "eval_every_frames": 100, "checkpoint_every_frames": 100}
 
 
@@ -158,7 +159,7 @@ def _state(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoint" / "state.pt", weights_only=True)
 
 
-def _wait_mid_run(run_dir: Path, budget: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+def _wait_mid_run(run_dir: Path, budget: int, alive, timeout: float = 120) -> None:
     """Block until the run has a checkpoint before its budget."""
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -169,7 +170,7 @@ def _wait_mid_run(run_dir: Path, budget: int, proc: subprocess.Popen, timeout: f
                 frame = -1
             if 0 < frame < budget:
                 return
-        assert proc.poll() is None, proc.communicate()
+        assert alive(), "the sweep ended before the run checkpointed mid-way"
         time.sleep(0.02)
     raise AssertionError("the run never checkpointed mid-way")
 
@@ -215,27 +216,28 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_local_sweep_finishes_skips_and_resumes_a_killed_run(tmp_path):
-    budget = 300
+def test_local_sweep_finishes_skips_and_resumes_a_killed_run(tmp_path, monkeypatch, capsys):
+    budget = 200
     f = _tiny_sweep(tmp_path, budget)
     sweep = load_sweep(f)
     main_dir = next(r.run_dir for r in sweep.runs if r.label == "main")
     twin_dir = next(r.run_dir for r in sweep.runs if r.label == "twin")
-    proc = subprocess.Popen(_sweep_cmd(str(f), "--workers", "2"), env=_env(), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_mid_run(main_dir, budget, proc)
-    victim = [p for p in _descendants(proc.pid) if str(main_dir.parent.parent.parent) in _cmdline(p)]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    lines, failed = [], []
+    driver = threading.Thread(target=lambda: failed.extend(run_local(sweep, workers=2, say=lines.append)))
+    driver.start()
+    _wait_mid_run(main_dir, budget, driver.is_alive)
+    # the `taco train` subprocess of the main run (its command line names its root)
+    victim = [p for p in _descendants(os.getpid()) if f"root={tmp_path / 'main'}" in _cmdline(p)]
     assert len(victim) == 1
     os.kill(victim[0], signal.SIGKILL)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 1 and "1 of 2 runs failed" in out and str(main_dir) in out
+    driver.join(timeout=300)
+    assert [r.run_dir for r in failed] == [main_dir] and any("FAILED (exit -9" in line for line in lines)
     assert _state(main_dir)["counters"]["frame"] < budget
     assert _state(twin_dir)["counters"]["frame"] == budget
 
-    again = subprocess.run(_sweep_cmd(str(f), "--workers", "2"), env=_env(), cwd=tmp_path, capture_output=True,
-                           text=True, timeout=300)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "1 of 2 runs already finished; running 1" in again.stdout
+    assert main(["sweep", str(f), "--workers", "2"]) == 0
+    assert "1 of 2 runs already finished; running 1" in capsys.readouterr().out
     assert "resuming" in (main_dir / "sweep.log").read_text()
     _assert_same_params(main_dir, twin_dir)
 
@@ -248,7 +250,7 @@ def test_local_sweep_finishes_skips_and_resumes_a_killed_run(tmp_path):
 @pytest.mark.slow
 def test_ray_sweep_on_a_local_cluster_survives_a_killed_worker(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
-    budget = 300
+    budget = 200
     f = _tiny_sweep(tmp_path, budget)
     sweep = load_sweep(f)
     main_dir = next(r.run_dir for r in sweep.runs if r.label == "main")
@@ -260,8 +262,8 @@ def test_ray_sweep_on_a_local_cluster_survives_a_killed_worker(tmp_path, monkeyp
         address = ray.get_runtime_context().gcs_address
         proc = subprocess.Popen(_sweep_cmd(str(f), "--backend", "ray", "--address", address), env=_env(),
                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        _wait_mid_run(main_dir, budget, proc)
-        _wait_mid_run(twin_dir, budget, proc)
+        _wait_mid_run(main_dir, budget, lambda: proc.poll() is None)
+        _wait_mid_run(twin_dir, budget, lambda: proc.poll() is None)
         # both runs are mid-way, each in a Ray worker (titled by the task): kill one of them
         workers = [p for p in _descendants(os.getpid()) if _cmdline(p).startswith("ray::taco_run")]
         assert len(workers) == 2, [_cmdline(p) for p in _descendants(os.getpid())]
