@@ -73,21 +73,21 @@ def _train(cfg: Any) -> Path:
     return train(cfg, progress=False)
 
 
+def _offline(cfg: Any) -> Path:
+    from .offline import train_offline
+
+    return train_offline(cfg, progress=False)
+
+
 def commands() -> dict[str, Command]:
+    """`taco train` (budget: frames) and `taco offline` (budget: learner updates)."""
     from .config import resolve, run_directory
 
-    table = {"train": Command("train", resolve, run_directory, lambda c: c.frames, "frame", _train)}
-    table.update(_offline_commands())
-    return table
-
-
-def _offline_commands() -> dict[str, Command]:
-    try:
-        from . import offline  # noqa: F401
-    except ImportError:
-        return {}
-    spec = getattr(offline, "SWEEP_COMMAND", None)
-    return {spec.name: spec} if isinstance(spec, Command) else {}
+    return {
+        "train": Command("train", resolve, run_directory, lambda c: c.frames, "frame", _train),
+        "offline": Command("offline", lambda o: resolve(o, offline=True), run_directory, lambda c: c.updates,
+                           "update", _offline),
+    }
 
 
 # ---------------------------------------------------------------------------- expansion
@@ -142,6 +142,8 @@ def _scalars(where: str, mapping: Any) -> dict[str, Any]:
             raise SweepError(f"{where}: key {key!r} is not a config key name")
         if key in ("task", "seed"):
             raise SweepError(f"{where}: set {key} through the top-level `{key}s:` list")
+        if key == "run_dir":
+            raise SweepError(f"{where}: run_dir would put every run in one folder; set root= instead")
         if value is None or isinstance(value, (list, dict)):
             raise SweepError(f"{where}: {key} must be a single value (a number, string or true/false), "
                              f"got {value!r}")
@@ -217,8 +219,8 @@ def load_sweep(path: str | Path, extra: list[str] | tuple[str, ...] = ()) -> Swe
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SweepError(f"malformed override {item!r}: expected key=value")
-        if key in ("task", "seed"):
-            raise SweepError(f"override {item!r}: set tasks and seeds in the sweep file")
+        if key in ("task", "seed", "run_dir"):
+            raise SweepError(f"override {item!r}: set tasks and seeds in the sweep file, and root= for run folders")
         extra_map[key] = value
 
     names = _config_names(cmd)
@@ -250,7 +252,10 @@ def load_sweep(path: str | Path, extra: list[str] | tuple[str, ...] = ()) -> Swe
             for task in tasks:
                 merged = {k: _fmt(v) for k, v in {**base, **settings, **point, **extra_map}.items()}
                 merged = {k: v.replace("{task}", task) for k, v in merged.items()}
+                # folders as absolute paths: a run may execute on another machine or in another cwd
                 merged["root"] = str(Path(merged.get("root", "runs")).expanduser().resolve())
+                if merged.get("dataset"):
+                    merged["dataset"] = str(Path(merged["dataset"]).expanduser().resolve())
                 first = None
                 for seed in seeds:
                     overrides = [f"task={task}", f"seed={seed}", *(f"{k}={v}" for k, v in merged.items())]

@@ -72,6 +72,11 @@ def test_task_placeholder_in_values(tmp_path):
     ({"tasks": ["point_reach"], "seeds": [1], "overrides": {"fast_render": "maybe"}}, "bad value for fast_render"),
     ({"tasks": ["point_reach"], "seeds": [1], "overrides": {"lr": [1, 2]}}, "lr must be a single value"),
     ({"tasks": ["point_reach"], "seeds": [1], "overrides": {"seed": 3}}, "set seed through the top-level"),
+    ({"tasks": ["point_reach"], "seeds": [1], "variants": {"x": {"run_dir": "a"}}}, "run_dir would put every run"),
+    ({"tasks": ["point_reach"], "seeds": [1], "command": "offline", "overrides": {"updates": "many"}},
+     "bad value for updates"),
+    ({"tasks": ["point_reach"], "seeds": [1], "command": "offline", "overrides": {"frames": 5}},
+     "'frames' is an online setting"),
     ({"tasks": ["point_rech"], "seeds": [1]}, "point_reach"),
     ({"tasks": ["point_reach"], "seeds": [1], "command": "evaluate"}, "command 'evaluate' is not available"),
     ({"tasks": ["point_reach"], "seeds": [1], "resources": {"gpu": 1}}, "unknown config key 'gpu'; did you mean gpus"),
@@ -110,7 +115,7 @@ SHIPPED = sorted((ROOT / "ablations").glob("*.yaml"))
 def test_every_spec9_ablation_is_shipped():
     names = {p.stem for p in SHIPPED}
     assert {"benchmark", "taco_k", "action_encoder", "curl_term", "reward_term", "latent_critic", "drqv2_batch",
-            "sac_vs_drqv2"} <= names
+            "sac_vs_drqv2", "offline"} <= names
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
@@ -139,6 +144,10 @@ def test_shipped_ablations_set_what_they_say():
     assert {(c.aux, c.batch_size) for c in b["drqv2_batch1024"]} == {("none", 1024)}
     s = by_label("sac_vs_drqv2.yaml")
     assert {(c.agent, c.aux, c.action_repeat) for c in s["sac_taco"]} == {("sac", "taco", 2)}
+    off = load_sweep(ROOT / "ablations" / "offline.yaml")
+    assert off.command.name == "offline" and {(r.cfg.agent, r.cfg.aux) for r in off.runs} == {
+        (a, x) for a in ("bc", "td3bc", "cql", "iql") for x in ("none", "taco")}
+    assert all(Path(r.cfg.dataset).is_absolute() and r.task in r.cfg.dataset for r in off.runs)
     bench = load_sweep(ROOT / "ablations" / "benchmark.yaml")
     assert len({r.task for r in bench.runs}) == 9 and {r.seed for r in bench.runs} == {1, 2, 3, 4, 5}
     # the full-TACO runs of different ablation files are the same run directories (computed once)
@@ -147,6 +156,31 @@ def test_shipped_ablations_set_what_they_say():
 
 
 # ---------------------------------------------------------------- running sweeps
+def test_offline_runs_plug_in(tmp_path, capsys):
+    from runners.report import report
+    from runners.sweep import execute
+    from tests.offline_data import scripted_dataset
+
+    scripted_dataset(tmp_path / "data" / "point_reach", episodes=4, image_size=16)
+    f = _write(tmp_path / "off.yaml", {
+        "command": "offline", "tasks": ["point_reach"], "seeds": [1],
+        "overrides": {"image_size": 16, "hidden_dim": 32, "batch_size": 16, "eval_episodes": 1, "save_video": False,
+                      "updates": 20, "eval_every_updates": 10, "root": str(tmp_path / "runs"),
+                      "dataset": str(tmp_path / "data" / "{task}")},
+        "grid": {"agent": ["bc", "td3bc"]}})
+    sweep = load_sweep(f)
+    assert [r.argv()[:2] for r in sweep.runs] == [["taco", "offline"]] * 2 and {r.budget for r in sweep.runs} == {20}
+    assert {r.cfg.dataset for r in sweep.runs} == {str(tmp_path / "data" / "point_reach")}
+    for run in sweep.runs:  # what a Ray task does, in this process
+        assert Path(execute(run.command, run.overrides)) == run.run_dir
+    assert main(["sweep", str(f), "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("[finished]") == 2
+    assert main(["sweep", str(f)]) == 0
+    assert "2 of 2 runs already finished; running 0" in capsys.readouterr().out
+    md = report([str(f)], tmp_path / "report", reps=100).read_text()
+    assert "# Report at 20 updates" in md and "| point_reach | agent=td3bc | 1 |" in md
+
+
 def _tiny_sweep(tmp_path: Path, frames: int) -> Path:
     """Two identical runs in two roots: `main` is killed mid-way, `twin` never is."""
     return _write(tmp_path / "tiny.yaml", {
