@@ -144,6 +144,9 @@ class TacoReplayBuffer(ReplayBuffer):
         rewards = self._normalize_reward(self.rewards[steps, e[:, None]], env)
         return (rewards * self.gamma ** np.arange(self.n_steps, dtype=np.float32)).sum(axis=1, keepdims=True)
 
+    def _tensor(self, array: np.ndarray) -> th.Tensor:
+        return self.to_torch(array, copy=False)  # every array here is a fresh gather: no second copy
+
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> TacoReplayBufferSamples:
         n, k = self.n_steps, self.k
         t, e = self._draw(batch_size, n)
@@ -156,16 +159,16 @@ class TacoReplayBuffer(ReplayBuffer):
             self._returns(t, e, env).astype(np.float32),
             np.full((batch_size, 1), self.gamma ** n, np.float32),
         )
-        sac_t = [self.to_torch(x) for x in sac]
+        sac_t = [self._tensor(x) for x in sac]
         if k <= n:  # TACO's sequences fit in SAC's draw
             t2, e2, obs2, returns2 = t, e, sac_t[0], sac_t[4]
         else:
             t2, e2 = self._draw(batch_size, k)
-            obs2 = self.to_torch(self._normalize_obs(self.observations[t2, e2], env))
-            returns2 = self.to_torch(self._returns(t2, e2, env).astype(np.float32))
+            obs2 = self._tensor(self._normalize_obs(self.observations[t2, e2], env))
+            returns2 = self._tensor(self._returns(t2, e2, env).astype(np.float32))
         seq = (t2[:, None] + np.arange(k)) % self.buffer_size
-        action_seq = self.to_torch(self.actions[seq, e2[:, None]])
-        future = self.to_torch(self._normalize_obs(self._obs_after(seq[:, -1], e2), env))
+        action_seq = self._tensor(self.actions[seq, e2[:, None]])
+        future = self._tensor(self._normalize_obs(self._obs_after(seq[:, -1], e2), env))
         return TacoReplayBufferSamples(*sac_t, obs2, action_seq, future, returns2)
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> TacoReplayBufferSamples:
