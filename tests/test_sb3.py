@@ -208,3 +208,20 @@ def test_taco_sac_learns_point_reach_and_its_taco_loss_falls(tmp_path):
     taco = [float(r["train/taco_loss"]) for r in logged(tmp_path)]
     # InfoNCE starts near log(batch) (uniform logits) and must fall well below it
     assert taco[-1] < 0.7 * math.log(32) and taco[-1] < 0.8 * taco[0], taco
+
+
+@pytest.mark.slow
+def test_cnn_policy_trains_on_mujoco_tasks():
+    """Every MuJoCo id gives 9x84x84 frames; cheetah (6-d) and reach_duplo (9-d, rescaled) run through learn()."""
+    try:
+        envs.probe_render_backend()
+    except envs.RenderBackendError as err:
+        pytest.skip(f"no MuJoCo render backend: {err}")
+    for task in ("cheetah_run", "reach_duplo"):
+        env = gym.make(envs.gym_id(task), fast_render=True)
+        model = TacoSAC("CnnPolicy", env, buffer_size=100, learning_starts=6, batch_size=4, policy_kwargs=SMALL,
+                        seed=0)
+        model.learn(10)
+        assert model.replay_buffer.observations.shape[1:] == (1, 9, 84, 84)
+        assert model.predict(env.reset(seed=0)[0], deterministic=True)[0].shape == env.action_space.shape
+        env.close()
