@@ -402,6 +402,7 @@ def run_ray(sweep: Sweep, address: str, say: Callable[[str], None] = print) -> l
         f"to Ray at {address} ({sweep.cpus:g} CPU, {sweep.gpus:g} GPU per run, {sweep.retries} retries)")
     if not todo:
         return []
+    _check_reachable(address)
     pythonpath = os.pathsep.join([str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     try:
         ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
@@ -431,6 +432,20 @@ def run_ray(sweep: Sweep, address: str, say: Callable[[str], None] = print) -> l
         return failed
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens on (ray.init would retry for minutes)."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise SweepError(f"cannot reach a Ray cluster at {address} ({e.strerror or e}); start one with "
+                         "`ray start --head` there, or pass --address auto on a cluster node") from None
 
 
 def taco_run(command: str, overrides: list[str]) -> str:

@@ -156,6 +156,19 @@ def test_shipped_ablations_set_what_they_say():
 
 
 # ---------------------------------------------------------------- running sweeps
+def test_ray_address_nobody_listens_on(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    f = _write(tmp_path / "s.yaml", {"tasks": ["point_reach"], "seeds": [1], "overrides": {"root": str(tmp_path / "r")}})
+    t0 = time.time()
+    assert main(["sweep", str(f), "--backend", "ray", "--address", f"127.0.0.1:{port}"]) == 2
+    assert f"cannot reach a Ray cluster at 127.0.0.1:{port}" in capsys.readouterr().err and time.time() - t0 < 30
+    assert not (tmp_path / "r").exists()
+
+
 def test_offline_runs_plug_in(tmp_path, capsys):
     from runners.report import report
     from runners.sweep import execute
