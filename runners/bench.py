@@ -1,10 +1,12 @@
 """`taco bench`: the one way speed and memory claims are made.
 
 Builds the learner and replay a config describes, fills the replay with synthetic episodes, and
-times replay sampling, learner updates and env stepping (faithful and fast render). With
-`--baseline` it also times the same math the way the reference implementation runs it
-(grid_sample augmentation, NCHW convolutions, one encoder call per no-grad pass), in the same
-process, so the speed-up is a ratio measured in one run.
+times replay sampling, learner updates, the update's encoder passes alone (its floor) and env
+stepping (faithful and fast render). With `--baseline` it also times the same math the way the
+reference implementation runs it (grid_sample augmentation, NCHW convolutions, one encoder call
+per no-grad pass, a per-tensor loop Adam), interleaved with the others in the same process, so
+ratios are measured in one run. `--loop-steps` times the training loop itself (serial and with
+the env stepping overlapped); every result carries projected hours per 1M frames.
 """
 from __future__ import annotations
 
