@@ -160,6 +160,9 @@ class TacoSACPolicy(SACPolicy):
             raise ValueError("TacoSAC's actor always reads the critic's encoder (share_features_extractor=True)")
         if taco_k < 1:
             raise ValueError(f"taco_k must be >= 1, got {taco_k}")
+        if normalize_images and getattr(features_extractor_class, "takes_uint8", False):
+            raise ValueError(f"{features_extractor_class.__name__} scales uint8 frames itself: "
+                             "leave normalize_images=False (it is for extractors such as NatureCNN)")
         if min(taco_weight, curl_weight, reward_weight) < 0:
             raise ValueError("taco_weight, curl_weight and reward_weight must be >= 0")
         self.feature_dim, self.taco_k = feature_dim, taco_k

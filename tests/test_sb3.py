@@ -170,6 +170,13 @@ def test_cnn_policy_on_84x84_and_vec_envs():
     assert model.replay_buffer.observations.shape[1:] == (2, 9, 84, 84)
     action, _ = model.predict(venv.reset(), deterministic=True)
     assert action.shape == (2, 2) and np.abs(action).max() <= 1
+    # another features extractor (SB3's NatureCNN wants frames scaled to [0, 1] by SB3)
+    from stable_baselines3.common.torch_layers import NatureCNN
+    model = TacoSAC("CnnPolicy", venv, buffer_size=200, learning_starts=8, batch_size=4,
+                    policy_kwargs=dict(SMALL, features_extractor_class=NatureCNN, normalize_images=True))
+    model.learn(12)
+    assert isinstance(model.policy.critic.features_extractor, NatureCNN)
+    assert math.isfinite(model.logger.name_to_value["train/taco_loss"])
 
 
 def test_bad_arguments_say_what_is_wrong():
@@ -181,6 +188,8 @@ def test_bad_arguments_say_what_is_wrong():
         TacoSAC("CnnPolicy", env, replay_buffer_class=ReplayBuffer)
     with pytest.raises(ValueError, match="taco_k"):
         TacoSAC("CnnPolicy", env, taco_k=0)
+    with pytest.raises(ValueError, match="normalize_images=False"):
+        TacoSAC("CnnPolicy", env, policy_kwargs=dict(normalize_images=True))
 
 
 # --- learning, honestly (same task and threshold as tests/test_learning.py) -----------------------
