@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .config import OFFLINE_AGENT_PRESETS, ConfigError, OfflineConfig, help_text, resolve
@@ -126,7 +127,10 @@ def _sweep_main(args) -> int:
             raise ConfigError(f"--gpus {args.gpus:g}: expected a non-negative number")
         sweep.gpus = args.gpus
     if args.dry_run:
-        print(describe(sweep))
+        try:
+            print(describe(sweep), flush=True)
+        except BrokenPipeError:  # `taco sweep FILE --dry-run | head`
+            sys.stdout = open(os.devnull, "w")
         return 0
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: expected a positive integer")
