@@ -64,8 +64,8 @@ class OfflineTrainer(Run):
 
     # ------------------------------------------------------------------ checkpoints
     def check_resume(self, state: dict[str, Any]) -> None:
-        if state.get("dataset_checksum") != self.info["checksum"]:
-            raise ckpt.CheckpointError(
+        if state.get("dataset_checksum") != self.info["checksum"]:  # a mismatch, not damage: no fallback
+            raise ckpt.CheckpointMismatch(
                 f"{self.ckpt_dir / 'state.pt'} was trained on dataset {state.get('dataset', '?')} "
                 f"({state.get('dataset_checksum')}); {self.cfg.dataset} is another dataset "
                 f"({self.info['checksum']}); pass a new run_dir= to train on it")

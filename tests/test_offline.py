@@ -81,9 +81,13 @@ def test_resume_equals_uninterrupted(tmp_path, dataset, extra):
 
 
 def test_another_dataset_is_refused(tmp_path, dataset, other_dataset):
-    trainer(*TINY, f"dataset={dataset}", "updates=2", f"run_dir={tmp_path}").train()
-    with pytest.raises(ckpt.CheckpointError, match="another dataset"):
-        trainer(*TINY, f"dataset={other_dataset}", "updates=2", f"run_dir={tmp_path}")
+    trainer(*TINY, f"dataset={dataset}", "updates=4", "checkpoint_every_updates=2", f"run_dir={tmp_path}").train()
+    files = sorted(p.name for p in (tmp_path / "checkpoint").iterdir())
+    with pytest.raises(ckpt.CheckpointMismatch, match="another dataset") as e:
+        trainer(*TINY, f"dataset={other_dataset}", "updates=4", f"run_dir={tmp_path}")
+    assert "fall back" not in str(e.value) and "unusable" not in str(e.value)
+    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == files  # both generations untouched
+    assert trainer(*TINY, f"dataset={dataset}", "updates=4", f"run_dir={tmp_path}").counters["update"] == 4
 
 
 # ---------------------------------------------------------------- config and CLI
