@@ -356,7 +356,9 @@ RULES: dict[str, Callable[[Any, Config], str | None]] = {
     "std_schedule": _std_schedule, "std_clip": _finite(0.0, lo_open=False), "init_alpha": _finite(0.0),
     "taco_k": _int_at_least(1), "taco_weight": _weight("taco_weight"), "curl_weight": _weight("curl_weight"),
     "reward_weight": _weight("reward_weight"), "latent_action_dim": _int_at_least(0),
-    "optimizer": _choice("reference", "single"), "env_overlap": _choice("auto", "thread", "serial"),
+    "optimizer": lambda v, cfg: _choice("reference", "single")(v, cfg) or (
+        "reference for agent=bc (single sums the critic and auxiliary losses; bc has no critic)"
+        if v == "single" and cfg.agent == "bc" else None), "env_overlap": _choice("auto", "thread", "serial"),
     "cpu_malloc": _choice("keep", "system"),
     "video_size": _int_at_least(1),
     # offline (OfflineConfig)

@@ -110,6 +110,9 @@ def test_offline_defaults_follow_spec():
     (["agent=drqv2"], "online learner"),
     (["frames=1000"], "online setting"),
     (["updatez=3"], "did you mean updates"),
+    (["agent=bc", "optimizer=single"], "bc has no critic"),
+    (["agent=cql", "cql_temp=0"], "cql_temp=0"),
+    (["agent=iql", "iql_expectile=1.5"], "iql_expectile=1.5"),
     (["task=point_reach", "dataset=/nonexistent/ds"], "no such dataset"),
 ])
 def test_cli_errors_are_clear(capsys, tmp_path, args, match):
