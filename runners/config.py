@@ -351,7 +351,7 @@ RULES: dict[str, Callable[[Any, Config], str | None]] = {
     "checkpoint_every_frames": _int_at_least(1), "log_every_frames": _int_at_least(1),
     "capacity": _capacity, "replay_device": _choice("auto", "cpu"), "batch_size": _int_at_least(1),
     "nstep": _int_at_least(1), "gamma": _finite(0.0, 1.0),
-    "lr": _finite(0.0), "feature_dim": _int_at_least(1), "hidden_dim": _int_at_least(1),
+    "lr": _finite(0.0, lo_open=False), "feature_dim": _int_at_least(1), "hidden_dim": _int_at_least(1),
     "critic_tau": _finite(0.0, 1.0), "update_every_steps": _int_at_least(1),
     "std_schedule": _std_schedule, "std_clip": _finite(0.0, lo_open=False), "init_alpha": _finite(0.0),
     "taco_k": _int_at_least(1), "taco_weight": _weight("taco_weight"), "curl_weight": _weight("curl_weight"),

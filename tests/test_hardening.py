@@ -60,9 +60,9 @@ def unkilled(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------- bad values: one line, exit 2
 BAD = [
     (["device=tpu9"], "device='tpu9': expected auto, cpu, cuda or cuda:N"),
-    (["lr=nan"], "lr=nan: expected a finite number > 0"),
-    (["lr=-0.1"], "lr=-0.1: expected a finite number > 0"),
-    (["lr=inf"], "lr=inf: expected a finite number > 0"),
+    (["lr=nan"], "lr=nan: expected a finite number >= 0"),
+    (["lr=-0.1"], "lr=-0.1: expected a finite number >= 0"),  # lr=0 is allowed: frozen weights, a control
+    (["lr=inf"], "lr=inf: expected a finite number >= 0"),
     (["image_size=8"], "image_size=8: expected at least 15"),
     (["task=reach_duplo", "image_size=64"], "image_size=64: expected 84 for reach_duplo"),
     (["gamma=0"], "gamma=0.0: expected a number in (0, 1]"),
