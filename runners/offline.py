@@ -124,14 +124,3 @@ class OfflineTrainer(Run):
 def train_offline(cfg: OfflineConfig, progress: bool = True) -> Path:
     return OfflineTrainer(cfg, progress).train()
 
-
-def _sweep_command():
-    """`taco sweep` files with `command: offline` run `taco offline` (runners/sweep.py reads this)."""
-    from .config import resolve, run_directory
-    from .sweep import Command
-
-    return Command("offline", lambda overrides: resolve(overrides, offline=True), run_directory,
-                   lambda cfg: cfg.updates, "update", lambda cfg: train_offline(cfg, progress=False))
-
-
-SWEEP_COMMAND = _sweep_command()

@@ -185,25 +185,3 @@ def test_learns_with_taco_and_its_loss_falls(tmp_path, dataset, agent):
     assert losses[0] <= math.log(64) + 0.05  # InfoNCE starts near log(batch)
     assert losses[-1] < 0.9 * losses[0], losses
 
-
-@pytest.mark.slow  # two `taco offline` subprocesses
-def test_offline_sweep_runs_and_skips_finished_runs(tmp_path, dataset, capsys):
-    import yaml
-
-    from runners.sweep import load_sweep
-
-    f = tmp_path / "offline.yaml"
-    f.write_text(yaml.safe_dump({
-        "command": "offline", "tasks": ["point_reach"], "seeds": [1],
-        "overrides": {"dataset": str(dataset), "root": str(tmp_path / "runs"), "hidden_dim": 32, "batch_size": 16,
-                      "eval_episodes": 1, "save_video": False, "updates": 4, "eval_every_updates": 4},
-        "variants": {"td3bc": {"agent": "td3bc"}, "td3bc_taco": {"agent": "td3bc", "aux": "taco"}}}))
-    sweep = load_sweep(f)
-    assert sorted(r.run_dir.parent.name for r in sweep.runs) == ["td3bc-none", "td3bc-taco"]
-    assert all(r.argv()[:2] == ["taco", "offline"] and r.budget == 4 for r in sweep.runs)
-    assert main(["sweep", str(f), "--workers", "2"]) == 0
-    for r in sweep.runs:
-        assert torch.load(r.run_dir / "checkpoint" / "state.pt", weights_only=True)["counters"]["update"] == 4
-    capsys.readouterr()
-    assert main(["sweep", str(f)]) == 0
-    assert "2 of 2 runs already finished" in capsys.readouterr().out
