@@ -354,6 +354,7 @@ def _check_registered(task: str, **kwargs) -> None:
     env_id = envs.gym_id(task)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*different from the unwrapped version.*")
+        warnings.filterwarnings("ignore", message=".*minimal resolution.*NatureCNN|.*minimal resolution.*CnnPolicy")
         env = gymnasium.make(env_id, render_mode="rgb_array", render_size=48, **kwargs)
         check_env(env)               # the whole wrapper chain (determinism of the stack too), render included
         sb3_check_env(env)
