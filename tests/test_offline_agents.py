@@ -196,3 +196,9 @@ def test_offline_learner_checks_its_settings():
         learner(CQL, cql_temp=0.0)
     with pytest.raises(ValueError, match="iql_expectile"):
         learner(IQL, iql_expectile=1.0)
+
+
+@pytest.mark.parametrize("cls", OFFLINE)
+def test_bf16_update_stays_finite(cls):
+    metrics = learner(cls, "taco", precision="bf16").update(make_batch(), 5)
+    assert all(torch.isfinite(v) for v in metrics.values())
