@@ -108,7 +108,10 @@ class Encoder(nn.Module):
         dtype = torch.float32
         if obs.dtype == torch.uint8 and torch.is_autocast_enabled(device):
             dtype = torch.get_autocast_dtype(device)
-        x = obs.to(dtype=dtype, memory_format=torch.channels_last)
+        if dtype == torch.float32:
+            x = obs.to(dtype=dtype, memory_format=torch.channels_last)
+        else:  # uint8 -> bf16 with the layout change in one copy takes torch's slow path: two copies
+            x = obs.to(dtype).contiguous(memory_format=torch.channels_last)
         first = self.convnet[0]
         weight = first.weight / 255.0
         bias = first.bias - 0.5 * first.weight.sum(dim=(1, 2, 3))

@@ -222,3 +222,19 @@ def test_cpu_malloc_setting():
         x = torch.ones(64, 2**20)  # 256 MB from the heap, freed, allocated again
         del x
         assert torch.zeros(64, 2**20).sum() == 0
+
+
+def test_bf16_encoder_is_the_fp32_function_to_bf16_precision():
+    """Under autocast the frames go uint8 -> bf16 directly (the normalisation folded into conv 1)."""
+    from agents.nets import Encoder
+
+    torch.manual_seed(0)
+    enc = Encoder(OBS)
+    x = torch.randint(0, 256, (8, *OBS), dtype=torch.uint8)
+    with torch.no_grad():
+        ref = enc(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = enc(x)
+    assert low.dtype == torch.bfloat16
+    err = (low.float() - ref).norm() / ref.norm()
+    assert 1e-5 < err < 2e-2, err  # bf16 rounding: present, and small
