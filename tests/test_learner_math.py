@@ -123,6 +123,19 @@ def test_std_schedule():
         schedule("lin(1,2)", 0)
 
 
+@pytest.mark.parametrize("cls", [DrQV2, SAC])
+def test_construction_starts_where_the_spec_does(cls):
+    torch.manual_seed(0)
+    ag = cls(OBS, A, hidden_dim=32, aux="taco")
+    target = ag.critic_target.state_dict()
+    assert all(torch.equal(v, target[k]) for k, v in ag.critic.state_dict().items())  # target = online at start
+    assert not any(p.requires_grad for p in ag.critic_target.parameters())
+    if cls is SAC:
+        assert math.isclose(float(ag.temperature().detach()), 0.1, rel_tol=1e-6)  # initial alpha
+        assert ag.target_entropy == -A
+        assert math.isclose(float(SAC(OBS, A, hidden_dim=32, init_alpha=0.5).temperature().detach()), 0.5, rel_tol=1e-6)
+
+
 # ---------------------------------------------------------------- DrQ-v2
 def test_drqv2_target_value_by_hand():
     ag = learner(DrQV2, std_schedule="linear(1.0,0.2,100)")
@@ -429,7 +442,13 @@ def test_each_optimizer_step_moves_what_it_should(cls, aux):
     ag._actor_loss = lambda *a: (snaps.append(snapshot(ag)), original(*a))[1]
     if ag.aux is not None:
         original_loss = ag.aux.loss
-        ag.aux.loss = lambda *a: (snaps.append(snapshot(ag)), original_loss(*a))[1]
+
+        def aux_loss(batch, anchor, targets):
+            snaps.append(snapshot(ag))
+            assert anchor.requires_grad  # the auxiliary loss reaches the encoder through its anchor
+            return original_loss(batch, anchor, targets)
+
+        ag.aux.loss = aux_loss
     ag.update(batch, 10)
     snaps.append(snapshot(ag))
     tok = {"tok"} if aux == "taco" else set()
@@ -448,10 +467,12 @@ def test_each_optimizer_step_moves_what_it_should(cls, aux):
 @pytest.mark.parametrize("cls", [DrQV2, SAC])
 def test_single_optimizer_moves_everything_but_the_actor_in_one_step(cls):
     ag, batch = learner(cls, optimizer="single"), make_batch()
-    snaps = [snapshot(ag)]
-    original = ag._actor_loss
+    snaps, anchors = [snapshot(ag)], []
+    original, original_loss = ag._actor_loss, ag.aux.loss
     ag._actor_loss = lambda *a: (snaps.append(snapshot(ag)), original(*a))[1]
+    ag.aux.loss = lambda batch, anchor, targets: (anchors.append(anchor), original_loss(batch, anchor, targets))[1]
     ag.update(batch, 10)
+    assert len(anchors) == 1 and anchors[0].requires_grad
     assert moved(snaps[0], snaps[1]) == {"encoder", "critic", "tok", "aux.proj_s", "aux.W", "aux.seq", "aux.G",
                                          "aux.R"}
 

@@ -1,0 +1,283 @@
+"""Planted bugs: each one-line mutation below must make at least one non-slow test fail.
+
+    python tests/mutants.py              # every mutant against the learner tests (about a minute each batch)
+    python tests/mutants.py --full       # every mutant against the whole non-slow suite (slower)
+    python tests/mutants.py -k sac -j 2  # the mutants whose description or file mentions "sac", two at a time
+    python tests/mutants.py --list
+
+Each mutation replaces one exact piece of text, which must occur exactly once in its file: when a
+refactor moves or rewrites that text, the script says so and fails, instead of counting a mutant that
+was never planted as killed. Mutations are applied to scratch copies of the tree (never to the checkout
+itself); the unmutated copy must pass first. Exit status: 0 when every mutant is killed, 1 otherwise.
+(The file name does not start with `test_`, so pytest does not collect it.)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LEARNER_TESTS = ["tests/test_learner_math.py", "tests/test_taco_math.py", "tests/test_agents.py"]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    path: str
+    original: str
+    replacement: str
+    what: str
+
+
+M = Mutant
+MUTANTS = [
+    # ------------------------------------------------------------ TACO / CURL / reward (agents/taco.py)
+    M("agents/taco.py", 'self.logits(self.G(za).float(), zt["future_obs"])', 'self.logits(self.G(za).float(), zt["obs"])',
+      "TACO target encodes obs instead of future_obs"),
+    M("agents/taco.py", "codes = self.tok(action_seq) if", "codes = self.tok(action_seq[:, :1].expand_as(action_seq)) if",
+      "TACO action-sequence code uses the first action K times"),
+    M("agents/taco.py", "return self.seq(codes.flatten(1))", "return self.seq(codes.flip(1).flatten(1))",
+      "TACO action-sequence code in reverse order"),
+    M("agents/taco.py", "z = self.proj_s(anchor).float()", "z = self.proj_s(anchor.detach()).float()",
+      "aux anchor detached inside the module (loss never reaches the encoder)"),
+    M("agents/taco.py", "logits = anchors.float() @ (self.W @ targets.float().T)",
+      "logits = anchors.float() @ (self.W.T @ targets.float().T)", "bilinear similarity uses W transposed"),
+    M("agents/taco.py", "return logits - logits.max(dim=1, keepdim=True).values", "return logits",
+      "logits not shifted by their row max"),
+    M("agents/taco.py", "labels = torch.arange(z.shape[0], device=z.device)",
+      "labels = torch.arange(z.shape[0], device=z.device).flip(0)", "InfoNCE positives off the diagonal"),
+    M("agents/taco.py", "total = total + self.curl_weight * curl", "total = total + curl", "CURL weight ignored"),
+    M("agents/taco.py", "total = total + self.taco_weight * taco", "total = total + taco", "TACO weight ignored"),
+    M("agents/taco.py", "total = total + self.reward_weight * reward", "total = total + reward",
+      "reward weight ignored"),
+    M("agents/taco.py", 'F.mse_loss(self.R(za).float(), batch["reward"].float())',
+      'F.mse_loss(self.R(za).float(), batch["discount"].float())', "reward head regresses the discount"),
+    M("agents/taco.py", 'za = torch.cat([z, self.encode_actions(batch["action_seq"]).float()], dim=-1)',
+      'za = torch.cat([z, 0 * self.encode_actions(batch["action_seq"]).float()], dim=-1)',
+      "TACO predictor ignores the actions"),
+    M("agents/taco.py", "self.logits(self.G(za).float(),", "self.logits(z,", "TACO skips the predictor G"),
+    M("agents/taco.py", "with torch.no_grad():", "if True:", "aux targets not under stop-gradient"),
+    M("agents/taco.py", 'self.logits(z, zt["obs"])', "self.logits(z, z.detach())",
+      "CURL positive is the anchor itself, not a second augmentation"),
+    M("agents/taco.py", "keys.append(\"future_obs\")", "keys.append(\"next_obs\")",
+      "TACO target is next_obs (n steps ahead) instead of future_obs (K steps ahead)"),
+    # ------------------------------------------------------------ shared update (agents/learner.py)
+    M("agents/learner.py", 'anchor = self.encoder(self.aug(batch["obs"]))',
+      'anchor = self.encoder(self.aug(batch["obs"])).detach()', "aux anchor detached (reference update)"),
+    M("agents/learner.py", "aux_loss, m = self.aux.loss(batch, feat, encoded[1:])",
+      "aux_loss, m = self.aux.loss(batch, feat.detach(), encoded[1:])", "aux anchor detached (single optimizer)"),
+    M("agents/learner.py", "augmented = [self.aug(x) for x in frames]", "augmented = [x for x in frames]",
+      "no-grad targets (next obs, CURL positive, future obs) not augmented"),
+    M("agents/learner.py", "targets = self.encode_nograd([batch[k] for k in self.aux.nograd_keys])",
+      "targets = self.encode_nograd([batch[\"obs\"] for k in self.aux.nograd_keys])",
+      "aux targets all encode obs (TACO target is not future_obs)"),
+    M("agents/learner.py", 'feat = self.encoder(self.aug(batch["obs"]))', 'feat = self.encoder(batch["obs"])',
+      "critic anchor not augmented"),
+    M("agents/learner.py", 'encoded = self.encode_nograd([batch["next_obs"]]', 'encoded = self.encode_nograd([batch["obs"]]',
+      "critic target evaluated at obs instead of next_obs"),
+    M("agents/learner.py", "F.mse_loss(q1.float(), target_q.float()) + F.mse_loss(q2.float(), target_q.float())",
+      "F.mse_loss(q1.float(), target_q.float()) + F.mse_loss(q1.float(), target_q.float())",
+      "critic loss trains Q1 twice and Q2 never"),
+    M("agents/learner.py", 'target_q = batch["reward"] + batch["discount"] * self._target_value(next_feat, step)',
+      'target_q = batch["reward"] + 0.99 * self._target_value(next_feat, step)',
+      "critic target ignores the batch discount"),
+    M("agents/learner.py", 'target_q = batch["reward"] + batch["discount"] * self._target_value(next_feat, step)',
+      'target_q = batch["reward"].mean() + batch["discount"] * self._target_value(next_feat, step)',
+      "critic target uses the batch-mean reward"),
+    M("agents/learner.py", "with torch.no_grad():\n            target_q", "if True:\n            target_q",
+      "critic target differentiated"),
+    M("agents/learner.py", "if not eval_mode and step < self.expl_steps:", "if step < self.expl_steps:",
+      "act(eval_mode=True) random during the exploration steps"),
+    M("agents/learner.py", "return (torch.rand(self.action_dim) * 2.0 - 1.0).numpy()",
+      "return torch.rand(self.action_dim).numpy()", "exploration actions uniform in [0, 1] instead of [-1, 1]"),
+    M("agents/learner.py", 'self.opts["critic"].step()', "pass", "critic optimizer never steps"),
+    M("agents/learner.py", 'self.opts["actor"].step()', "pass", "actor optimizer never steps"),
+    M("agents/learner.py", 'self.opts["aux"].step()', "pass", "aux optimizer never steps"),
+    M("agents/learner.py", "soft_update(self.critic, self.critic_target, self.critic_tau)", "pass",
+      "critic target never updated"),
+    M("agents/learner.py", 'self.opts["critic"] = torch.optim.Adam(list(self.critic.parameters()) + shared, lr=lr)',
+      'self.opts["critic"] = torch.optim.Adam(list(self.critic.parameters()), lr=lr)',
+      "critic loss does not train the encoder"),
+    M("agents/learner.py", 'self.opts["aux"] = torch.optim.Adam(shared + aux_own, lr=lr)',
+      'self.opts["aux"] = torch.optim.Adam(aux_own, lr=lr)', "aux loss does not train the encoder"),
+    M("agents/learner.py", "self.critic_target.load_state_dict(self.critic.state_dict())", "pass",
+      "critic target not initialised to the critic"),
+    M("agents/learner.py", 'state.update({f"opt/{k}": o.state_dict() for k, o in self.opts.items()})', "pass",
+      "state_dict leaves out the optimizers"),
+    M("agents/learner.py", 'o.load_state_dict(state[f"opt/{k}"])', "pass", "load_state_dict skips the optimizers"),
+    # ------------------------------------------------------------ networks (agents/nets.py)
+    M("agents/nets.py", "x = x.div_(255.0).sub_(0.5) if", "x = x.div_(255.0) if",
+      "encoder's uint8 path skips the -0.5 centring"),
+    M("agents/nets.py", "else x / 255.0 - 0.5", "else x - 0.5", "encoder's float path skips the /255 scaling"),
+    M("agents/nets.py", "return self.q1(h), self.q2(h)", "return self.q1(h), self.q1(h)", "critic returns Q1 twice"),
+    M("agents/nets.py", "torch._foreach_lerp_(list(target.parameters()), list(net.parameters()), tau)",
+      "torch._foreach_lerp_(list(target.parameters()), list(net.parameters()), 2 * tau)", "target EMA rate doubled"),
+    M("agents/nets.py", "shift = torch.randint(0, 2 * self.pad + 1, (n, 2), device=x.device) - self.pad",
+      "shift = torch.randint(0, self.pad + 1, (n, 2), device=x.device)", "random shift only shifts one way"),
+    # ------------------------------------------------------------ DrQ-v2 (agents/drqv2.py)
+    M("agents/drqv2.py", "        return torch.min(q1, q2)\n", "        return q1\n",
+      "DrQ-v2 target uses Q1 instead of min(Q1, Q2)"),
+    M("agents/drqv2.py", "q1, q2 = self.critic_target(next_feat,", "q1, q2 = self.critic(next_feat,",
+      "DrQ-v2 target from the online critic"),
+    M("agents/drqv2.py", "next_action = truncated_normal_sample(self._mean(next_feat), std, self.std_clip)",
+      "next_action = truncated_normal_sample(self._mean(next_feat), std)", "DrQ-v2 target action noise unclipped"),
+    M("agents/drqv2.py", "action = truncated_normal_sample(self._mean(feat), std, self.std_clip)",
+      "action = truncated_normal_sample(self._mean(feat), std)", "DrQ-v2 actor-loss action noise unclipped"),
+    M("agents/drqv2.py", "loss = -torch.min(q1, q2).float().mean()", "loss = -q1.float().mean()",
+      "DrQ-v2 actor loss uses Q1 only"),
+    M("agents/drqv2.py", "q1, q2 = self.critic(feat, self.action_code(action))",
+      "q1, q2 = self.critic_target(feat, self.action_code(action))", "DrQ-v2 actor loss from the target critic"),
+    M("agents/drqv2.py", "return mean if eval_mode else truncated_normal_sample(mean, schedule(self.std_schedule, step))",
+      "return truncated_normal_sample(mean, schedule(self.std_schedule, step))", "DrQ-v2 evaluation adds noise"),
+    M("agents/drqv2.py", "return torch.tanh(self.actor(feat))", "return self.actor(feat)", "DrQ-v2 mean not squashed"),
+    M("agents/drqv2.py", "noise = torch.randn_like(mean) * std", "noise = torch.randn_like(mean)",
+      "exploration noise ignores the std schedule"),
+    M("agents/drqv2.py", "noise = noise.clamp(-clip, clip)", "noise = noise.clamp(-2 * clip, 2 * clip)",
+      "noise clipped at twice the bound"),
+    M("agents/drqv2.py", "return (1.0 - mix) * init + mix * final", "return (1.0 - mix) * final + mix * init",
+      "std schedule runs backwards"),
+    # ------------------------------------------------------------ SAC (agents/sac.py)
+    M("agents/sac.py", "return torch.min(q1, q2).float() - self.temperature().detach() * log_prob",
+      "return torch.min(q1, q2).float() + self.temperature().detach() * log_prob",
+      "SAC entropy term's sign flipped in the target"),
+    M("agents/sac.py", "q1, q2 = self.critic_target(next_feat,", "q1, q2 = self.critic(next_feat,",
+      "SAC target from the online critic"),
+    M("agents/sac.py", "return torch.min(q1, q2).float() - self.temperature().detach() * log_prob",
+      "return q1.float() - self.temperature().detach() * log_prob", "SAC target uses Q1 instead of min(Q1, Q2)"),
+    M("agents/sac.py", 'self.opts["alpha"].step()', "pass", "SAC alpha never stepped"),
+    M("agents/sac.py", "alpha_loss = -(self.temperature() * (self._log_prob + self.target_entropy)).mean()",
+      "alpha_loss = (self.temperature() * (self._log_prob + self.target_entropy)).mean()",
+      "SAC alpha loss sign flipped"),
+    M("agents/sac.py", "alpha_loss = -(self.temperature() * (self._log_prob + self.target_entropy)).mean()",
+      "alpha_loss = -(self.temperature() * (-self._log_prob + self.target_entropy)).mean()",
+      "SAC alpha loss uses the entropy where the log-prob belongs"),
+    M("agents/sac.py", "log_prob = log_prob - 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))",
+      "log_prob = log_prob + 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))",
+      "SAC tanh log-prob correction's sign flipped"),
+    M("agents/sac.py", "- log_std - 0.5 * math.log(2 * math.pi))", "+ log_std - 0.5 * math.log(2 * math.pi))",
+      "SAC Gaussian log-prob normaliser's sign flipped"),
+    M("agents/sac.py", "return torch.tanh(x), log_prob.sum(-1, keepdim=True), torch.tanh(mu)",
+      "return torch.tanh(x), log_prob.mean(-1, keepdim=True), torch.tanh(mu)",
+      "SAC log-prob averaged over action dimensions instead of summed"),
+    M("agents/sac.py", "log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)",
+      "log_std = torch.tanh(log_std)", "SAC log-std not mapped into [LOG_STD_MIN, LOG_STD_MAX]"),
+    M("agents/sac.py", "x = mu + log_std.exp() * torch.randn_like(mu)", "x = mu + torch.randn_like(mu)",
+      "SAC sample ignores the std"),
+    M("agents/sac.py", "loss = (alpha * log_prob - torch.min(q1, q2).float()).mean()",
+      "loss = (-alpha * log_prob - torch.min(q1, q2).float()).mean()", "SAC actor loss entropy sign flipped"),
+    M("agents/sac.py", "loss = (alpha * log_prob - torch.min(q1, q2).float()).mean()",
+      "loss = (alpha * log_prob - q1.float()).mean()", "SAC actor loss uses Q1 only"),
+    M("agents/sac.py", "if eval_mode:", "if False:", "SAC evaluation samples instead of taking the mean"),
+    M("agents/sac.py", "torch.tanh(self.actor(feat).float().chunk(2, dim=-1)[0])",
+      "torch.tanh(self.actor(feat).float().chunk(2, dim=-1)[1])", "SAC evaluation acts with the log-std head"),
+    M("agents/sac.py", "self.target_entropy = -float(action_dim)", "self.target_entropy = float(action_dim)",
+      "SAC target entropy +|A| instead of -|A|"),
+    M("agents/sac.py", "self.log_alpha = nn.Parameter(torch.tensor(math.log(init_alpha)))",
+      "self.log_alpha = nn.Parameter(torch.tensor(init_alpha))", "SAC initial alpha is exp(init_alpha)"),
+]
+
+
+def scratch_copy(dest: Path) -> None:
+    """The tree as git sees it (tracked and untracked-but-not-ignored files), without caches."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           check=True, capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def check_originals(mutants: list[Mutant]) -> list[str]:
+    problems = []
+    for m in mutants:
+        n = (ROOT / m.path).read_text().count(m.original)
+        if n != 1:
+            where = "not found" if n == 0 else f"found {n} times"
+            problems.append(f"{m.path}: original text {where} for mutant '{m.what}': {m.original!r}")
+    return problems
+
+
+def run_tests(tree: Path, tests: list[str], timeout: float) -> tuple[bool, str]:
+    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONDONTWRITEBYTECODE": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    cmd = [sys.executable, "-m", "pytest", "-m", "not slow", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    try:
+        proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, "timed out"
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    failed = next((ln for ln in lines if ln.startswith("FAILED") or ln.startswith("ERROR")), lines[-1] if lines else "")
+    return proc.returncode == 0, failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--full", action="store_true", help="run the whole non-slow suite against each mutant")
+    ap.add_argument("--tests", nargs="+", help=f"test files to run (default: {' '.join(LEARNER_TESTS)})")
+    ap.add_argument("-k", dest="match", help="only mutants whose file or description contains this text")
+    ap.add_argument("-j", "--jobs", type=int, default=1, help="mutants tested at once (one scratch tree each)")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per test run (a timeout counts as killed)")
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    args = ap.parse_args(argv)
+    mutants = [m for m in MUTANTS if not args.match or args.match.lower() in (m.path + " " + m.what).lower()]
+    if args.list:
+        for i, m in enumerate(mutants):
+            print(f"{i:3d} {m.path}: {m.what}")
+        return 0
+    problems = check_originals(mutants)
+    if problems:
+        print("mutants.py: these mutations can no longer be planted (the code moved; update MUTANTS):", file=sys.stderr)
+        print("\n".join("  " + p for p in problems), file=sys.stderr)
+        return 2
+    # listing the learner tests first makes -x stop early; pytest drops the repeats in tests/
+    tests = args.tests or (LEARNER_TESTS + ["tests"] if args.full else LEARNER_TESTS)
+    jobs = max(1, min(args.jobs, len(mutants)))
+    with tempfile.TemporaryDirectory(prefix="taco-mutants-") as tmp:
+        trees = [Path(tmp) / f"tree{i}" for i in range(jobs)]
+        for t in trees:
+            scratch_copy(t)
+        t0 = time.time()
+        ok, detail = run_tests(trees[0], tests, args.timeout)
+        if not ok:
+            print(f"mutants.py: the unmutated tree fails its tests ({detail}); fix that first", file=sys.stderr)
+            return 2
+        print(f"unmutated tree passes {' '.join(tests)} ({time.time() - t0:.0f} s); planting {len(mutants)} mutants")
+        free = list(trees)
+
+        def attempt(m: Mutant) -> tuple[Mutant, bool, str, float]:
+            tree = free.pop()
+            target = tree / m.path
+            source = target.read_text()
+            try:
+                target.write_text(source.replace(m.original, m.replacement, 1))
+                start = time.time()
+                passed, detail = run_tests(tree, tests, args.timeout)
+                return m, not passed, detail, time.time() - start
+            finally:
+                target.write_text(source)
+                free.append(tree)
+
+        survivors = []
+        with ThreadPoolExecutor(jobs) as pool:
+            for i, (m, killed, detail, secs) in enumerate(pool.map(attempt, mutants)):
+                status = "killed  " if killed else "SURVIVED"
+                print(f"[{i + 1:3d}/{len(mutants)}] {status} {secs:5.1f}s  {m.path}: {m.what}"
+                      + (f"\n            by {detail}" if killed else ""), flush=True)
+                if not killed:
+                    survivors.append(m)
+    print(f"\n{len(mutants) - len(survivors)} killed / {len(mutants)} total ({time.time() - t0:.0f} s)")
+    for m in survivors:
+        print(f"  survived: {m.path}: {m.what}")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
