@@ -17,13 +17,14 @@ from tensordict import TensorDict
 from torch.distributions import Normal, TransformedDistribution
 from torch.distributions.transforms import TanhTransform
 
-from agents import SAC, DrQV2
+from agents import BC, CQL, IQL, SAC, TD3BC, DrQV2
 from agents.drqv2 import schedule
 from agents.nets import Encoder
 
 OBS = (9, 24, 24)
 B, A, K = 8, 2, 3
 ATOL = 1e-5
+LEARNERS = [DrQV2, SAC, BC, TD3BC, CQL, IQL]  # online and offline: one shared update
 
 
 def make_batch(seed: int = 0, b: int = B) -> TensorDict:
@@ -44,7 +45,7 @@ def learner(cls=DrQV2, aux="taco", **kw):
     kw = {"hidden_dim": 32, "aux": aux, "expl_steps": 0, **kw}
     ag = cls(OBS, A, **kw)
     with torch.no_grad():  # the online critic differs from its target (as after any update)
-        for p in ag.critic.parameters():
+        for p in ag.critic.parameters() if ag.critic is not None else []:
             p.add_(0.1 * torch.randn_like(p))
     return ag
 
@@ -60,6 +61,21 @@ def heads(critic, feat, code):
     """Both Q heads on concat(trunk(feat), action code), written out."""
     h = torch.cat([critic.trunk(feat), code], dim=-1)
     return critic.q1(h), critic.q2(h)
+
+
+def cross(critic, feat, action_code) -> None:
+    """Shift Q1's output so that it lies below Q2 on some of these inputs and above on others: then
+    min(Q1, Q2) differs from either head, and code that uses one head instead of the min is caught."""
+    with torch.no_grad():
+        q1, q2 = heads(critic, feat, action_code)
+        critic.q1[-1].bias.sub_((q1 - q2).median())
+        q1, q2 = heads(critic, feat, action_code)
+    assert (q1 < q2).any() and (q1 > q2).any()
+
+
+def one_head_differs(q1, q2) -> bool:
+    low = torch.min(q1, q2)
+    return not close(low, q1) and not close(low, q2)
 
 
 def code(ag, action):
@@ -144,13 +160,15 @@ def test_drqv2_target_value_by_hand():
     assert (torch.randn(B, A) * 0.6).abs().max() > 0.3  # these draws exceed the clip: clipping matters
     torch.manual_seed(5)
     with torch.no_grad():
-        got = ag._target_value(nf, 50)  # std 0.6 at step 50
-        torch.manual_seed(5)
         action = drq_action(torch.tanh(ag.actor(nf)), 0.6, 0.3)
+    cross(ag.critic_target, nf, code(ag, action))
+    torch.manual_seed(5)
+    with torch.no_grad():
+        got = ag._target_value(nf, 50)  # std 0.6 at step 50
         q1, q2 = heads(ag.critic_target, nf, code(ag, action))
         online = torch.min(*heads(ag.critic, nf, code(ag, action)))
     assert got.shape == (B, 1)
-    assert not close(q1, q2) and not close(torch.min(q1, q2), online)
+    assert one_head_differs(q1, q2) and not close(torch.min(q1, q2), online)
     assert close(got, torch.min(q1, q2))
 
 
@@ -159,13 +177,15 @@ def test_drqv2_actor_loss_by_hand(aux):
     ag = learner(DrQV2, aux=aux, std_schedule="linear(1.0,0.2,100)")
     feat = features(ag)
     torch.manual_seed(6)
-    loss, metrics = ag._actor_loss(feat, 50)
-    torch.manual_seed(6)
     with torch.no_grad():
         action = drq_action(torch.tanh(ag.actor(feat)), 0.6, 0.3)
+    cross(ag.critic, feat, code(ag, action))
+    torch.manual_seed(6)
+    loss, metrics = ag._actor_loss(feat, 50)
+    with torch.no_grad():
         q1, q2 = heads(ag.critic, feat, code(ag, action))
         target_q = torch.min(*heads(ag.critic_target, feat, code(ag, action)))
-    assert not close(q1, q2) and not close(torch.min(q1, q2), target_q)
+    assert one_head_differs(q1, q2) and not close(torch.min(q1, q2), target_q)
     assert loss.shape == () and close(loss, -torch.min(q1, q2).mean())
     assert math.isclose(float(metrics["actor_std"]), 0.6, rel_tol=1e-6)
     # the gradient reaches the actor through the sampled action (straight through the clamp)
@@ -193,12 +213,14 @@ def test_sac_actor_loss_and_log_prob_by_hand(aux):
     set_alpha(ag, 0.5)
     feat = features(ag)
     torch.manual_seed(9)
-    loss, metrics = ag._actor_loss(feat, 10)
-    torch.manual_seed(9)
     with torch.no_grad():
         action, log_prob = sac_sample(ag, feat)
+    cross(ag.critic, feat, code(ag, action))
+    torch.manual_seed(9)
+    loss, metrics = ag._actor_loss(feat, 10)
+    with torch.no_grad():
         q1, q2 = heads(ag.critic, feat, code(ag, action))
-    assert not close(q1, q2)
+    assert one_head_differs(q1, q2)
     assert close(loss, (0.5 * log_prob - torch.min(q1, q2)).mean())
     assert close(metrics["entropy"], -log_prob.mean())
     assert close(metrics["alpha"], torch.tensor(0.5))
@@ -227,12 +249,14 @@ def test_sac_target_value_by_hand():
     nf = features(ag)
     torch.manual_seed(5)
     with torch.no_grad():
-        got = ag._target_value(nf, 10)
-        torch.manual_seed(5)
         action, log_prob = sac_sample(ag, nf)
+    cross(ag.critic_target, nf, code(ag, action))
+    torch.manual_seed(5)
+    with torch.no_grad():
+        got = ag._target_value(nf, 10)
         q1, q2 = heads(ag.critic_target, nf, code(ag, action))
         online = torch.min(*heads(ag.critic, nf, code(ag, action)))
-    assert not close(q1, q2) and not close(torch.min(q1, q2), online)
+    assert one_head_differs(q1, q2) and not close(torch.min(q1, q2), online)
     assert got.shape == (B, 1)
     assert close(got, torch.min(q1, q2) - 0.5 * log_prob)
 
@@ -342,7 +366,7 @@ def test_critic_target_is_not_differentiated(cls):
 
 
 # ---------------------------------------------------------------- evaluation
-@pytest.mark.parametrize("cls", [DrQV2, SAC])
+@pytest.mark.parametrize("cls", LEARNERS)
 def test_eval_act_is_the_mean_even_during_exploration(cls):
     ag = learner(cls, expl_steps=1000)
     obs = make_batch()["obs"][0]
@@ -387,10 +411,11 @@ EXPECTED_AUGMENTED = {  # how many times each batch key is augmented (and encode
 }
 
 
-@pytest.mark.parametrize("optimizer", ["reference", "single"])
+@pytest.mark.parametrize("cls,optimizer", [(SAC, "reference"), (SAC, "single"), (DrQV2, "single"), (BC, "reference"),
+                                           (TD3BC, "reference"), (CQL, "reference"), (IQL, "reference")])
 @pytest.mark.parametrize("aux", ["none", "curl", "taco"])
-def test_update_encodes_only_augmented_frames_of_the_right_keys(aux, optimizer):
-    ag, batch = learner(SAC, aux=aux, optimizer=optimizer), make_batch()
+def test_update_encodes_only_augmented_frames_of_the_right_keys(cls, aux, optimizer):
+    ag, batch = learner(cls, aux=aux, optimizer=optimizer), make_batch()
     ag.aug = RecordingShift()
     encoded: list[torch.Tensor] = []
     ag.encoder.register_forward_pre_hook(lambda m, args: encoded.append(args[0].detach().clone()))
@@ -406,6 +431,8 @@ def test_update_encodes_only_augmented_frames_of_the_right_keys(aux, optimizer):
     expected = dict(EXPECTED_AUGMENTED[aux])
     if optimizer == "single" and aux != "none":
         expected["obs"] -= 1  # the critic's anchor is the auxiliary anchor
+    if cls is BC:
+        del expected["next_obs"]  # no critic, no target
     assert counts == {k: n * B for k, n in expected.items()}
     n_rows = sum(len(x) for x in encoded)
     assert n_rows == sum(counts.values())  # each augmented frame encoded once
@@ -431,11 +458,12 @@ def all_params_moved(a, b, name) -> bool:
     return all(not torch.equal(a[name][k], b[name][k]) for k in a[name] if a[name][k].is_floating_point())
 
 
-@pytest.mark.parametrize("cls", [DrQV2, SAC])
+@pytest.mark.parametrize("cls", LEARNERS)
 @pytest.mark.parametrize("aux", ["none", "curl", "taco"])
 def test_each_optimizer_step_moves_what_it_should(cls, aux):
-    """critic step: encoder, tok, critic. actor step: actor (+ temperature), then the target EMA.
-    aux step (after them, reference semantics): encoder, tok and the auxiliary heads."""
+    """critic step: encoder, tok, critic (IQL: and V). actor step: actor (+ SAC's temperature), then the
+    target EMA (BC: actor and encoder, no critic). aux step (after them, reference semantics): encoder,
+    tok and the auxiliary heads."""
     ag, batch = learner(cls, aux=aux), make_batch()
     snaps = [snapshot(ag)]
     original = ag._actor_loss
@@ -452,12 +480,16 @@ def test_each_optimizer_step_moves_what_it_should(cls, aux):
     ag.update(batch, 10)
     snaps.append(snapshot(ag))
     tok = {"tok"} if aux == "taco" else set()
-    temperature = {"temperature"} if cls is SAC else set()
     heads_ = {"aux.proj_s", "aux.W"} | ({"aux.seq", "aux.G", "aux.R"} if aux == "taco" else set())
     assert len(snaps) == (4 if ag.aux is not None else 3)
-    assert moved(snaps[0], snaps[1]) == {"encoder", "critic"} | tok
-    assert all_params_moved(snaps[0], snaps[1], "critic") and all_params_moved(snaps[0], snaps[1], "encoder")
-    assert moved(snaps[1], snaps[2]) == {"actor", "critic_target"} | temperature
+    if cls is BC:
+        assert moved(snaps[0], snaps[1]) == set()
+        assert moved(snaps[1], snaps[2]) == {"actor", "encoder"}
+        assert all_params_moved(snaps[1], snaps[2], "encoder")
+    else:
+        assert moved(snaps[0], snaps[1]) == {"encoder", "critic"} | tok | ({"value"} if cls is IQL else set())
+        assert all_params_moved(snaps[0], snaps[1], "critic") and all_params_moved(snaps[0], snaps[1], "encoder")
+        assert moved(snaps[1], snaps[2]) == {"actor", "critic_target"} | ({"temperature"} if cls is SAC else set())
     assert all_params_moved(snaps[1], snaps[2], "actor")
     if ag.aux is not None:
         assert moved(snaps[2], snaps[3]) == {"encoder"} | tok | heads_
