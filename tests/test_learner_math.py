@@ -128,6 +128,9 @@ def test_encoder_sees_obs_over_255_minus_half():
     assert close(out_u8.sort(dim=1).values, ref.sort(dim=1).values)
     assert close(out_f, out_u8)  # float input (0-255 scale) is scaled the same way
     assert not close((enc.convnet(x.float() / 255.0).flatten(1)).sort(dim=1).values, ref.sort(dim=1).values)
+    enc.channels_last = False  # the reference layout (benchmarks' baseline): same scaling, NCHW flatten
+    with torch.no_grad():
+        assert close(enc(x), ref)
 
 
 def test_std_schedule():
