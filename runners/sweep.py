@@ -31,6 +31,7 @@ import dataclasses
 import difflib
 import itertools
 import os
+import queue
 import shlex
 import subprocess
 import sys
@@ -341,13 +342,36 @@ def _child_env(cpus: float) -> dict[str, str]:
     return env
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use (CUDA_VISIBLE_DEVICES, else every device torch counts)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g for g in listed.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def gpu_for_slot(slot: int, gpus_per_run: float, gpus: list[str]) -> str | None:
+    """The GPU worker slot `slot` pins its runs to (round robin), or None to leave the choice alone:
+    runs that ask for no GPU, or a machine with at most one."""
+    if gpus_per_run <= 0 or len(gpus) < 2:
+        return None
+    return gpus[slot % len(gpus)]
+
+
 def run_local(sweep: Sweep, workers: int = 1, say: Callable[[str], None] = print) -> list[Run]:
     """Run the unfinished runs, `workers` at a time, each a `taco` subprocess whose output goes to
-    <run_dir>/sweep.log. Returns the runs that failed."""
+    <run_dir>/sweep.log. With `gpus` > 0 per run and several GPUs, worker slots take the GPUs in
+    turn (CUDA_VISIBLE_DEVICES). Returns the runs that failed."""
     todo = [r for r in sweep.runs if status(r, sweep.command) != "finished"]
     say(f"{len(sweep.runs) - len(todo)} of {len(sweep.runs)} runs already finished; running {len(todo)} "
         f"with {workers} worker(s)")
     env = _child_env(sweep.cpus)
+    gpus = visible_gpus() if sweep.gpus > 0 else []
+    slots: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for slot in range(max(1, workers)):
+        slots.put(slot)
     procs: dict[int, subprocess.Popen] = {}
     lock = threading.Lock()
     stopping = threading.Event()
@@ -355,17 +379,23 @@ def run_local(sweep: Sweep, workers: int = 1, say: Callable[[str], None] = print
     def one(run: Run) -> int:
         if stopping.is_set():
             return -1
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        with (run.run_dir / "sweep.log").open("a") as log:
-            log.write(f"$ {shlex.join(run.argv())}\n")
-            log.flush()
-            argv = [sys.executable, "-m", "runners.cli", run.command, *run.overrides, "--no-progress"]
-            with lock:
-                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
-                procs[id(run)] = proc
-            rc = proc.wait()
-            with lock:
-                procs.pop(id(run), None)
+        slot = slots.get()
+        gpu = gpu_for_slot(slot, sweep.gpus, gpus)
+        run_env = env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": gpu}
+        try:
+            run.run_dir.mkdir(parents=True, exist_ok=True)
+            with (run.run_dir / "sweep.log").open("a") as log:
+                log.write(f"$ {shlex.join(run.argv())}" + (f"  (GPU {gpu})" if gpu is not None else "") + "\n")
+                log.flush()
+                argv = [sys.executable, "-m", "runners.cli", run.command, *run.overrides, "--no-progress"]
+                with lock:
+                    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=run_env)
+                    procs[id(run)] = proc
+                rc = proc.wait()
+                with lock:
+                    procs.pop(id(run), None)
+        finally:
+            slots.put(slot)
         return rc
 
     failed: list[Run] = []

@@ -156,6 +156,17 @@ def test_shipped_ablations_set_what_they_say():
 
 
 # ---------------------------------------------------------------- running sweeps
+def test_local_worker_slots_take_gpus_in_turn(monkeypatch):
+    from runners.sweep import gpu_for_slot, visible_gpus
+
+    assert [gpu_for_slot(s, 0.5, ["0", "1"]) for s in range(4)] == ["0", "1", "0", "1"]
+    assert [gpu_for_slot(s, 1, ["2", "5", "7"]) for s in range(4)] == ["2", "5", "7", "2"]
+    assert gpu_for_slot(1, 0.0, ["0", "1"]) is None  # CPU runs: left alone
+    assert gpu_for_slot(1, 1.0, ["0"]) is None  # one GPU: every run on it
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4")
+    assert visible_gpus() == ["3", "4"]
+
+
 def test_ray_address_nobody_listens_on(tmp_path, capsys):
     import socket
 
@@ -241,6 +252,13 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _holds_open(pid: int, path: Path) -> bool:
+    try:
+        return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+
+
 def _assert_same_params(a: Path, b: Path) -> None:
     sa, sb = _state(a), _state(b)
     assert sa["counters"] == sb["counters"]
@@ -264,7 +282,7 @@ def _env() -> dict[str, str]:
 
 @pytest.mark.slow
 def test_local_sweep_finishes_skips_and_resumes_a_killed_run(tmp_path, monkeypatch, capsys):
-    budget = 200
+    budget = 250
     f = _tiny_sweep(tmp_path, budget)
     sweep = load_sweep(f)
     main_dir = next(r.run_dir for r in sweep.runs if r.label == "main")
@@ -297,7 +315,7 @@ def test_local_sweep_finishes_skips_and_resumes_a_killed_run(tmp_path, monkeypat
 @pytest.mark.slow
 def test_ray_sweep_on_a_local_cluster_survives_a_killed_worker(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
-    budget = 200
+    budget = 250
     f = _tiny_sweep(tmp_path, budget)
     sweep = load_sweep(f)
     main_dir = next(r.run_dir for r in sweep.runs if r.label == "main")
@@ -310,17 +328,17 @@ def test_ray_sweep_on_a_local_cluster_survives_a_killed_worker(tmp_path, monkeyp
         proc = subprocess.Popen(_sweep_cmd(str(f), "--backend", "ray", "--address", address), env=_env(),
                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         _wait_mid_run(main_dir, budget, lambda: proc.poll() is None)
-        _wait_mid_run(twin_dir, budget, lambda: proc.poll() is None)
-        # both runs are mid-way, each in a Ray worker (titled by the task): kill one of them
-        workers = [p for p in _descendants(os.getpid()) if _cmdline(p).startswith("ray::taco_run")]
-        assert len(workers) == 2, [_cmdline(p) for p in _descendants(os.getpid())]
-        os.kill(workers[0], signal.SIGKILL)
+        # the Ray worker (titled by its task) running the main run: it holds the run directory's lock open
+        victim = [p for p in _descendants(os.getpid())
+                  if _cmdline(p).startswith("ray::taco_run") and _holds_open(p, main_dir / ".lock")]
+        assert len(victim) == 1, [_cmdline(p) for p in _descendants(os.getpid())]
+        os.kill(victim[0], signal.SIGKILL)
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out
         assert "0 of 2 runs already finished; submitting 2" in out and "done: 2 runs" in out
         # Ray started the killed run again and it resumed from its checkpoint (worker output reaches the driver)
         resumed = [line for line in out.splitlines() if "resuming" in line]
-        assert len(resumed) == 1 and (str(main_dir) in resumed[0] or str(twin_dir) in resumed[0]), out
+        assert len(resumed) == 1 and str(main_dir) in resumed[0], out
         _assert_same_params(main_dir, twin_dir)
         assert _state(main_dir)["counters"]["frame"] == budget
         again = subprocess.run(_sweep_cmd(str(f), "--backend", "ray", "--address", address), env=_env(),
