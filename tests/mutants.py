@@ -113,6 +113,21 @@ MUTANTS = [
       '                self.opts["aux"] = adam(shared + aux_own, lr, adam_impl)',
       'shared, lr, adam_impl)\n            if self.aux is not None:\n'
       '                self.opts["aux"] = adam(aux_own, lr, adam_impl)', "aux loss does not train the encoder"),
+    M("agents/learner.py", "self.aug = RandomShift(pad=4)", "self.aug = RandomShift(pad=2)",
+      "augmentation shifts by up to 2 pixels instead of 4"),
+    M("agents/learner.py", '"actor": adam(self.actor_params, lr, adam_impl)', '"actor": adam(self.actor_params, 1e-3, adam_impl)',
+      "actor optimizer ignores the learning rate"),
+    M("agents/learner.py", 'self.opts["aux"] = adam(shared + aux_own, lr, adam_impl)\n        elif',
+      'self.opts["aux"] = adam(shared + aux_own, 2 * lr, adam_impl)\n        elif',
+      "BC's aux optimizer ignores the learning rate"),
+    M("agents/learner.py", 'self.opts["critic"] = adam(list(self.critic.parameters()) + shared + aux_own, lr, adam_impl)',
+      'self.opts["critic"] = adam(list(self.critic.parameters()) + shared, lr, adam_impl)',
+      "single optimizer leaves out the auxiliary heads"),
+    M("agents/learner.py", "return list(self.encoder(torch.cat(augmented)).split([len(x) for x in augmented]))",
+      "return list(self.encoder(torch.cat(augmented)).split([len(x) for x in augmented]))[::-1]",
+      "batched no-grad encodings returned in the wrong order"),
+    M("agents/learner.py", "aux_loss, m = self.aux.loss(batch, feat, encoded[1:])",
+      "aux_loss, m = self.aux.loss(batch, feat, encoded[:-1])", "single optimizer hands the aux module next_obs"),
     M("agents/learner.py", "self.critic_target.load_state_dict(self.critic.state_dict())", "pass",
       "critic target not initialised to the critic"),
     M("agents/learner.py", 'state.update({f"opt/{k}": o.state_dict() for k, o in self.opts.items()})', "pass",
@@ -291,12 +306,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="run the whole non-slow suite against each mutant")
     ap.add_argument("--tests", nargs="+", help=f"test files to run (default: {' '.join(LEARNER_TESTS)})")
-    ap.add_argument("-k", dest="match", help="only mutants whose file or description contains this text")
+    ap.add_argument("-k", dest="match", help="only mutants whose file or description contains this text "
+                    "(several: separated by '|')")
     ap.add_argument("-j", "--jobs", type=int, default=1, help="mutants tested at once (one scratch tree each)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per test run (a timeout counts as killed)")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     args = ap.parse_args(argv)
-    mutants = [m for m in MUTANTS if not args.match or args.match.lower() in (m.path + " " + m.what).lower()]
+    wanted = [w.strip().lower() for w in (args.match or "").split("|") if w.strip()]
+    mutants = [m for m in MUTANTS if not wanted or any(w in (m.path + " " + m.what).lower() for w in wanted)]
     if args.list:
         for i, m in enumerate(mutants):
             print(f"{i:3d} {m.path}: {m.what}")

@@ -389,6 +389,22 @@ def test_eval_act_is_the_mean_even_during_exploration(cls):
 
 
 # ---------------------------------------------------------------- the update: inputs, augmentation, steps
+@pytest.mark.parametrize("cls", LEARNERS)
+def test_learner_augmentation_shifts_by_up_to_4_pixels(cls):
+    """Frames whose pixels name their own row and column: the shift of every sample can be read off."""
+    ag = learner(cls)
+    n, size = 2000, 24
+    grid = torch.arange(size, dtype=torch.uint8) * 4
+    frame = torch.stack([grid[:, None].expand(size, size), grid[None, :].expand(size, size)])  # rows, cols
+    out = ag.aug(frame.expand(n, 2, size, size).contiguous())
+    centre = out[:, :, size // 2, size // 2].long() // 4 - size // 2  # (n, 2): the source offset
+    shifts = {tuple(s) for s in centre.tolist()}
+    assert shifts == {(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)}  # all 81, each independent
+    # replicate padding: near the edge a shifted frame repeats its border row
+    edge = out[:, 0, 0, 0].long() // 4
+    assert edge.min() == 0 and edge.max() == 4
+
+
 class RecordingShift(torch.nn.Module):
     """A replacement augmentation: a different non-zero shift at every call, every call recorded."""
 
@@ -467,7 +483,7 @@ def test_each_optimizer_step_moves_what_it_should(cls, aux):
     """critic step: encoder, tok, critic (IQL: and V). actor step: actor (+ SAC's temperature), then the
     target EMA (BC: actor and encoder, no critic). aux step (after them, reference semantics): encoder,
     tok and the auxiliary heads."""
-    ag, batch = learner(cls, aux=aux), make_batch()
+    ag, batch = learner(cls, aux=aux, lr=3e-4), make_batch()
     snaps = [snapshot(ag)]
     original = ag._actor_loss
     ag._actor_loss = lambda *a: (snaps.append(snapshot(ag)), original(*a))[1]
@@ -497,6 +513,15 @@ def test_each_optimizer_step_moves_what_it_should(cls, aux):
     if ag.aux is not None:
         assert moved(snaps[2], snaps[3]) == {"encoder"} | tok | heads_
         assert all_params_moved(snaps[2], snaps[3], "encoder")
+    # Adam's first step moves each parameter by at most lr, and by lr where the gradient is not tiny
+    steps = [(0, 1, "critic"), (1, 2, "actor")] + ([(2, 3, "aux")] if ag.aux is not None else [])
+    for i, j, name in steps:
+        if name in snaps[i]:
+            assert math.isclose(largest_change(snaps[i], snaps[j], name), 3e-4, rel_tol=1e-3), name
+
+
+def largest_change(a, b, name) -> float:
+    return max(float((a[name][k] - b[name][k]).abs().max()) for k in a[name] if a[name][k].is_floating_point())
 
 
 @pytest.mark.parametrize("cls", [DrQV2, SAC])
