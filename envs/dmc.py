@@ -184,3 +184,7 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
         if not self._closed:
             self._closed = True
             self._env.close()
+            try:  # free the GL context now, on this thread (it is bound to the one that rendered)
+                self._env.physics.free()
+            except ReferenceError:  # a composer env (reach_duplo) freed its physics on close
+                pass

@@ -125,8 +125,8 @@ def loop_fps(cfg: Config, agent, replay, step: int, steps: int, overlap: bool) -
     `update_every_steps` steps), as runners/train.py runs it; the replay holds synthetic frames."""
     env = make_env(cfg.task, cfg.seed, **env_kwargs(cfg))
     stepper = EnvStepper(env, overlap)
-    obs, _ = env.reset(seed=cfg.seed)
-    obs = env.step(env.action_space.sample())[0]  # first render creates the GL context: not timed
+    stepper.call(env.reset, seed=cfg.seed)
+    obs = stepper.call(env.step, env.action_space.sample())[0]  # the first render makes the GL context
     frames, t = 0, time.perf_counter()
     for i in range(steps):
         stepper.start(agent.act(obs, step, eval_mode=False))
@@ -135,11 +135,10 @@ def loop_fps(cfg: Config, agent, replay, step: int, steps: int, overlap: bool) -
         obs, _, terminated, truncated, info = stepper.result()
         frames += int(info.get("frames", cfg.action_repeat))
         if terminated or truncated:
-            obs, _ = env.reset()
+            obs, _ = stepper.call(env.reset)
     agent.act(obs, step, eval_mode=False)  # waits for the last update
     fps = frames / (time.perf_counter() - t)
-    stepper.close()
-    env.close()
+    stepper.close()  # closes the env on its thread
     return fps
 
 

@@ -100,7 +100,9 @@ class Trainer(Run):
         self.bar = bar = progress_bar(cfg.frames, c["frame"], self.progress)
         next_log = c["frame"] + cfg.log_every_frames
         obs, episode_return, t0, f0 = None, 0.0, time.time(), c["frame"]
-        self.stepper = stepper = EnvStepper(self.env, overlap=env_overlap(cfg, self.device))
+        if getattr(self, "stepper", None) is None:  # one worker per run: the env renders on one thread
+            self.stepper = EnvStepper(self.env, overlap=env_overlap(cfg, self.device))
+        stepper = self.stepper
         while c["frame"] < cfg.frames:
             if obs is None:  # an episode boundary: evaluate, checkpoint, reset
                 if c["frame"] >= c["next_eval"]:
@@ -108,7 +110,7 @@ class Trainer(Run):
                 if c["frame"] >= c["next_checkpoint"]:
                     c["next_checkpoint"] += cfg.checkpoint_every_frames
                     self.save_checkpoint()
-                obs, _ = self.env.reset(seed=cfg.seed * 1_000_003 + c["episode"])
+                obs, _ = stepper.call(self.env.reset, seed=cfg.seed * 1_000_003 + c["episode"])
                 self.replay.add(obs[-3:], first=True)
                 c["episode"] += 1
                 episode_return = 0.0
@@ -134,7 +136,6 @@ class Trainer(Run):
                 self.logger.log("train", c["frame"], c["step"], {
                     **self.drain_metrics(), "episode": c["episode"], "fps": fps})
                 next_log += cfg.log_every_frames
-        stepper.close()
         if c["last_eval"] != c["frame"]:
             self.evaluate()
         if c["frame"] != f0 or not (self.ckpt_dir / "state.pt").exists():  # a finished run rerun: nothing new

@@ -238,3 +238,25 @@ def test_bf16_encoder_is_the_fp32_function_to_bf16_precision():
     assert low.dtype == torch.bfloat16
     err = (low.float() - ref).norm() / ref.norm()
     assert 1e-5 < err < 2e-2, err  # bf16 rounding: present, and small
+
+
+def test_env_stepper_thread_steps_a_rendering_dm_control_env_like_the_serial_loop():
+    """dm_control binds its EGL context to the thread that first renders: every env call of the
+    stepper (resets included) runs on its worker, and the frames are the serial loop's."""
+    import numpy as np
+
+    from envs import make_env
+    from runners.stepper import EnvStepper
+
+    runs = []
+    for overlap in (False, True):
+        env = make_env("cartpole_balance", 3, action_repeat=2, image_size=32)
+        stepper, frames = EnvStepper(env, overlap), []
+        for episode in range(2):
+            frames.append(stepper.call(env.reset, seed=episode)[0])
+            for t in range(3):
+                stepper.start(np.full(env.action_space.shape, 0.3 * t - 0.3, dtype=np.float32))
+                frames.append(stepper.result()[0])
+        stepper.close()
+        runs.append(np.stack(frames))
+    assert runs[0].shape == (8, 9, 32, 32) and np.array_equal(runs[0], runs[1])
