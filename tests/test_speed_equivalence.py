@@ -154,6 +154,7 @@ def _run(tmp_path, overlap: str):
     return params, (tmp_path / overlap / "eval.csv").read_text(), threads, trainer.replay
 
 
+@pytest.mark.slow  # two short training runs
 def test_env_overlap_is_bit_identical_to_the_serial_loop(tmp_path):
     serial, eval_serial, threads_serial, replay_serial = _run(tmp_path, "serial")
     overlap, eval_overlap, threads_overlap, replay_overlap = _run(tmp_path, "thread")
