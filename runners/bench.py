@@ -95,6 +95,27 @@ def encoder_only(agent, batch, passes: list[tuple[int, bool]]) -> Callable[[], N
     return run
 
 
+def matmul_flops(fn: Callable[[], Any]) -> int:
+    """Convolution and matrix-multiply FLOPs of one call of `fn`, backward included
+    (torch.utils.flop_counter; elementwise ops, norms and the optimizer are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def flop_floor(agent, batch, step: int, encoder_fn: Callable[[], None]) -> dict[str, float]:
+    """How far above its encoder passes an update must be, whatever the kernels: the update's
+    matmul and convolution GFLOP against those of its encoder passes (same calls, backward included).
+    `flop_floor` = update / encoder FLOPs is the `overhead` an update would have if every matrix
+    multiply ran at the convolutions' FLOP rate; what is left of `overhead` above it is kernel
+    efficiency, elementwise work and framework time. Costs one extra update (a warm-up)."""
+    update = matmul_flops(lambda: agent.update(batch, step))
+    encoder = matmul_flops(encoder_fn)
+    return {"update_gflop": update / 1e9, "encoder_gflop": encoder / 1e9, "flop_floor": update / encoder}
+
+
 def fill_replay(replay, episodes: int, length: int, action_dim: int, gen: torch.Generator) -> None:
     """Synthetic episodes of random frames (content does not change sampling or update cost)."""
     c, h, w = replay.frame_shape
@@ -228,8 +249,9 @@ def bench(cfg: Config, updates: int = 5, samples: int = 20, env_steps: int = 200
         torch.cuda.reset_peak_memory_stats(device)
     # the update, its encoder passes alone (and the reference-style update), interleaved:
     # overhead = update_ms / encoder_ms and update_speedup come from the same rounds
-    fns = {"update_ms": lambda: agent.update(batch, step),
-           "encoder_ms": encoder_only(agent, batch, encoder_passes(agent, batch, step))}
+    encoder_fn = encoder_only(agent, batch, encoder_passes(agent, batch, step))
+    result.update(flop_floor(agent, batch, step, encoder_fn))
+    fns = {"update_ms": lambda: agent.update(batch, step), "encoder_ms": encoder_fn}
     if baseline:
         ref = build_agent(cfg, obs_shape, action_dim, device)
         as_reference(ref)

@@ -16,7 +16,7 @@ from tensordict import TensorDict
 
 from agents import SAC, DrQV2
 from agents.nets import hwc_to_chw_columns
-from runners.bench import as_reference, encoder_passes, feature_readers
+from runners.bench import as_reference, encoder_only, encoder_passes, feature_readers, flop_floor
 
 OBS = (9, 24, 24)
 
@@ -105,6 +105,31 @@ def test_encoder_passes_are_the_updates(aux, optimizer, batched, expected):
     torch.manual_seed(0)
     ag = DrQV2(OBS, 2, hidden_dim=32, aux=aux, expl_steps=0, optimizer=optimizer, batch_nograd=batched)
     assert encoder_passes(ag, batch(0), 10) == expected
+
+
+def conv_flops(hw: int, cin: int) -> list[int]:
+    """Forward FLOPs per sample of each encoder convolution (3x3, 32 out, strides 2,1,1,1, no padding)."""
+    out, flops = (hw - 3) // 2 + 1, []
+    for i in range(4):
+        flops.append(2 * out * out * 32 * (cin if i == 0 else 32) * 9)
+        out -= 2
+    return flops
+
+
+@pytest.mark.parametrize("aux", ["none", "taco"])
+def test_flop_floor_counts_the_encoder_passes_and_the_rest(aux):
+    """encoder FLOPs by hand: a no-grad pass is the forward; a grad pass adds the weight gradient of
+    every layer and the input gradient of all but the first (its input, the frames, needs none)."""
+    torch.manual_seed(0)
+    ag = DrQV2(OBS, 2, hidden_dim=32, aux=aux, expl_steps=0)
+    b, step = batch(0), 10
+    passes = encoder_passes(ag, b, step)
+    per = conv_flops(OBS[1], OBS[0])
+    expected = sum(m * len(b) * (sum(per) + (sum(per) + sum(per[1:]) if grad else 0)) for m, grad in passes)
+    r = flop_floor(ag, b, step, encoder_only(ag, b, passes))
+    assert r["encoder_gflop"] * 1e9 == pytest.approx(expected)
+    # the rest is the trunks' and heads' matrix multiplies: present, and smaller than the encoder's share
+    assert 1.0 < r["flop_floor"] < 3.0
 
 
 def test_as_reference_refuses_a_trained_learner():
@@ -198,6 +223,8 @@ def test_bench_reports_encoder_floor_loop_and_projection(capsys):
     assert main(["bench", "task=point_reach", "hidden_dim=32", "batch_size=16", "--updates", "2", "--samples", "2",
                  "--env-steps", "20", "--loop-steps", "6"]) == 0
     r = json.loads(capsys.readouterr().out)
+    assert r["update_gflop"] > r["encoder_gflop"] > 0 and r["flop_floor"] == pytest.approx(
+        r["update_gflop"] / r["encoder_gflop"])
     assert 0 < r["encoder_ms"] and r["overhead"] == pytest.approx(r["update_ms"] / r["encoder_ms"])
     assert r["loop_fps_serial"] > 0 and r["loop_fps_thread"] > 0
     updates = 1e6 / (r["settings"]["action_repeat"] * r["settings"]["update_every_steps"])
