@@ -196,6 +196,22 @@ def latent_action_dim(action_dim: int) -> int:
     return int(1.25 * action_dim) + 1
 
 
+def cat_rows(parts: list[torch.Tensor]) -> torch.Tensor:
+    """torch.cat(parts) along dim 0; a view, not a copy, when the parts already lie back to back in
+    one tensor (the split of one batched encoder call) and carry no gradient."""
+    first = parts[0]
+    offset, adjacent = first.storage_offset(), True
+    for p in parts:
+        adjacent = (adjacent and not p.requires_grad and p.is_contiguous() and p.dtype == first.dtype
+                    and p.shape[1:] == first.shape[1:] and p.storage_offset() == offset
+                    and p.untyped_storage().data_ptr() == first.untyped_storage().data_ptr())
+        offset += p.numel()
+    if not adjacent:
+        return torch.cat(parts)
+    rows = sum(p.shape[0] for p in parts)
+    return first.as_strided((rows, *first.shape[1:]), first.stride(), first.storage_offset())
+
+
 @torch.no_grad()
 def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
     """target <- tau * net + (1 - tau) * target, as one fused op over all parameters."""

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .nets import ActionEncoder, mlp, trunk, weight_init
+from .nets import ActionEncoder, cat_rows, mlp, trunk, weight_init
 
 
 class TACO(nn.Module):
@@ -73,7 +73,7 @@ class TACO(nn.Module):
         zt: dict[str, torch.Tensor] = {}
         if targets:
             with torch.no_grad():
-                zt = dict(zip(self.nograd_keys, self.proj_s(torch.cat(targets)).float().chunk(len(targets))))
+                zt = dict(zip(self.nograd_keys, self.proj_s(cat_rows(targets)).float().chunk(len(targets))))
         labels = torch.arange(z.shape[0], device=z.device)
         total = z.new_zeros(())
         metrics: dict[str, torch.Tensor] = {}

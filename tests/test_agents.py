@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from tensordict import TensorDict
 
 from agents import SAC, TACO, DrQV2
-from agents.nets import ActionEncoder, Encoder, RandomShift, latent_action_dim
+from agents.nets import ActionEncoder, Encoder, RandomShift, cat_rows, latent_action_dim
 
 OBS = (9, 24, 24)  # small frames keep these tests fast; the math does not depend on size
 
@@ -307,3 +307,19 @@ def test_aux_without_any_loss_is_an_error():
         learner(aux="curl", curl_weight=0.0)
     with pytest.raises(ValueError, match="aux=none"):
         learner(taco_weight=0.0, curl_weight=0.0, reward_weight=0.0)
+
+
+def test_cat_rows_is_a_view_of_adjacent_splits_and_a_copy_otherwise():
+    whole = torch.randn(10, 3, 4)
+    parts = list(whole.split([4, 6]))
+    joined = cat_rows(parts)
+    assert torch.equal(joined, whole) and joined.data_ptr() == whole.data_ptr()
+    for other in ([parts[1], parts[0]],  # out of order
+                  [whole[:4], whole[5:]],  # a gap
+                  [whole[:4], torch.randn(6, 3, 4)]):  # another tensor
+        joined = cat_rows(other)
+        assert torch.equal(joined, torch.cat(other)) and joined.data_ptr() != whole.data_ptr()
+    grad = torch.randn(6, 2, requires_grad=True)
+    joined = cat_rows(list(grad.split([2, 4])))
+    joined.sum().backward()
+    assert torch.equal(grad.grad, torch.ones(6, 2))
