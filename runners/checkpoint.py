@@ -83,8 +83,9 @@ class Checkpoints:
     failed run can say where a rerun resumes; each state stores it under "frame" too.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, clock: str = "frame") -> None:
         self.folder = Path(folder)
+        self.clock = clock  # what `frame` counts, as messages name it ("frame" online, "update" offline)
         self.frame: int | None = None
         self._payload: str | None = None  # the payload folder state.pt names
 
@@ -128,8 +129,8 @@ class Checkpoints:
             os.replace(newest, self.folder / DAMAGED)
         os.replace(prev, newest)
         _fsync_dir(self.folder)
-        warn(f"{newest} {failure}; resumed from the previous checkpoint (frame {self.frame}) instead: "
-             f"the training after frame {self.frame} up to the lost checkpoint is redone"
+        warn(f"{newest} {failure}; resumed from the previous checkpoint ({self.clock} {self.frame}) instead: "
+             f"the training after {self.clock} {self.frame} up to the lost checkpoint is redone"
              + (f" (the unreadable file is kept as {self.folder / DAMAGED})" if (self.folder / DAMAGED).exists()
                 else ""))
         return state
@@ -189,7 +190,7 @@ class Checkpoints:
         self._payload, self.frame = payload, int(frame)
 
     def _write_failure(self, reason: str) -> str:
-        kept = (f"the previous checkpoint (frame {self.frame}) is whole: free space or fix the folder and "
+        kept = (f"the previous checkpoint ({self.clock} {self.frame}) is whole: free space or fix the folder and "
                 "rerun the same command to resume from it" if self.frame is not None else
                 "no earlier checkpoint exists: a rerun starts from scratch")
         return f"cannot write a checkpoint to {self.folder} ({reason}); {kept}"

@@ -77,7 +77,7 @@ class Run:
         self.bar = None
         self.logger: Logger | None = None
         self.ckpt_dir = self.run_dir / "checkpoint"
-        self.checkpoints = ckpt.Checkpoints(self.ckpt_dir)
+        self.checkpoints = ckpt.Checkpoints(self.ckpt_dir, self.clock)
         self.counters: dict[str, int] = {}
         self.history: list[dict[str, Any]] = []  # learner metrics since the last log, and their steps
         self.history_steps: list[int] = []
@@ -169,7 +169,7 @@ class Run:
             return False
         source = Path(self.cfg.resume_from).expanduser().resolve()
         with RunLock(source):  # not while that run is writing it
-            ckpt.Checkpoints(source / "checkpoint").restore(lambda state, payload: self._restore(state, payload, source))
+            ckpt.Checkpoints(source / "checkpoint", self.clock).restore(lambda state, payload: self._restore(state, payload, source))
         self.source = (source, self.counters[self.clock])
         return True
 

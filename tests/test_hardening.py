@@ -511,3 +511,17 @@ def test_sigkill_at_several_moments_then_rerun_equals_unkilled(tmp_path):
     frames = [int(r["frame"]) for r in _rows(run / "eval.csv")]
     assert frames == sorted(set(frames)) and frames[-1] == 400
     assert _tb_steps(run, "eval/episode_return") == frames
+
+
+def test_checkpoint_messages_name_the_runs_clock(tmp_path):
+    """Offline runs count updates, not frames: the fallback warning says so."""
+    folder, warnings = tmp_path / "checkpoint", []
+    writer = ckpt.Checkpoints(folder, "update")
+    for n in (10, 20):
+        writer.save({"counters": {"update": n}}, n)
+    data = (folder / "state.pt").read_bytes()
+    (folder / "state.pt").write_bytes(data[: len(data) // 2])
+    reader = ckpt.Checkpoints(folder, "update")
+    reader.restore(lambda state, payload: None, warnings.append)
+    assert reader.frame == 10 and "previous checkpoint (update 10)" in warnings[0] and "after update 10" in warnings[0]
+    assert "frame" not in warnings[0]
