@@ -33,19 +33,22 @@ AUX_KINDS = ("none", "curl", "taco")
 ADAM_IMPLS = ("fused", "foreach", "plain")
 
 
+def _check_adam_impl(impl: str) -> None:
+    if impl not in ADAM_IMPLS:
+        raise ValueError(f"adam impl {impl!r}: expected one of {ADAM_IMPLS}")
+
+
 def adam(params, lr: float, impl: str = "fused") -> torch.optim.Adam:
     """torch's Adam; `impl` picks its kernel, not its math: "fused" (one kernel over every tensor,
     CPU and CUDA), "foreach" (multi-tensor ops) or "plain" (a loop over tensors, the reference's).
     Results agree to float rounding."""
-    if impl not in ADAM_IMPLS:
-        raise ValueError(f"adam impl {impl!r}: expected one of {ADAM_IMPLS}")
+    _check_adam_impl(impl)
     return torch.optim.Adam(params, lr=lr, fused=impl == "fused" or None, foreach=impl == "foreach")
 
 
 def set_adam_impl(opt: torch.optim.Optimizer, impl: str) -> None:
     """Switch an Adam's kernel in place (its state carries over: every kernel keeps the same state)."""
-    if impl not in ADAM_IMPLS:
-        raise ValueError(f"adam impl {impl!r}: expected one of {ADAM_IMPLS}")
+    _check_adam_impl(impl)
     for group in opt.param_groups:
         group["fused"], group["foreach"] = (True if impl == "fused" else None), impl == "foreach"
         for p in group["params"]:

@@ -288,3 +288,16 @@ def test_env_stepper_thread_steps_a_rendering_dm_control_env_like_the_serial_loo
         stepper.close()
         runs.append(np.stack(frames))
     assert runs[0].shape == (8, 9, 32, 32) and np.array_equal(runs[0], runs[1])
+
+
+def test_adam_kernels_are_named_and_checked():
+    from agents.learner import adam, set_adam_impl
+
+    params = [torch.nn.Parameter(torch.ones(3))]
+    for impl in ("fused", "foreach", "plain"):
+        opt = adam(params, 1e-3, impl)
+        assert (opt.param_groups[0]["fused"], opt.param_groups[0]["foreach"]) == (
+            {"fused": True, "foreach": None, "plain": None}[impl], impl == "foreach")
+    for bad in (lambda: adam(params, 1e-3, "turbo"), lambda: set_adam_impl(opt, "turbo")):
+        with pytest.raises(ValueError, match="adam impl 'turbo': expected one of"):
+            bad()
