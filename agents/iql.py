@@ -7,6 +7,9 @@ What differs from the shared update:
 - the critic's TD target bootstraps from V(s'), never from a policy action;
 - the actor is advantage-weighted regression: maximise w * log pi(a_data | s) with
   w = min(exp(beta * (Q_target(s, a_data) - V(s))), max_weight), beta = 3, max_weight = 100.
+  The critic step's Q_target(s, a_data) is reused by the actor step (same features, same target
+  weights: the target EMA comes after); with a learned action code (TACO's `tok`, which the critic
+  step has just moved) only the target trunk's features are reused and the heads score the new code.
 The policy is a Gaussian around tanh(mean) with a state-dependent std; evaluation uses tanh(mean).
 """
 from __future__ import annotations
@@ -72,19 +75,37 @@ class IQL(PixelActorCritic):
         return self.value(next_feat)
 
     @torch.no_grad()
-    def _data_q_target(self, feat, batch) -> torch.Tensor:
-        return torch.min(*self.critic_target(feat, self.action_code(batch["action"]))).float()
+    def _data_q_target(self, feat, batch, z=None) -> torch.Tensor:
+        """min Q_target(s, a_data); `z`: the target trunk's output on `feat`, when already computed."""
+        z = self.critic_target.trunk(feat) if z is None else z
+        return torch.min(*self.critic_target.heads(z, self.action_code(batch["action"]).to(feat.dtype))).float()
+
+    def _take_data_q_target(self, feat, batch) -> torch.Tensor:
+        """min Q_target(s, a_data) from what the critic step cached for these features and actions
+        (used once), else computed here (an actor loss evaluated on its own)."""
+        cached, self._q_data = getattr(self, "_q_data", None), None
+        if cached is not None:
+            cached_feat, cached_action, z, q = cached  # holding cached_feat keeps its storage from reuse
+            if cached_feat.data_ptr() == feat.data_ptr() and cached_feat.shape == feat.shape \
+                    and cached_action is batch["action"]:
+                return q if q is not None else self._data_q_target(feat, batch, z)
+        return self._data_q_target(feat, batch)
 
     def critic_loss(self, feat, batch, next_feat, step):
         loss, metrics = super().critic_loss(feat, batch, next_feat, step)
         v = self.value(feat.detach())
-        value_loss = expectile_loss(self._data_q_target(feat.detach(), batch) - v, self.expectile)
+        with torch.no_grad():
+            z = self.critic_target.trunk(feat)
+        q_data = self._data_q_target(feat.detach(), batch, z)
+        # for this update's actor step; Q itself only when the critic step leaves the action code as is
+        self._q_data = (feat.detach(), batch["action"], z, None if self.latent_critic else q_data)
+        value_loss = expectile_loss(q_data - v, self.expectile)
         metrics.update(value_loss=value_loss.detach(), value=v.detach().mean())
         return loss + value_loss, metrics
 
     def _actor_loss(self, feat, step, batch=None):
         with torch.no_grad():
-            weights = advantage_weights(self._data_q_target(feat, batch) - self.value(feat), self.beta,
+            weights = advantage_weights(self._take_data_q_target(feat, batch) - self.value(feat), self.beta,
                                         self.max_weight)
         log_prob = self._gaussian(feat).log_prob(batch["action"].float()).sum(-1, keepdim=True)
         loss = -(weights * log_prob).mean()

@@ -113,6 +113,42 @@ def test_iql_advantage_weights_clip_and_sign():
     assert metrics[5.0] < metrics[0.0] < metrics[-5.0]
 
 
+@pytest.mark.parametrize("aux", ["none", "taco"])
+def test_iql_update_computes_the_target_q_once_and_the_same_numbers(aux):
+    """The actor step reuses the critic step's min Q_target(s, a_data): one target trunk pass per
+    update (and one pass of the heads unless the action code is learned: with TACO's `tok`, which
+    the critic step moves, the heads score the new code), and parameters after 2 updates equal
+    those of recomputing Q_target(s, a_data) in the actor step."""
+    cached, recomputed = learner(IQL, aux=aux), learner(IQL, aux=aux)
+    recomputed._take_data_q_target = recomputed._data_q_target  # no cache: Q_target computed twice
+    trunk_calls, head_calls = [], []
+    cached.critic_target.trunk.register_forward_hook(lambda *_: trunk_calls.append(1))
+    cached.critic_target.q1.register_forward_hook(lambda *_: head_calls.append(1))
+    for ag in (cached, recomputed):
+        torch.manual_seed(5)
+        for step, seed in enumerate((0, 1)):
+            ag.update(make_batch(seed), step)
+    # IQL's TD target bootstraps from V(s'): the target critic scores only (s, a_data)
+    assert len(trunk_calls) == 2 and len(head_calls) == (4 if aux == "taco" else 2)
+    for name, mod in cached.modules().items():
+        for (k, a), b in zip(mod.state_dict().items(), recomputed.modules()[name].state_dict().values()):
+            assert torch.equal(a, b), f"{name}.{k}"
+
+
+def test_iql_actor_loss_ignores_a_cache_from_other_features_or_actions():
+    ag, batch = learner(IQL), make_batch()
+    feat, other = features(ag, 1), features(ag, 2)
+    expected = {}
+    for name, f, b in (("feat", other, batch), ("action", feat, make_batch(3))):
+        expected[name] = ag._actor_loss(f, 0, b)[0]  # nothing cached: computed in the actor loss
+    for name, f, b in (("feat", other, batch), ("action", feat, make_batch(3))):
+        ag.critic_loss(feat, batch, features(ag, 4), 0)  # caches Q_target(feat, batch's actions)
+        assert close(ag._actor_loss(f, 0, b)[0], expected[name]), name
+    ag.critic_loss(feat, batch, features(ag, 4), 0)
+    ag._actor_loss(feat, 0, batch)  # consumes the cache
+    assert ag._q_data is None
+
+
 # ---------------------------------------------------------------- TD3+BC
 def test_td3bc_defaults_and_gradient_by_hand():
     assert learner(TD3BC).bc_alpha == 2.5
