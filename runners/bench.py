@@ -256,7 +256,11 @@ def bench(cfg: Config, updates: int = 5, samples: int = 20, env_steps: int = 200
         ref = build_agent(cfg, obs_shape, action_dim, device)
         as_reference(ref)
         fns["baseline_update_ms"] = lambda: ref.update(batch, step)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     result.update(_timed_side_by_side(fns, updates, 1, device))
+    # fresh memory pages the timed rounds touched (each costs a fault and a zeroing): ~0 once the
+    # allocator reuses freed memory (cpu_malloc=keep), tens of thousands per update when it does not
+    result["page_faults_per_round"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (updates + 1)
     result["overhead"] = result["update_ms"] / result["encoder_ms"]
     if baseline:
         result["update_speedup"] = result["baseline_update_ms"] / result["update_ms"]

@@ -14,6 +14,9 @@ import ctypes
 import ctypes.util
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters (malloc.h)
+# mallopt takes a C int: the largest trim threshold it can be given. The heap's free top is returned
+# to the OS only beyond 2 GB (a value past INT_MAX would wrap, to 0 for 2**40: trim on every free).
+TRIM_THRESHOLD = 2**31 - 1
 MODES = ("keep", "system")
 _applied: str | None = None
 
@@ -32,9 +35,10 @@ def set_cpu_malloc(mode: str) -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
+        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     except (OSError, AttributeError):
         return False
-    ok = mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**40) == 1
+    ok = mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     if ok:
         _applied = "keep"
     return ok

@@ -9,6 +9,8 @@ same augmentation shifts, and must agree on every loss and every parameter after
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -226,6 +228,7 @@ def test_bench_reports_encoder_floor_loop_and_projection(capsys):
     assert r["update_gflop"] > r["encoder_gflop"] > 0 and r["flop_floor"] == pytest.approx(
         r["update_gflop"] / r["encoder_gflop"])
     assert 0 < r["encoder_ms"] and r["overhead"] == pytest.approx(r["update_ms"] / r["encoder_ms"])
+    assert r["page_faults_per_round"] >= 0
     assert r["loop_fps_serial"] > 0 and r["loop_fps_thread"] > 0
     updates = 1e6 / (r["settings"]["action_repeat"] * r["settings"]["update_every_steps"])
     assert r["updates_per_1M_frames"] == updates
@@ -250,6 +253,36 @@ def test_cpu_malloc_setting():
         x = torch.ones(64, 2**20)  # 256 MB from the heap, freed, allocated again
         del x
         assert torch.zeros(64, 2**20).sum() == 0
+
+
+KEEP_PROBE = """
+import resource, torch
+from runners.cpu_memory import set_cpu_malloc
+from agents.nets import Encoder
+torch.set_num_threads(1)
+assert set_cpu_malloc("keep")
+torch.manual_seed(0)
+enc, x = Encoder((9, 84, 84)), torch.randint(0, 256, (128, 9, 84, 84), dtype=torch.uint8)
+faults = []
+for _ in range(6):  # the same big temporaries every round, as in a learner's updates
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    enc(x).sum().backward()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(*faults)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_cpu_malloc_keep_reuses_freed_memory_without_page_faults():
+    """Each round's temporaries come from memory the previous rounds freed: few fresh page faults once
+    warm (measured: at most ~6k pages over the last 3 rounds). A heap trimmed on every free (the trim
+    threshold passed to mallopt wrapping past INT_MAX) faulted 70k-100k pages over those rounds."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", KEEP_PROBE], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[1]).stdout
+    faults = [int(n) for n in out.split()]
+    assert faults[0] > 10_000 and sum(faults[3:]) < 20_000, faults
 
 
 def test_bf16_encoder_is_the_fp32_function_to_bf16_precision():
