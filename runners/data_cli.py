@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import Config, ConfigError
-from .datasets import DatasetError, dataset_info, load_dataset, new_replay, verify_checksum, write_dataset
+from .datasets import DatasetError, DatasetWriter, dataset_info, load_dataset, verify_checksum, write_dataset
 
 EPILOG = """examples:
   taco data collect policy=runs/walker_walk/drqv2-none/seed1-ab12cd34 episodes=200 noise=0.2 out=data/ww_noisy
@@ -218,8 +218,8 @@ def collect(policy: str, episodes: int, out: str, *, noise: float = 0.0, seed: i
         tmp.replace(file)
         bar.update(1)
     bar.close()
-    info = write_dataset(_episodes_replay(files, action_dim), out_path, task=cfg.task,
-                         source={**source, "episodes": episodes}, overwrite=overwrite)
+    info = _write_episode_files(files, out_path, action_dim, task=cfg.task,
+                                source={**source, "episodes": episodes}, overwrite=overwrite)
     shutil.rmtree(work, ignore_errors=True)
     return info
 
@@ -264,18 +264,20 @@ def _rollout(env: Any, agent: Any, noise: float, rng: np.random.Generator, reset
     return np.stack(frames), np.stack(acts), np.asarray(rews, np.float32), np.asarray(discs, np.float32)
 
 
-def _episodes_replay(files: list[Path], action_dim: int):
+def _write_episode_files(files: list[Path], out: Path, action_dim: int, **kw: Any) -> dict[str, Any]:
+    """Stream collect's episode files (in order) into the dataset ``out``."""
     from .formats.common import NpzFile
 
     shapes = []
     for file in files:
         with NpzFile(file) as f:
             shapes.append(f.header("frames")[0])
-    replay = new_replay(sum(s[0] for s in shapes), shapes[0][1:], action_dim)
-    for file in files:
-        with NpzFile(file) as f:
-            replay.add_episode(f["frames"], f["actions"], f["rewards"], f["discounts"])
-    return replay
+    overwrite = kw.pop("overwrite")
+    with DatasetWriter(out, sum(s[0] for s in shapes), shapes[0][1:], action_dim, overwrite=overwrite) as writer:
+        for file in files:
+            with NpzFile(file) as f:
+                writer.add_episode(f["frames"], f["actions"], f["rewards"], f["discounts"])
+        return writer.finish(**kw)
 
 
 # ------------------------------------------------------------------------------------------------ concat / info
@@ -292,19 +294,20 @@ def concat(inputs: list[str], out: str, *, overwrite: bool = False, progress: bo
             if info[key] != ref[key]:
                 raise DatasetError(f"cannot concatenate: {info['path']} has {key}={info[key]}, "
                                    f"{ref['path']} has {key}={ref[key]}")
-    replay = new_replay(sum(i["slots"] for i in infos), ref["frame_shape"], ref["action_dim"])
     from .formats.common import _bar
 
-    bar = _bar(sum(i["episodes"] for i in infos), progress)
-    for path in inputs:
-        rb, _ = load_dataset(path, frame_stack=1, nstep=1)
-        for ep in iter_episodes(rb):
-            replay.add_episode(*ep)
-            bar.update(1)
-    bar.close()
     source = {"kind": "concat", "inputs": [{"path": i["path"], "checksum": i["checksum"], "source": i["source"]}
                                            for i in infos]}
-    return write_dataset(replay, out, task=ref["task"], source=source, overwrite=overwrite)
+    slots = sum(i["slots"] for i in infos)
+    with DatasetWriter(out, slots, ref["frame_shape"], ref["action_dim"], overwrite=overwrite) as writer:
+        bar = _bar(sum(i["episodes"] for i in infos), progress)
+        for path in inputs:
+            rb, _ = load_dataset(path, frame_stack=1, nstep=1)
+            for ep in iter_episodes(rb):
+                writer.add_episode(*ep)
+                bar.update(1)
+        bar.close()
+        return writer.finish(task=ref["task"], source=source)
 
 
 def format_info(info: dict[str, Any], verified: bool = False) -> str:

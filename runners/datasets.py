@@ -7,12 +7,15 @@ data, and the files are not sparse). ``dataset.json`` beside it says what it hol
 shape, action dim, episode and transition counts, return statistics, a sha256 checksum of the held
 arrays and a free-form ``source``.
 
-Learners never see file formats: importers (``runners/formats/``) and ``taco data`` build a
-:class:`Replay`, :func:`write_dataset` stores it, :func:`load_dataset` opens it read-only with the
-learner's own frame stack, n-step, gamma and K (stacks and returns are built at sample time).
+Learners never see file formats: importers (``runners/formats/``) and ``taco data`` stream
+episodes into a :class:`DatasetWriter` (or hand a whole :class:`Replay` to :func:`write_dataset`),
+:func:`load_dataset` opens the result read-only with the learner's own frame stack, n-step, gamma
+and K (stacks and returns are built at sample time).
 
-A dataset is written into a hidden temporary folder beside its destination and renamed into place
-once ``dataset.json`` is written, so an interrupted write never looks like a complete dataset.
+A dataset is written into a hidden temporary folder beside its destination, its arrays created at
+their final size and filled episode by episode (memory holds about one episode, so datasets larger
+than RAM can be written), and renamed into place once ``dataset.json`` is written, so an
+interrupted write never looks like a complete dataset.
 """
 from __future__ import annotations
 
@@ -27,12 +30,13 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from tensordict import TensorDict
 
 from .replay import Replay, ReplayFormatError
 
 __all__ = [
     "DatasetError", "DATASET_FILE", "write_dataset", "dataset_info", "verify_checksum", "load_dataset",
-    "dataset_device", "compute_checksum", "describe", "canonical", "episode_bounds", "new_replay",
+    "dataset_device", "DatasetWriter", "episode_bounds", "iter_episodes", "new_replay",
 ]
 
 DATASET_FILE = "dataset.json"
@@ -41,7 +45,7 @@ DATASET_VERSION = 1
 _HASHED = ("frames", "actions", "rewards", "discounts", "ep_start")
 _REQUIRED = ("format", "version", "task", "frame_shape", "action_dim", "episodes", "transitions", "slots",
              "return", "checksum", "source")
-_CHUNK = 4096  # rows hashed / copied at a time (84px: ~87 MB of frames)
+_CHUNK_BYTES = 1 << 20  # bytes hashed at a time
 
 
 class DatasetError(ValueError):
@@ -106,61 +110,8 @@ def iter_episodes(replay: Replay) -> Iterator[tuple[torch.Tensor, torch.Tensor, 
                _rows(replay, s + 1, e, "rewards"), _rows(replay, s + 1, e, "discounts"))
 
 
-def _is_canonical(replay: Replay) -> bool:
-    lo, nxt = _held(replay)
-    bounds = episode_bounds(replay)
-    return (replay.device.type == "cpu" and lo == 0 and nxt == replay.capacity and bool(bounds)
-            and bounds[0][0] == 0)
-
-
-def canonical(replay: Replay) -> Replay:
-    """``replay`` itself when canonical, else a compact CPU copy of its complete-from-reset episodes."""
-    if _is_canonical(replay):
-        return replay
-    bounds = episode_bounds(replay)
-    slots = sum(e - s for s, e in bounds)
-    out = new_replay(slots, replay.frame_shape, replay.action_dim)
-    for ep in iter_episodes(replay):
-        out.add_episode(*ep)
-    return out
-
-
 # ------------------------------------------------------------------------------------------------
-# statistics and checksum
-# ------------------------------------------------------------------------------------------------
-def compute_checksum(replay: Replay) -> str:
-    """sha256 over the held slots of a canonical replay: frames, actions, rewards, discounts, ep_start."""
-    n = len(replay)
-    h = hashlib.sha256()
-    for key in _HASHED:
-        t = _tensor(replay, key)
-        for a in range(0, n, _CHUNK):
-            chunk = t[a : min(n, a + _CHUNK)].cpu().contiguous()
-            h.update(chunk.numpy().view(np.uint8).reshape(-1).data)
-    return "sha256:" + h.hexdigest()
-
-
-def describe(replay: Replay) -> dict[str, Any]:
-    """Counts, episode lengths and return statistics of a canonical replay."""
-    n = len(replay)
-    ep_start = _tensor(replay, "ep_start")[:n].cpu()
-    first = ep_start == torch.arange(n)
-    episodes = int(first.sum())
-    ep_id = torch.cumsum(first.long(), 0) - 1
-    rewards = _tensor(replay, "rewards")[:n].cpu().double().masked_fill(first, 0.0)
-    returns = torch.zeros(episodes, dtype=torch.float64).index_add_(0, ep_id, rewards)
-    lengths = torch.bincount(ep_id, minlength=episodes) - 1
-    return {
-        "episodes": episodes,
-        "transitions": n - episodes,
-        "slots": n,
-        "episode_length": {"min": int(lengths.min()), "max": int(lengths.max())},
-        "return": {"min": float(returns.min()), "mean": float(returns.mean()), "max": float(returns.max())},
-    }
-
-
-# ------------------------------------------------------------------------------------------------
-# write / read
+# write (streaming)
 # ------------------------------------------------------------------------------------------------
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     with open(path, "w") as fh:
@@ -182,47 +133,171 @@ def check_destination(path: str | os.PathLike, overwrite: bool = False) -> Path:
     return path
 
 
+def _episode_rows(frame_shape: tuple[int, ...], action_dim: int, episode: Any) -> dict[str, torch.Tensor]:
+    """One episode laid out as the replay stores it (placeholders in the reset slot, ``ep_start`` 0),
+    by the replay's own ``add_episode`` (which also checks shapes and dtypes)."""
+    n = len(episode[0])
+    rb = Replay(max(2, n), frame_shape, action_dim, frame_stack=1, nstep=1, gamma=0.99, seq_len=0, device="cpu")
+    rb.add_episode(*episode)
+    return {k: _tensor(rb, k)[:n] for k in _HASHED}
+
+
+def _row_bytes(t: torch.Tensor) -> int:
+    return t[0].numel() * t.element_size()
+
+
+def _file_checksum(storage: Path, nbytes: dict[str, int]) -> str:
+    """sha256 over the first ``nbytes[key]`` bytes of each stored array file, read in fixed chunks."""
+    h = hashlib.sha256()
+    buf = memoryview(bytearray(_CHUNK_BYTES))
+    for key in _HASHED:
+        left = nbytes[key]
+        with open(storage / f"{key}.memmap", "rb", buffering=0) as fh:
+            while left > 0:
+                got = fh.readinto(buf[: min(left, _CHUNK_BYTES)])
+                if not got:
+                    raise DatasetError(f"{storage / key}.memmap: truncated ({left} bytes missing)")
+                h.update(buf[:got])
+                left -= got
+    return "sha256:" + h.hexdigest()
+
+
+class DatasetWriter:
+    """Writes a dataset of exactly ``slots`` slots episode by episode, straight into its files.
+
+    The arrays are created at their final size (sparse files, in the replay's storage layout) in a
+    hidden folder beside ``path``; :meth:`add_episode` writes each episode's rows at their offset, so
+    memory holds about one episode whatever the dataset's size. :meth:`finish` hashes the files in
+    chunks, writes ``meta.json`` and ``dataset.json`` and renames the folder into place. Use it as a
+    context manager: leaving the block by an exception (or without ``finish``) deletes the folder,
+    so an interrupted write never leaves anything at ``path``.
+    """
+
+    def __init__(self, path: str | os.PathLike, slots: int, frame_shape: tuple[int, ...], action_dim: int,
+                 *, overwrite: bool = False) -> None:
+        if slots < 2:
+            raise DatasetError(f"a dataset needs at least one transition (2 slots), got {slots} slots")
+        self.path = check_destination(path, overwrite)
+        self.slots, self.frame_shape, self.action_dim = int(slots), tuple(int(s) for s in frame_shape), int(action_dim)
+        self.next, self.last_start, self.lengths, self.returns = 0, -1, [], []
+        self.save_id = uuid.uuid4().hex
+        self.tmp = partial_dir(self.path)
+        self.storage = self.tmp / f"storage-{self.save_id}"
+        self._files: dict[str, Any] = {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            probe = _episode_rows(self.frame_shape, self.action_dim, _reset_only(self.frame_shape, self.action_dim))
+            # zero-stride stand-ins: memmap_like creates the files at full size without copying anything
+            shapes = {k: torch.zeros((), dtype=t.dtype).expand(self.slots, *t.shape[1:]) for k, t in probe.items()}
+            TensorDict(shapes, batch_size=[self.slots]).memmap_like(self.storage)  # mappings dropped at once
+            self.row_bytes = {k: _row_bytes(t) for k, t in probe.items()}
+            self._files = {k: open(self.storage / f"{k}.memmap", "r+b") for k in _HASHED}
+        except BaseException:
+            self.abort()
+            raise
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.abort()  # after finish() there is nothing left to remove
+
+    def add_episode(self, frames: Any, actions: Any, rewards: Any, discounts: Any) -> None:
+        """Append one episode (the arguments of :meth:`Replay.add_episode`)."""
+        rows = _episode_rows(self.frame_shape, self.action_dim, (frames, actions, rewards, discounts))
+        n = len(rows["frames"])
+        if self.next + n > self.slots:
+            raise DatasetError(f"got more than the {self.slots} slots counted up front; the input changed "
+                               "while being read")
+        rows["ep_start"] = rows["ep_start"] + self.next
+        for key, fh in self._files.items():
+            fh.seek(self.next * self.row_bytes[key])
+            fh.write(rows[key].contiguous().numpy().data)
+        self.lengths.append(n - 1)
+        returns = torch.zeros(1, dtype=torch.float64).index_add_(0, torch.zeros(n, dtype=torch.int64),
+                                                                  rows["rewards"].double())
+        self.returns.append(float(returns))
+        self.last_start, self.next = self.next, self.next + n
+
+    def finish(self, *, task: str, source: Any) -> dict[str, Any]:
+        """Check that every slot was written, hash, describe and publish; returns ``dataset.json``."""
+        if self.next != self.slots:
+            raise DatasetError(f"got {self.next} slots, {self.slots} were counted up front; the input changed "
+                               "while being read")
+        for fh in self._files.values():
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
+        returns = torch.tensor(self.returns, dtype=torch.float64)
+        info = {
+            "format": DATASET_FORMAT,
+            "version": DATASET_VERSION,
+            "task": str(task),
+            "frame_shape": list(self.frame_shape),
+            "action_dim": self.action_dim,
+            "episodes": len(self.lengths),
+            "transitions": self.slots - len(self.lengths),
+            "slots": self.slots,
+            "episode_length": {"min": min(self.lengths), "max": max(self.lengths)},
+            "return": {"min": float(returns.min()), "mean": float(returns.mean()), "max": float(returns.max())},
+            "checksum": _file_checksum(self.storage, {k: self.slots * b for k, b in self.row_bytes.items()}),
+            "source": source,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        _write_replay_meta(self.tmp, self.storage.name, self.save_id, self.slots, self.last_start,
+                           self.frame_shape, self.action_dim)
+        _write_json(self.tmp / DATASET_FILE, info)
+        if self.path.exists():
+            old = partial_dir(self.path)
+            os.replace(self.path, old)
+            os.replace(self.tmp, self.path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.tmp, self.path)
+        return info
+
+    def abort(self) -> None:
+        """Close and delete the unfinished folder (nothing happens after :meth:`finish`)."""
+        for fh in self._files.values():
+            fh.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _reset_only(frame_shape: tuple[int, ...], action_dim: int) -> tuple[np.ndarray, ...]:
+    """A reset-only episode: enough for the replay to show the dtype and row shape of every array."""
+    z = np.zeros
+    return z((1, *frame_shape), np.uint8), z((0, action_dim), np.float32), z(0, np.float32), z(0, np.float32)
+
+
+def _write_replay_meta(folder: Path, storage: str, save_id: str, slots: int, last_start: int,
+                       frame_shape: tuple[int, ...], action_dim: int) -> None:
+    """The replay's ``meta.json`` for full storage of ``slots`` slots (what ``Replay.save`` writes)."""
+    shell = Replay.__new__(Replay)
+    shell._configure(slots, frame_shape, action_dim, 1, 1, 0.99, 0, "cpu")  # noqa: SLF001 - no storage
+    shell._next, shell._episode_start = slots, last_start  # noqa: SLF001
+    Replay._write_meta(folder, shell._meta(storage, save_id, True))  # noqa: SLF001
+
+
 def write_dataset(replay: Replay, path: str | os.PathLike, *, task: str, source: Any,
                   overwrite: bool = False) -> dict[str, Any]:
     """Store ``replay``'s held episodes as a dataset at ``path``; returns the ``dataset.json`` dict.
 
-    Atomic: everything is written into a hidden folder beside ``path`` and renamed into place after
-    ``dataset.json``; an interrupted write leaves at most that hidden folder, never ``path``.
-    Episodes whose reset slot the ring already overwrote are left out.
+    Streams through :class:`DatasetWriter` (atomic; memory holds about one episode beyond the
+    replay itself). Episodes whose reset slot the ring already overwrote are left out.
     """
     path = check_destination(path, overwrite)
-    rb = canonical(replay)
-    if len(rb) == 0:
+    slots = sum(e - s for s, e in episode_bounds(replay))
+    if slots == 0:
         raise DatasetError("the replay holds no complete episode; nothing to write")
-    info = {
-        "format": DATASET_FORMAT,
-        "version": DATASET_VERSION,
-        "task": str(task),
-        "frame_shape": list(rb.frame_shape),
-        "action_dim": rb.action_dim,
-        **describe(rb),
-        "checksum": compute_checksum(rb),
-        "source": source,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_dir(path)
-    try:
-        rb.save(tmp)
-        _write_json(tmp / DATASET_FILE, info)
-        if path.exists():
-            old = partial_dir(path)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return info
+    with DatasetWriter(path, slots, replay.frame_shape, replay.action_dim, overwrite=overwrite) as out:
+        for ep in iter_episodes(replay):
+            out.add_episode(*ep)
+        return out.finish(task=task, source=source)
 
 
+# ------------------------------------------------------------------------------------------------
+# read
+# ------------------------------------------------------------------------------------------------
 def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
     """The ``dataset.json`` of dataset ``path`` (validated; ``path`` added)."""
     path = Path(path).expanduser().resolve()
@@ -266,7 +341,8 @@ def verify_checksum(path: str | os.PathLike) -> str:
     info = dataset_info(path)
     replay = _open(Path(info["path"]), "cpu")
     _check_matches(replay, info)
-    digest = compute_checksum(replay)
+    storage = Path(info["path"]) / json.loads((Path(info["path"]) / "meta.json").read_text())["storage"]
+    digest = _file_checksum(storage, {k: len(replay) * _row_bytes(_tensor(replay, k)) for k in _HASHED})
     if digest != info["checksum"]:
         raise DatasetError(f"{info['path']}: checksum mismatch (stored {info['checksum']}, computed {digest}); "
                            "the arrays were modified or damaged")

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..datasets import DatasetError, new_replay, write_dataset
+from ..datasets import DatasetError, DatasetWriter
 
 # One episode as the replay stores it: frames (T+1, 3, H, W) uint8 starting with the reset frame,
 # actions (T, A) float32, rewards (T,) float32, discounts (T,) float32 (0 only at a true terminal).
@@ -29,20 +29,14 @@ class Plan:
 
 def build(plan: Plan, out: str | os.PathLike, *, task: str, overwrite: bool = False,
           progress: bool = False) -> dict[str, Any]:
-    """Stream ``plan``'s episodes into a replay of exactly ``plan.slots`` slots and store it at ``out``."""
-    from ..datasets import check_destination
-
-    check_destination(out, overwrite)  # refuse before the (long) read, not after
-    replay = new_replay(plan.slots, plan.frame_shape, plan.action_dim)
-    bar = _bar(plan.episodes, progress)
-    for frames, actions, rewards, discounts in plan.read():
-        replay.add_episode(frames, actions, rewards, discounts)
-        bar.update(1)
-    bar.close()
-    if replay.total_added != plan.slots:
-        raise DatasetError(f"read {replay.total_added} slots, the scan counted {plan.slots}; "
-                           "the files changed while being imported")
-    return write_dataset(replay, out, task=task, source=plan.source, overwrite=overwrite)
+    """Stream ``plan``'s episodes into a dataset of exactly ``plan.slots`` slots at ``out``."""
+    with DatasetWriter(out, plan.slots, plan.frame_shape, plan.action_dim, overwrite=overwrite) as writer:
+        bar = _bar(plan.episodes, progress)
+        for frames, actions, rewards, discounts in plan.read():
+            writer.add_episode(frames, actions, rewards, discounts)
+            bar.update(1)
+        bar.close()
+        return writer.finish(task=task, source=plan.source)
 
 
 def _bar(total: int, enabled: bool):
