@@ -34,7 +34,8 @@ EPILOG = """examples:
 DESCRIPTION = """Make, import, combine, inspect and export offline datasets (the native format: a saved
 frame-once replay plus dataset.json). Every subcommand takes key=value arguments after its
 positional ones; out= names the destination folder, which must not exist yet (overwrite=true
-replaces it). A dataset appears only once completely written."""
+replaces it). A dataset appears only once completely written. Writing streams episode by
+episode into files of the final size: memory holds about one episode, the disk the whole dataset."""
 _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 # env settings that collect with policy=random takes (a run's checkpoint fixes them)
 _ENV_KEYS = ("action_repeat", "image_size", "frame_stack", "fast_render")
@@ -149,7 +150,8 @@ def from_run(run_dir: str | Path, out: str, *, overwrite: bool = False) -> dict[
     counters = state.get("counters", {})
     source = {"kind": "from-run", "run": str(run), "frame": counters.get("frame"), "agent": cfg.agent,
               "aux": cfg.aux, "seed": cfg.seed, "image_size": cfg.image_size, "action_repeat": cfg.action_repeat}
-    return write_dataset(replay, out, task=cfg.task, source=source, overwrite=overwrite)
+    return write_dataset(replay, out, task=cfg.task, source=source, overwrite=overwrite,
+                         files=run / "checkpoint" / name)
 
 
 def collect(policy: str, episodes: int, out: str, *, noise: float = 0.0, seed: int = 0, task: str | None = None,
@@ -302,8 +304,8 @@ def concat(inputs: list[str], out: str, *, overwrite: bool = False, progress: bo
     with DatasetWriter(out, slots, ref["frame_shape"], ref["action_dim"], overwrite=overwrite) as writer:
         bar = _bar(sum(i["episodes"] for i in infos), progress)
         for path in inputs:
-            rb, _ = load_dataset(path, frame_stack=1, nstep=1)
-            for ep in iter_episodes(rb):
+            rb, info = load_dataset(path, frame_stack=1, nstep=1)
+            for ep in iter_episodes(rb, info["path"]):
                 writer.add_episode(*ep)
                 bar.update(1)
         bar.close()

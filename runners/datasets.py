@@ -19,6 +19,7 @@ interrupted write never looks like a complete dataset.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -103,11 +104,46 @@ def _rows(replay: Replay, start: int, stop: int, key: str) -> torch.Tensor:
     return t.index_select(0, idx.to(t.device)).cpu()
 
 
-def iter_episodes(replay: Replay) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Each held episode as ``(frames (T+1,C,H,W), actions (T,A), rewards (T,), discounts (T,))``."""
+def _file_rows(storage: Path, replay: Replay, start: int, stop: int, key: str) -> torch.Tensor:
+    """Like :func:`_rows`, read from the files in ``storage`` with plain reads: what the replay maps
+    from them is never touched, so nothing of it stays resident in this process."""
+    t, c = _tensor(replay, key), replay.capacity
+    out = torch.empty((stop - start, *t.shape[1:]), dtype=t.dtype)
+    buf, row = memoryview(out.numpy()).cast("B"), _row_bytes(t)
+    with open(storage / f"{key}.memmap", "rb", buffering=0) as fh:
+        done, g = 0, start
+        while g < stop:  # at most two pieces: up to the end of the ring, then from its start
+            r, n = g % c, min(stop - g, c - g % c)
+            fh.seek(r * row)
+            end = (done + n) * row
+            pos = done * row
+            while pos < end:
+                got = fh.readinto(buf[pos:end])
+                if not got:
+                    raise DatasetError(f"{storage / key}.memmap: truncated")
+                pos += got
+            done, g = done + n, g + n
+    return out
+
+
+def iter_episodes(replay: Replay, files: str | os.PathLike | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Each held episode as ``(frames (T+1,C,H,W), actions (T,A), rewards (T,), discounts (T,))``.
+
+    ``files``: the folder ``replay`` was loaded from (and not added to since); the rows are then read
+    from its files one episode at a time instead of through the replay's memory map.
+    """
+    if files is None:
+        rows = functools.partial(_rows, replay)
+    else:
+        storage = Path(files) / json.loads((Path(files) / "meta.json").read_text())["storage"]
+        rows = functools.partial(_file_rows, storage, replay)
     for s, e in episode_bounds(replay):
-        yield (_rows(replay, s, e, "frames"), _rows(replay, s + 1, e, "actions"),
-               _rows(replay, s + 1, e, "rewards"), _rows(replay, s + 1, e, "discounts"))
+        yield (rows(s, e, "frames"), rows(s + 1, e, "actions"), rows(s + 1, e, "rewards"),
+               rows(s + 1, e, "discounts"))
+
+
+def _row_bytes(t: torch.Tensor) -> int:
+    return t[0].numel() * t.element_size()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -140,10 +176,6 @@ def _episode_rows(frame_shape: tuple[int, ...], action_dim: int, episode: Any) -
     rb = Replay(max(2, n), frame_shape, action_dim, frame_stack=1, nstep=1, gamma=0.99, seq_len=0, device="cpu")
     rb.add_episode(*episode)
     return {k: _tensor(rb, k)[:n] for k in _HASHED}
-
-
-def _row_bytes(t: torch.Tensor) -> int:
-    return t[0].numel() * t.element_size()
 
 
 def _file_checksum(storage: Path, nbytes: dict[str, int]) -> str:
@@ -279,18 +311,20 @@ def _write_replay_meta(folder: Path, storage: str, save_id: str, slots: int, las
 
 
 def write_dataset(replay: Replay, path: str | os.PathLike, *, task: str, source: Any,
-                  overwrite: bool = False) -> dict[str, Any]:
+                  overwrite: bool = False, files: str | os.PathLike | None = None) -> dict[str, Any]:
     """Store ``replay``'s held episodes as a dataset at ``path``; returns the ``dataset.json`` dict.
 
     Streams through :class:`DatasetWriter` (atomic; memory holds about one episode beyond the
-    replay itself). Episodes whose reset slot the ring already overwrote are left out.
+    replay itself; with ``files``, the folder the replay was loaded from, not even the replay's
+    frames: see :func:`iter_episodes`). Episodes whose reset slot the ring already overwrote are
+    left out.
     """
     path = check_destination(path, overwrite)
     slots = sum(e - s for s, e in episode_bounds(replay))
     if slots == 0:
         raise DatasetError("the replay holds no complete episode; nothing to write")
     with DatasetWriter(path, slots, replay.frame_shape, replay.action_dim, overwrite=overwrite) as out:
-        for ep in iter_episodes(replay):
+        for ep in iter_episodes(replay, files):
             out.add_episode(*ep)
         return out.finish(task=task, source=source)
 

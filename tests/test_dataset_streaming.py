@@ -93,10 +93,25 @@ def test_interrupted_or_short_stream_leaves_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
 
 
+def test_saved_ring_is_read_from_its_files(tmp_path):
+    """from-run's path: a saved replay whose ring wrapped, read from its files, gives the same dataset."""
+    from test_datasets import make_episodes, replay_of
+
+    from runners.datasets import write_dataset
+    from runners.replay import Replay
+
+    rb = replay_of(make_episodes([6, 7, 5, 8], seed=1), capacity=20)  # wraps; the first two episodes are gone
+    rb.save(tmp_path / "ring")
+    loaded = Replay.load(tmp_path / "ring")
+    a = write_dataset(rb, tmp_path / "mem", task="t", source="")
+    b = write_dataset(loaded, tmp_path / "files", task="t", source="", files=tmp_path / "ring")
+    assert (a["slots"], a["checksum"]) == (b["slots"], b["checksum"]) == (15, verify_checksum(tmp_path / "files"))
+
+
 CHILD = textwrap.dedent("""
     import json, resource, sys
     import numpy as np
-    from runners.data_cli import import_dataset
+    from runners.data_cli import concat, import_dataset
     from runners.datasets import new_replay
     from runners.formats import vd4rl
 
@@ -119,12 +134,16 @@ CHILD = textwrap.dedent("""
     import_dataset("vd4rl", src + "/warm", out + "_warm", task="walker_walk")  # every code path loaded once
     before = now()
     import_dataset("vd4rl", src + "/big", out, task="walker_walk")
-    streamed = peak()
+    streamed = peak() - before
+    before = now()
+    concat([out, out], out + "_twice")  # reads its inputs an episode at a time too
+    concat_grew = peak() - before
+    before = now()
     plan = vd4rl.scan(src + "/big")  # the same episodes, held in one in-memory Replay
     rb = new_replay(plan.slots, plan.frame_shape, plan.action_dim)
     for ep in plan.read():
         rb.add_episode(*ep)
-    print(json.dumps({"before": before, "streamed": streamed, "in_memory": peak()}))
+    print(json.dumps({"streamed": streamed, "concat": concat_grew, "in_memory": peak() - before}))
 """)
 
 
@@ -153,8 +172,9 @@ def test_import_memory_is_bounded_by_an_episode_not_the_dataset(tmp_path):
     assert res.returncode == 0, res.stderr
     m = json.loads(res.stdout.strip().splitlines()[-1])
     size = dataset_info(tmp_path / "ds")["slots"] * 3 * 84 * 84
-    streamed, in_memory = m["streamed"] - m["before"], m["in_memory"] - m["before"]
-    print(f"dataset {size / 2**20:.1f} MiB: peak RSS grew {streamed / 2**20:.1f} MiB streaming it, "
-          f"{in_memory / 2**20:.1f} MiB holding it in memory")
+    streamed, in_memory = m["streamed"], m["in_memory"]
+    print(f"dataset {size / 2**20:.1f} MiB: peak RSS grew {streamed / 2**20:.1f} MiB importing it, "
+          f"{m['concat'] / 2**20:.1f} MiB concatenating it twice, {in_memory / 2**20:.1f} MiB holding it in memory")
     assert in_memory > 0.9 * size  # the measure sees a whole dataset held in memory
+    assert m["concat"] < size / 3 and dataset_info(tmp_path / "ds_twice")["slots"] == 2 * episodes * (steps + 1)
     assert streamed < size / 3  # streaming holds a few episodes at a time (~7 MiB measured), not the dataset
