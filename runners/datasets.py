@@ -115,15 +115,19 @@ def _file_rows(storage: Path, replay: Replay, start: int, stop: int, key: str) -
         while g < stop:  # at most two pieces: up to the end of the ring, then from its start
             r, n = g % c, min(stop - g, c - g % c)
             fh.seek(r * row)
-            end = (done + n) * row
-            pos = done * row
-            while pos < end:
-                got = fh.readinto(buf[pos:end])
-                if not got:
-                    raise DatasetError(f"{storage / key}.memmap: truncated")
-                pos += got
+            _read_exactly(fh, buf[done * row : (done + n) * row])
             done, g = done + n, g + n
     return out
+
+
+def _read_exactly(fh: Any, buf: memoryview) -> None:
+    """Fill ``buf`` from the raw file ``fh`` (a short file is a truncated dataset)."""
+    pos = 0
+    while pos < len(buf):
+        got = fh.readinto(buf[pos:])
+        if not got:
+            raise DatasetError(f"{fh.name}: truncated ({len(buf) - pos} bytes missing)")
+        pos += got
 
 
 def iter_episodes(replay: Replay, files: str | os.PathLike | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -186,11 +190,10 @@ def _file_checksum(storage: Path, nbytes: dict[str, int]) -> str:
         left = nbytes[key]
         with open(storage / f"{key}.memmap", "rb", buffering=0) as fh:
             while left > 0:
-                got = fh.readinto(buf[: min(left, _CHUNK_BYTES)])
-                if not got:
-                    raise DatasetError(f"{storage / key}.memmap: truncated ({left} bytes missing)")
-                h.update(buf[:got])
-                left -= got
+                chunk = buf[: min(left, _CHUNK_BYTES)]
+                _read_exactly(fh, chunk)
+                h.update(chunk)
+                left -= len(chunk)
     return "sha256:" + h.hexdigest()
 
 
