@@ -131,11 +131,30 @@ def _run_state(run_dir: Path) -> dict[str, Any]:
 
 
 def from_run(run_dir: str | Path, out: str, *, overwrite: bool = False) -> dict[str, Any]:
-    """A dataset of the replay a run's last checkpoint holds (a "medium-replay" dataset)."""
-    from .replay import Replay, ReplayFormatError
-
+    """A dataset of the replay a run's last checkpoint holds (a "medium-replay" dataset). The run
+    directory is locked meanwhile, as a training run locks it: not while that run is going."""
     run = Path(run_dir).expanduser().resolve()
     cfg = load_run_config(run)
+    with _run_lock(run):  # a run writing its next checkpoint could rewrite the replay being read
+        return _from_run(run, cfg, out, overwrite)
+
+
+def _run_lock(run: Path):
+    from .rundir import LOCK_FILE, RunDirError, RunLock
+
+    try:
+        return RunLock(run)
+    except RunDirError:
+        holder = (run / LOCK_FILE).read_text(errors="replace").strip() or "holder unknown"
+        raise DatasetError(f"{run} is in use by a running process ({holder}); its checkpoint can change "
+                           "while it is read: rerun once that run has stopped") from None
+    except OSError as e:
+        raise DatasetError(f"{run}: cannot lock the run directory ({e.strerror})") from None
+
+
+def _from_run(run: Path, cfg: Config, out: str, overwrite: bool) -> dict[str, Any]:
+    from .replay import Replay, ReplayFormatError
+
     state = _run_state(run)
     name = state.get("replay_dir")
     if name not in ("replay_a", "replay_b"):

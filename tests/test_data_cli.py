@@ -13,6 +13,7 @@ from runners.data_cli import load_run_config
 from runners.datasets import dataset_info, iter_episodes, load_dataset, verify_checksum
 from runners.replay import Replay
 from runners.run import build_agent
+from runners.rundir import RunLock
 from runners.train import Trainer
 
 TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100", "expl_steps=50",
@@ -109,6 +110,11 @@ def test_from_run_keeps_the_replay(run_dir, tmp_path, capsys):
         assert text in printed, text
     assert _cli("from-run", str(tmp_path), f"out={tmp_path / 'x'}") == 2
     assert "config.yaml: missing" in capsys.readouterr().err
+    with RunLock(run_dir):  # as a training run holds it
+        assert _cli("from-run", str(run_dir), f"out={tmp_path / 'busy'}") == 2
+    err = capsys.readouterr().err
+    assert f"{run_dir} is in use by a running process (host " in err and "pid" in err, err
+    assert not (tmp_path / "busy").exists()
     assert _cli("collect", "policy=random", "episodes=1", f"out={tmp_path / 'x'}") == 2
     assert "needs task=" in capsys.readouterr().err
 
