@@ -14,9 +14,9 @@ import ctypes
 import ctypes.util
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters (malloc.h)
-# mallopt takes a C int: the largest trim threshold it can be given. The heap's free top is returned
-# to the OS only beyond 2 GB (a value past INT_MAX would wrap, to 0 for 2**40: trim on every free).
-TRIM_THRESHOLD = 2**31 - 1
+# mallopt takes a C int; -1 disables trimming altogether (mallopt(3)). A larger value would wrap
+# (2**40 became 0: trim on every free) and INT_MAX would still trim a heap whose free top passes 2 GB.
+NO_TRIM = -1
 MODES = ("keep", "system")
 _applied: str | None = None
 
@@ -38,7 +38,7 @@ def set_cpu_malloc(mode: str) -> bool:
         mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     except (OSError, AttributeError):
         return False
-    ok = mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    ok = mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, NO_TRIM) == 1
     if ok:
         _applied = "keep"
     return ok
