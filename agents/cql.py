@@ -9,6 +9,12 @@ over a_j = the data action, `samples` uniform random actions, `samples` current-
 and `samples` policy actions at s' (all scored at s; no importance sampling). The sampled actions
 carry no gradient; the penalty reaches the encoder, the action encoder and the critic, like the
 TD loss it is added to. The actor is DrQ-v2's.
+
+The policy actions carry the DrQ-v2 policy noise (`std_schedule`, `std_clip`). A fresh actor acts
+alike in every state, so with a narrow clip (0.3) they crowd one small box in every state and the
+penalty's dip there can push the actor to one constant action (on point_reach it then runs into a
+wall); a wide noise (std_schedule=1.0 std_clip=1.0) spreads them over the action box (see the CQL
+learning test in tests/test_offline.py).
 """
 from __future__ import annotations
 
