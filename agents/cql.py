@@ -49,7 +49,9 @@ class CQL(DrQV2):
         q1, q2 = self.critic.heads(z, self.action_code(actions).to(feat.dtype))  # (B, 1 + 3N, 1) each
         loss, metrics = self.td_loss(q1[:, 0], q2[:, 0], target_q)
         penalty = self.conservative_penalty(q1) + self.conservative_penalty(q2)
-        metrics.update(cql_penalty=penalty.detach(), cql_q_random=q1[:, 1:1 + self.cql_samples].detach().mean())
+        n = self.cql_samples  # Q1 at the random and at the policy actions: the penalty should keep both under critic_q1
+        metrics.update(cql_penalty=penalty.detach(), cql_q_random=q1[:, 1:1 + n].detach().mean(),
+                       cql_q_policy=q1[:, 1 + n:].detach().mean())
         return loss + penalty, metrics
 
     def conservative_penalty(self, q: torch.Tensor) -> torch.Tensor:

@@ -58,6 +58,7 @@ def test_cql_critic_loss_by_hand(aux):
     qs = torch.stack(qs, dim=-1)  # (2 heads, B, 10)
     penalty = 2.0 * ((0.7 * torch.logsumexp(qs / 0.7, dim=-1) - qs[:, :, 0]).mean(dim=1)).sum()
     assert close(metrics["critic_loss"], td) and close(metrics["cql_penalty"], penalty, atol=1e-4)
+    assert close(metrics["cql_q_random"], qs[0, :, 1:4].mean()) and close(metrics["cql_q_policy"], qs[0, :, 4:].mean())
     assert close(loss, td + penalty, atol=1e-4)
     # the gradient (encoder features, critic, action encoder) is that of the hand-written loss
     params = [p for p in ag.critic.parameters()] + (list(ag.tok.parameters()) if ag.tok is not None else [])
