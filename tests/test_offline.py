@@ -164,8 +164,9 @@ def test_threshold_separates_random_from_expert():
 
 # IQL's budget: at 1500 updates seeds 1/2/3 score 46.3/44.8/44.0; its return is not monotonic on
 # the way (seed 1, 40 evaluation episodes: 41.5 at 600, 43.8 at 900, 29.9 at 1200, 45.6 at 1500).
+# TD3+BC's: seeds 1/2/3 score 36.8/39.6/34.6 at 600 updates, 39.1/37.5/39.6 at 900.
 @pytest.mark.slow
-@pytest.mark.parametrize("agent,updates", [("bc", 400), ("td3bc", 600), ("iql", 1500)])
+@pytest.mark.parametrize("agent,updates", [("bc", 400), ("td3bc", 900), ("iql", 1500)])
 def test_learns_from_expert_data(tmp_path, dataset, agent, updates):
     evals = learn(tmp_path, dataset, f"agent={agent}", f"updates={updates}", f"eval_every_updates={updates}")
     assert float(evals[-1]["episode_return"]) > THRESHOLD, evals
