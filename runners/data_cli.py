@@ -140,13 +140,12 @@ def from_run(run_dir: str | Path, out: str, *, overwrite: bool = False) -> dict[
 
 
 def _run_lock(run: Path):
-    from .rundir import LOCK_FILE, RunDirError, RunLock
+    from .rundir import RunDirError, RunLock
 
     try:
         return RunLock(run)
-    except RunDirError:
-        holder = (run / LOCK_FILE).read_text(errors="replace").strip() or "holder unknown"
-        raise DatasetError(f"{run} is in use by a running process ({holder}); its checkpoint can change "
+    except RunDirError as e:
+        raise DatasetError(f"{run} is in use by a running process ({e.holder}); its checkpoint can change "
                            "while it is read: rerun once that run has stopped") from None
     except OSError as e:
         raise DatasetError(f"{run}: cannot lock the run directory ({e.strerror})") from None

@@ -23,7 +23,10 @@ LOCK_FILE = ".lock"
 
 
 class RunDirError(RuntimeError):
-    """The run directory cannot be used (unwritable, or in use by another process)."""
+    """The run directory cannot be used (unwritable, or in use by another process: `holder` then
+    says which, as its lock file names it)."""
+
+    holder: str | None = None
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -62,8 +65,10 @@ class RunLock:
         except OSError:
             holder = os.read(fd, 4096).decode(errors="replace").strip() or "holder unknown"
             os.close(fd)
-            raise RunDirError(f"run directory {Path(run_dir)} is in use by another process ({holder}); "
-                              "wait for it to finish or stop it, or pass run_dir=<another path>") from None
+            error = RunDirError(f"run directory {Path(run_dir)} is in use by another process ({holder}); "
+                                "wait for it to finish or stop it, or pass run_dir=<another path>")
+            error.holder = holder
+            raise error from None
         os.ftruncate(fd, 0)
         os.write(fd, f"host {socket.gethostname()}, pid {os.getpid()}, since "
                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
