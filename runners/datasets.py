@@ -139,11 +139,15 @@ def iter_episodes(replay: Replay, files: str | os.PathLike | None = None) -> Ite
     if files is None:
         rows = functools.partial(_rows, replay)
     else:
-        storage = Path(files) / json.loads((Path(files) / "meta.json").read_text())["storage"]
-        rows = functools.partial(_file_rows, storage, replay)
+        rows = functools.partial(_file_rows, _storage_dir(files), replay)
     for s, e in episode_bounds(replay):
         yield (rows(s, e, "frames"), rows(s + 1, e, "actions"), rows(s + 1, e, "rewards"),
                rows(s + 1, e, "discounts"))
+
+
+def _storage_dir(folder: str | os.PathLike) -> Path:
+    """The array folder of the saved replay in ``folder`` (which ``Replay.load`` has validated)."""
+    return Path(folder) / json.loads((Path(folder) / "meta.json").read_text())["storage"]
 
 
 def _row_bytes(t: torch.Tensor) -> int:
@@ -249,6 +253,7 @@ class DatasetWriter:
             fh.seek(self.next * self.row_bytes[key])
             fh.write(rows[key].contiguous().numpy().data)
         self.lengths.append(n - 1)
+        # a sequential float64 sum (index_add_ into one bin), as the statistics have always been computed
         returns = torch.zeros(1, dtype=torch.float64).index_add_(0, torch.zeros(n, dtype=torch.int64),
                                                                   rows["rewards"].double())
         self.returns.append(float(returns))
@@ -378,8 +383,7 @@ def verify_checksum(path: str | os.PathLike) -> str:
     info = dataset_info(path)
     replay = _open(Path(info["path"]), "cpu")
     _check_matches(replay, info)
-    storage = Path(info["path"]) / json.loads((Path(info["path"]) / "meta.json").read_text())["storage"]
-    digest = _file_checksum(storage, {k: len(replay) * _row_bytes(_tensor(replay, k)) for k in _HASHED})
+    digest = _file_checksum(_storage_dir(info["path"]), {k: len(replay) * _row_bytes(_tensor(replay, k)) for k in _HASHED})
     if digest != info["checksum"]:
         raise DatasetError(f"{info['path']}: checksum mismatch (stored {info['checksum']}, computed {digest}); "
                            "the arrays were modified or damaged")
