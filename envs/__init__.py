@@ -3,13 +3,14 @@
 Envs know nothing of learning.  Every task is a base env emitting single CHW uint8
 frames, wrapped ActionRepeat -> FrameStack:
 
-    import envs
+    from taco_rl import envs
     env = envs.make_env("cheetah_run", seed=0)            # obs (9, 84, 84) uint8
     obs, info = env.reset()
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
 
-The same tasks are registered with gymnasium on ``import envs`` under the ids
-``taco/<task>-v0``, following gymnasium's conventions: ``gymnasium.make("taco/cheetah_run-v0")``
+The same tasks are registered with gymnasium under the ids
+``taco/<task>-v0`` (on ``import taco_rl.envs``, and in any process of an environment where
+taco-rl is installed, as soon as gymnasium is imported: see taco_rl/_gymnasium_hook.py), following gymnasium's conventions: ``gymnasium.make("taco/cheetah_run-v0")``
 needs no arguments and is seeded by ``reset(seed=...)`` (so SB3's ``make_vec_env``
 and gymnasium's env checkers work); keyword arguments go to make_env, e.g.
 ``gymnasium.make("taco/cheetah_run-v0", seed=0, action_repeat=2)``.  ``close()``
@@ -37,12 +38,12 @@ dm_control's own time limit of 250 frames (125 steps at action repeat 2).
 ``point_reach`` is pure numpy (see envs.point) and needs no GL backend.
 """
 
-from envs.dmc import rescale_action
-from envs.point import PointReach
-from envs.registry import gym_id, make_base_env, make_env, register_gymnasium
-from envs.render import RenderBackendError, probe_render_backend
-from envs.tasks import TASK_TABLE, TASKS, TaskSpec, UnknownTaskError, get_task_spec
-from envs.wrappers import ActionRepeat, FrameStack
+from taco_rl.envs.dmc import rescale_action
+from taco_rl.envs.point import PointReach
+from taco_rl.envs.registry import gym_id, make_base_env, make_env, register_gymnasium
+from taco_rl.envs.render import RenderBackendError, probe_render_backend
+from taco_rl.envs.tasks import TASK_TABLE, TASKS, TaskSpec, UnknownTaskError, get_task_spec
+from taco_rl.envs.wrappers import ActionRepeat, FrameStack
 
 __all__ = [
     "TASKS", "TASK_TABLE", "TaskSpec", "UnknownTaskError", "get_task_spec",

@@ -15,8 +15,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.render import check_render_args
-from envs.tasks import TaskSpec
+from taco_rl.envs.render import check_render_args
+from taco_rl.envs.tasks import TaskSpec
 
 __all__ = ["DMCPixelEnv", "rescale_action", "apply_fast_render"]
 

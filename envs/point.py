@@ -24,7 +24,7 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from envs.render import check_render_args
+from taco_rl.envs.render import check_render_args
 
 __all__ = ["PointReach", "scripted_action", "measure_returns", "RANDOM_RETURN", "SCRIPTED_RETURN"]
 
@@ -147,7 +147,7 @@ def measure_returns(episodes: int = 200, seed: int = 0, image_size: int = 24) ->
     Episode i starts from reset(seed=seed+i) for both policies; random actions come
     from numpy's default_rng(seed).
     """
-    from envs.registry import make_env  # local import: registry imports this module
+    from taco_rl.envs.registry import make_env  # local import: registry imports this module
 
     env = make_env("point_reach", seed, action_repeat=1, frame_stack=1, image_size=image_size)
     rng = np.random.default_rng(seed)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from envs.point import PointReach
-from envs.render import check_render_args, probe_render_backend
-from envs.tasks import TASKS, get_task_spec
-from envs.wrappers import ActionRepeat, FrameStack
+from taco_rl.envs.point import PointReach
+from taco_rl.envs.render import check_render_args, probe_render_backend
+from taco_rl.envs.tasks import TASKS, get_task_spec
+from taco_rl.envs.wrappers import ActionRepeat, FrameStack
 
 __all__ = ["make_env", "make_base_env", "gym_id", "register_gymnasium"]
 
@@ -28,7 +28,7 @@ def make_base_env(task: str, seed: int | None = None, *, image_size: int = 84, f
     if spec.kind == "point":
         return PointReach(seed=seed, image_size=image_size, render_mode=render_mode, render_size=render_size)
     probe_render_backend()  # sets MUJOCO_GL before dm_control is first imported
-    from envs.dmc import DMCPixelEnv
+    from taco_rl.envs.dmc import DMCPixelEnv
 
     return DMCPixelEnv(spec, seed, image_size=image_size, fast_render=fast_render,
                        render_mode=render_mode, render_size=render_size)
@@ -57,8 +57,8 @@ def gym_id(task: str) -> str:
 
 
 def register_gymnasium() -> None:
-    """Register every task with gymnasium (idempotent; runs on ``import envs``)."""
+    """Register every task with gymnasium (idempotent; runs on ``import taco_rl.envs`` and from taco_rl._gymnasium_hook)."""
     for task in TASKS:
         env_id = gym_id(task)
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point="envs.registry:make_env", kwargs={"task": task})
+            gym.register(id=env_id, entry_point="taco_rl.envs.registry:make_env", kwargs={"task": task})

@@ -81,7 +81,7 @@ class UnknownTaskError(ValueError):
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         super().__init__(
             f"Unknown task {task!r}.{hint} "
-            "See all supported names with `python -c 'import envs; print(envs.TASKS)'`."
+            "See all supported names with `python -c 'from taco_rl import envs; print(envs.TASKS)'`."
         )
         self.task = task
         self.suggestions = tuple(close)

@@ -16,7 +16,7 @@ configs=(
 )
 for cfg in "${configs[@]}"; do
   for tree in "${trees[@]}"; do
-    ( cd "$tree" && MUJOCO_GL="${MUJOCO_GL:-egl}" PYTHONPATH=. "$PY" -m runners.cli bench device=cpu $cfg --skip-env \
+    ( cd "$tree" && MUJOCO_GL="${MUJOCO_GL:-egl}" PYTHONPATH=. "$PY" -m taco_rl bench device=cpu $cfg --skip-env \
         2>/dev/null | "$PY" -c "import json,sys; r=json.load(sys.stdin); print(json.dumps({'tree': '$tree', 'config': '$cfg', **{k: v for k, v in r.items() if k != 'settings'}}))" )
   done
 done

@@ -11,8 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from runners.config import resolve
-from runners.train import Trainer
+from taco_rl.runners.config import resolve
+from taco_rl.runners.train import Trainer
 
 
 def curve(precision: str, seed: int, root: Path) -> list[dict[str, float]]:

@@ -26,10 +26,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from runners.bench import fill_replay
-from runners.config import resolve
-from runners.train import build_agent, make_replay
-from taco_sb3 import TacoSAC
+from taco_rl.runners.bench import fill_replay
+from taco_rl.runners.config import resolve
+from taco_rl.runners.train import build_agent, make_replay
+from taco_rl.sb3 import TacoSAC
 
 
 class FrameEnv(gym.Env):

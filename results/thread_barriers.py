@@ -19,7 +19,7 @@ import time
 import torch
 from tensordict import TensorDict
 
-from agents import DrQV2
+from taco_rl.agents import DrQV2
 
 
 def batch(b: int = 16, a: int = 2, k: int = 3) -> TensorDict:

@@ -18,9 +18,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from agents.learner import set_adam_impl
-from agents.nets import hwc_to_chw_columns
-from envs import make_env
+from taco_rl.agents.learner import set_adam_impl
+from taco_rl.agents.nets import hwc_to_chw_columns
+from taco_rl.envs import make_env
 
 from .config import Config
 from .run import env_kwargs

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("taco: interrupted; rerun the same command to resume the unfinished runs", file=sys.stderr)
             return 130
-    from envs import RenderBackendError, UnknownTaskError
+    from taco_rl.envs import RenderBackendError, UnknownTaskError
 
     from .checkpoint import CheckpointError, CheckpointWriteError
     from .datasets import DatasetError

@@ -53,6 +53,10 @@ class Config:
     video_size: int = _f(256, "eval video height and width, rendered by the eval env's camera (observations keep image_size)")
     checkpoint_every_frames: int = _f(50_000, "checkpoint (with replay) at the first episode end after this many frames")
     log_every_frames: int = _f(1000, "write train.csv / TensorBoard scalars every this many frames")
+    logger: str = _f("tensorboard", "scalars beside eval.csv/train.csv: tensorboard | wandb | tensorboard,wandb | none")
+    wandb_project: str = _f("taco-rl", "logger=wandb: the W&B project")
+    wandb_entity: str = _f("", "logger=wandb: the W&B entity, a team or user (empty: your default)")
+    wandb_group: str = _f("", "logger=wandb: the W&B group (a sweep sets its own name)")
     # replay
     capacity: int = _f(1_000_000, "replay capacity in transitions (one stored frame each)")
     replay_device: str = _f("auto", "where the replay lives: auto (the learner's device) | cpu")
@@ -153,7 +157,7 @@ OFFLINE_TASK_PRESETS: dict[str, dict[str, Any]] = {
 # `frames=...` extends a run and `device=...` moves it.
 UNHASHED = ("root", "run_dir", "frames", "device", "replay_device", "save_video", "video_size", "log_every_frames",
             "checkpoint_every_frames", "env_overlap", "cpu_malloc", "updates", "log_every_updates",
-            "checkpoint_every_updates")
+            "checkpoint_every_updates", "logger", "wandb_project", "wandb_entity", "wandb_group")
 
 
 class ConfigError(ValueError):
@@ -255,9 +259,9 @@ def _device(v: str, cfg: Config) -> str | None:
 
 
 def _image_size(v: int, cfg: Config) -> str | None:
-    from agents.nets import MIN_IMAGE_SIZE
-    from envs import get_task_spec
-    from envs.dmc import MANIPULATION_IMAGE_SIZE
+    from taco_rl.agents.nets import MIN_IMAGE_SIZE
+    from taco_rl.envs import get_task_spec
+    from taco_rl.envs.dmc import MANIPULATION_IMAGE_SIZE
 
     if get_task_spec(cfg.task).kind == "manipulation" and v != MANIPULATION_IMAGE_SIZE:
         return f"{MANIPULATION_IMAGE_SIZE} for {cfg.task} (its camera renders {MANIPULATION_IMAGE_SIZE}x{MANIPULATION_IMAGE_SIZE} only)"
@@ -322,7 +326,7 @@ def _resume_from(v: str, cfg: Config) -> str | None:
 
 
 def _agent(v: str, cfg: Config) -> str | None:
-    from agents import AGENTS, OFFLINE_AGENTS
+    from taco_rl.agents import AGENTS, OFFLINE_AGENTS
 
     offline = isinstance(cfg, OfflineConfig)
     allowed, other = (tuple(OFFLINE_AGENTS), AGENTS) if offline else (tuple(AGENTS), OFFLINE_AGENTS)
@@ -332,8 +336,20 @@ def _agent(v: str, cfg: Config) -> str | None:
     return None if v in allowed else f"one of {', '.join(allowed)}"
 
 
+def _logger(v: str, cfg: Config) -> str | None:
+    sinks = [s.strip() for s in v.split(",")]
+    if v != "none" and (not all(s in ("tensorboard", "wandb") for s in sinks) or len(set(sinks)) != len(sinks)):
+        return "tensorboard, wandb, tensorboard,wandb or none"
+    if "wandb" in sinks:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            return "a logger whose package is installed (wandb is not: pip install 'taco-rl[wandb]')"
+    return None
+
+
 def _aux_kinds() -> tuple[str, ...]:
-    from agents import AUX_KINDS
+    from taco_rl.agents import AUX_KINDS
 
     return tuple(AUX_KINDS)
 
@@ -360,7 +376,9 @@ RULES: dict[str, Callable[[Any, Config], str | None]] = {
         "reference for agent=bc (single sums the critic and auxiliary losses; bc has no critic)"
         if v == "single" and cfg.agent == "bc" else None), "env_overlap": _choice("auto", "thread", "serial"),
     "cpu_malloc": _choice("keep", "system"),
-    "video_size": _int_at_least(1),
+    "video_size": _int_at_least(1), "logger": _logger,
+    "wandb_project": lambda v, cfg: None if v.strip() else "a W&B project name",
+    "wandb_entity": lambda v, cfg: None, "wandb_group": lambda v, cfg: None,  # any name; W&B checks them
     # offline (OfflineConfig)
     "dataset": lambda v, cfg: None,  # checked when opened (DatasetError names what is wrong)
     "updates": _int_at_least(1), "eval_every_updates": _int_at_least(1),
@@ -383,7 +401,7 @@ def _by_type(kind: Any) -> Callable[[Any, Config], str | None] | None:
 def validate(cfg: Config) -> None:
     """Check every field before anything is built: the first bad one raises a ConfigError naming the
     key, the value and what is expected (the task first: other rules depend on it)."""
-    from envs import get_task_spec
+    from taco_rl.envs import get_task_spec
 
     get_task_spec(cfg.task)  # UnknownTaskError naming the closest tasks
     offline = isinstance(cfg, OfflineConfig)

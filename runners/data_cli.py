@@ -2,7 +2,7 @@
 
 Every subcommand takes ``key=value`` arguments (like ``taco train``) after its positional ones;
 ``out=`` names the destination dataset folder, which must not exist yet (``overwrite=true`` replaces
-it). Datasets are written atomically (see :mod:`runners.datasets`).
+it). Datasets are written atomically (see :mod:`taco_rl.runners.datasets`).
 """
 from __future__ import annotations
 
@@ -183,7 +183,7 @@ def collect(policy: str, episodes: int, out: str, *, noise: float = 0.0, seed: i
     episodes are kept in a hidden folder beside ``out`` until the dataset is written: an interrupted
     collect resumes where it stopped when rerun with the same arguments (``episodes`` may grow).
     """
-    from envs import make_env
+    from taco_rl.envs import make_env
 
     from .config import resolve
     from .datasets import check_destination
@@ -400,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _guess_task(path: str) -> str | None:
-    from envs import TASKS
+    from taco_rl.envs import TASKS
 
     parts = Path(path).expanduser().resolve().parts
     found = [p for p in parts if p in TASKS]

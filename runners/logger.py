@@ -1,4 +1,5 @@
-"""Run logs: CSV files (eval.csv, train.csv) and TensorBoard scalars, both with frame and step columns.
+"""Run logs: CSV files (eval.csv, train.csv) and TensorBoard scalars (and, with `logger=wandb`, W&B:
+runners/wandb_log.py), all with frame and step columns.
 
 Every start makes the logs agree with the state being resumed: rows after the checkpoint's frame are
 dropped (all of them on a fresh start), and TensorBoard purges the events after it, so a run that died
@@ -58,16 +59,18 @@ class CSVLog:
 
 
 class Logger:
-    """CSV + TensorBoard. Metric values may be 0-dim tensors: they are converted only here.
+    """CSV + TensorBoard (+ W&B). Metric values may be 0-dim tensors: they are converted only here.
 
     `axis` is the counter rows are keyed on and TensorBoard's x axis: `frame` online, `update` offline.
+    `wandb`: keyword arguments of WandbSink (project, entity, group, config), or None for no W&B.
     """
 
     def __init__(self, run_dir: Path, resume_frame: int | None = None, tensorboard: bool = True,
-                 axis: str = "frame") -> None:
+                 axis: str = "frame", wandb: Mapping[str, Any] | None = None) -> None:
         """`resume_frame`: the `axis` value of the checkpoint being resumed (None: a fresh start).
         What was logged at that value came before the checkpoint, so it stays; later rows go."""
         self.axis = axis
+        self.wandb = None
         self.csv = {name: CSVLog(run_dir / f"{name}.csv") for name in ("train", "eval")}
         for log in self.csv.values():
             log.truncate_after(resume_frame, axis)
@@ -78,6 +81,10 @@ class Logger:
             # TensorBoard drops earlier events whose step is >= purge_step
             purge = 0 if resume_frame is None else resume_frame + 1
             self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
+        if wandb is not None:
+            from .wandb_log import WandbSink
+
+            self.wandb = WandbSink(run_dir, resumed=resume_frame is not None, axis=axis, **wandb)
 
     def log(self, kind: str, frame: int, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
         return self.log_at(kind, {"frame": frame, "step": step}, metrics)
@@ -86,16 +93,30 @@ class Logger:
         """One row: the counters (the logger's axis first), then the metrics."""
         row = {**counters, **{k: float(v) for k, v in metrics.items()}}
         self.csv[kind].write(row)
-        if self.tb is not None:
-            x = counters[self.axis]
-            for k, v in row.items():  # x axis: the logger's axis; other counters are scalars of their own
-                if k != self.axis:
-                    self.tb.add_scalar(f"{kind}/{k}", v, x)
+        x = counters[self.axis]  # x axis: the logger's axis; other counters are scalars of their own
+        self.scalars(x, {f"{kind}/{k}": v for k, v in row.items() if k != self.axis})
         return row
+
+    def scalars(self, x: int, values: Mapping[str, float]) -> None:
+        """Scalars at clock value `x`, named `train/...` or `eval/...`, to TensorBoard and W&B (not CSV)."""
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, x)
+        if self.wandb is not None:
+            self.wandb.log(x, values)
+
+    def video(self, x: int, path: Path, fps: int = 30) -> None:
+        """An eval video already written to `path` (see write_video)."""
+        if self.wandb is not None:
+            self.wandb.video(x, path, fps)
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+            self.tb = None
+        if self.wandb is not None:
+            self.wandb.close()
+            self.wandb = None
 
 
 def mean_metrics(history: list[Mapping[str, Any]]) -> dict[str, float]:

@@ -12,13 +12,14 @@ through `checkpoint_extra` / `write_payload` / `restore_extra`, feed learner met
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 
-from envs import make_env
+from taco_rl.envs import make_env
 
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, config_hash, run_directory, to_yaml
@@ -44,7 +45,7 @@ def resolve_device(spec: str) -> torch.device:
 
 def build_agent(cfg: Config, obs_shape: tuple[int, int, int], action_dim: int, device: torch.device):
     """The learner a config describes (shared by train, offline and bench)."""
-    from agents import AGENTS, OFFLINE_AGENTS
+    from taco_rl.agents import AGENTS, OFFLINE_AGENTS
 
     cls = {**AGENTS, **OFFLINE_AGENTS}[cfg.agent]
     kwargs: dict[str, Any] = dict(
@@ -60,6 +61,18 @@ def build_agent(cfg: Config, obs_shape: tuple[int, int, int], action_dim: int, d
 def env_kwargs(cfg: Config) -> dict[str, Any]:
     return dict(action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack, image_size=cfg.image_size,
                 fast_render=cfg.fast_render)
+
+
+def logger_sinks(cfg: Config) -> set[str]:
+    """What `logger=` names beside the CSV files: {"tensorboard"}, {"wandb"}, both, or none."""
+    return set() if cfg.logger == "none" else {s.strip() for s in cfg.logger.split(",")}
+
+
+def wandb_settings(cfg: Config) -> dict[str, Any] | None:
+    if "wandb" not in logger_sinks(cfg):
+        return None
+    return dict(project=cfg.wandb_project, entity=cfg.wandb_entity, group=cfg.wandb_group,
+                config=dataclasses.asdict(cfg))
 
 
 class Run:
@@ -106,7 +119,8 @@ class Run:
             resumed = self._maybe_resume()
             (self.run_dir / "config.yaml").write_text(to_yaml(self.cfg))
             self.logger = Logger(self.run_dir, resume_frame=self.counters[self.clock] if resumed else None,
-                                 axis=self.clock)
+                                 axis=self.clock, tensorboard="tensorboard" in logger_sinks(self.cfg),
+                                 wandb=wandb_settings(self.cfg))
         if resumed:
             origin = f" (from {self.source[0]})" if self.source is not None else ""
             print(f"resuming {self.run_dir} at {self.clock} {self.counters[self.clock]}{origin}", flush=True)
@@ -281,7 +295,9 @@ class Run:
             self.bar.set_description_str("train", refresh=False)
         if video:
             video.append(self.eval_env.render())
-            write_video(self.run_dir / "videos" / f"eval_{c[self.clock]:09d}.mp4", video)
+            path = self.run_dir / "videos" / f"eval_{c[self.clock]:09d}.mp4"
+            write_video(path, video)
+            self.logger.video(c[self.clock], path)
         c["evals"] += 1
         c["last_eval"] = c[self.clock]
         c["next_eval"] = (c[self.clock] // self.eval_every + 1) * self.eval_every

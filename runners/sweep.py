@@ -255,6 +255,8 @@ def load_sweep(path: str | Path, extra: list[str] | tuple[str, ...] = ()) -> Swe
                 merged = {k: v.replace("{task}", task) for k, v in merged.items()}
                 # folders as absolute paths: a run may execute on another machine or in another cwd
                 merged["root"] = str(Path(merged.get("root", "runs")).expanduser().resolve())
+                if "wandb" in merged.get("logger", "") and not merged.get("wandb_group"):
+                    merged["wandb_group"] = path.stem  # W&B groups a sweep's runs under the sweep file's name
                 if merged.get("dataset"):
                     merged["dataset"] = str(Path(merged["dataset"]).expanduser().resolve())
                 first = None
@@ -387,7 +389,7 @@ def run_local(sweep: Sweep, workers: int = 1, say: Callable[[str], None] = print
             with (run.run_dir / "sweep.log").open("a") as log:
                 log.write(f"$ {shlex.join(run.argv())}" + (f"  (GPU {gpu})" if gpu is not None else "") + "\n")
                 log.flush()
-                argv = [sys.executable, "-m", "runners.cli", run.command, *run.overrides, "--no-progress"]
+                argv = [sys.executable, "-m", "taco_rl.runners.cli", run.command, *run.overrides, "--no-progress"]
                 with lock:
                     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=run_env)
                     procs[id(run)] = proc

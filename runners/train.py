@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs import make_env
+from taco_rl.envs import make_env
 
 from . import checkpoint as ckpt
 from .config import Config
@@ -128,8 +128,7 @@ class Trainer(Run):
             bar.update(frames)
             fps = (c["frame"] - f0) / max(time.time() - t0, 1e-9)
             if terminated or truncated:
-                if self.logger.tb is not None:
-                    self.logger.tb.add_scalar("train/episode_return", episode_return, c["frame"])
+                self.logger.scalars(c["frame"], {"train/episode_return": episode_return})
                 bar.set_postfix(ret=f"{episode_return:.1f}", fps=f"{fps:.0f}", refresh=False)
                 obs = None
             if c["frame"] >= next_log:

@@ -17,7 +17,7 @@ if [ -d .gpu_site ]; then export PYTHONPATH=".gpu_site:$PYTHONPATH"; fi
 if ls .gl/*.deb >/dev/null 2>&1 && ! ldconfig -p | grep -q "libEGL.so.1"; then
   for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
 fi
-bench() { timeout "$1" "$PY" -m runners.cli bench "${@:2}" || echo "{\"failed\": \"bench ${*:2}\", \"rc\": $?}"; }
+bench() { timeout "$1" "$PY" -m taco_rl bench "${@:2}" || echo "{\"failed\": \"bench ${*:2}\", \"rc\": $?}"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
 timeout 45 "$PY" -m pytest -q tests/test_speed_equivalence.py -k "agree or passes" -p no:cacheprovider
@@ -28,4 +28,4 @@ bench 35 agent=sac aux=taco device=cuda --updates 10 --skip-env
 bench 60 agent=drqv2 aux=taco device=cuda --updates 10 --skip-env --compile
 echo "gpu_check: ${SECONDS} s"
 # Not part of the 5 minutes: 100k frames of cartpole_balance with TACO (DrQ-v2's curves: 987 at 100k),
-#   timeout 1500 "$PY" -m runners.cli train task=cartpole_balance aux=taco device=cuda frames=100000
+#   timeout 1500 "$PY" -m taco_rl train task=cartpole_balance aux=taco device=cuda frames=100000

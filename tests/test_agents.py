@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from tensordict import TensorDict
 
-from agents import SAC, TACO, DrQV2
-from agents.nets import ActionEncoder, Encoder, RandomShift, cat_rows, latent_action_dim
+from taco_rl.agents import SAC, TACO, DrQV2
+from taco_rl.agents.nets import ActionEncoder, Encoder, RandomShift, cat_rows, latent_action_dim
 
 OBS = (9, 24, 24)  # small frames keep these tests fast; the math does not depend on size
 

@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from envs import make_env
-from runners import checkpoint as ckpt
-from runners.cli import main
-from runners.config import resolve
-from runners.data_cli import load_run_config
-from runners.datasets import dataset_info, iter_episodes, load_dataset, verify_checksum
-from runners.replay import Replay
-from runners.run import build_agent
-from runners.rundir import RunLock
-from runners.train import Trainer
+from taco_rl.envs import make_env
+from taco_rl.runners import checkpoint as ckpt
+from taco_rl.runners.cli import main
+from taco_rl.runners.config import resolve
+from taco_rl.runners.data_cli import load_run_config
+from taco_rl.runners.datasets import dataset_info, iter_episodes, load_dataset, verify_checksum
+from taco_rl.runners.replay import Replay
+from taco_rl.runners.run import build_agent
+from taco_rl.runners.rundir import RunLock
+from taco_rl.runners.train import Trainer
 
 TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100", "expl_steps=50",
         "eval_episodes=1", "save_video=false", "image_size=16", "feature_dim=8"]
@@ -120,7 +120,7 @@ def test_from_run_keeps_the_replay(run_dir, tmp_path, capsys):
 
 
 def test_interrupted_collect_resumes(tmp_path, capsys, monkeypatch):
-    import runners.data_cli as data_cli
+    from taco_rl.runners import data_cli as data_cli
 
     args = ["collect", "task=point_reach", "policy=random", "episodes=4", "seed=3", "image_size=16"]
     assert _cli(*args, f"out={tmp_path / 'whole'}") == 0

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from runners.cli import main
-from runners.data_cli import import_dataset
-from runners.datasets import DatasetError, dataset_info, iter_episodes, load_dataset, verify_checksum
+from taco_rl.runners.cli import main
+from taco_rl.runners.data_cli import import_dataset
+from taco_rl.runners.datasets import DatasetError, dataset_info, iter_episodes, load_dataset, verify_checksum
 
 A = 3  # action size
 HW = 16  # frame size of the test files
@@ -200,7 +200,7 @@ def test_native_minari_native_round_trip_is_exact(tmp_path, monkeypatch):
     import minari
 
     from test_datasets import make_episodes, replay_of
-    from runners.datasets import write_dataset
+    from taco_rl.runners.datasets import write_dataset
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     eps = make_episodes([5, 9, 4])  # 8x8 frames; one ends in a terminal

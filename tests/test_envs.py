@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
-import envs.render
-from envs.point import RANDOM_RETURN, SCRIPTED_RETURN, PointReach, measure_returns
+from taco_rl import envs
+import taco_rl.envs.render
+from taco_rl.envs.point import RANDOM_RETURN, SCRIPTED_RETURN, PointReach, measure_returns
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def test_unknown_task_suggests_close_names() -> None:
 
 def test_missing_backend_subprocess() -> None:
     code = textwrap.dedent("""
-        import envs
+        from taco_rl import envs
         try:
             envs.make_env("cheetah_run", 0)
         except envs.RenderBackendError as err:

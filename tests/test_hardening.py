@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from runners import checkpoint as ckpt
-from runners.cli import main
-from runners.config import RULES, Config, ConfigError, OfflineConfig, resolve
-from runners.guard import NonFiniteError, check_metrics, check_state
-from runners.rundir import RunDirError, RunInterrupted, RunLock
-from runners.train import Trainer
+from taco_rl.runners import checkpoint as ckpt
+from taco_rl.runners.cli import main
+from taco_rl.runners.config import RULES, Config, ConfigError, OfflineConfig, resolve
+from taco_rl.runners.guard import NonFiniteError, check_metrics, check_state
+from taco_rl.runners.rundir import RunDirError, RunInterrupted, RunLock
+from taco_rl.runners.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["task=point_reach", "hidden_dim=32", "feature_dim=16", "batch_size=16", "seed_frames=100",
@@ -162,7 +162,7 @@ def test_trainer_releases_the_lock_when_it_fails(tmp_path):
 
 def _cli(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "runners.cli", "train", *args, "--no-progress"], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "taco_rl.runners.cli", "train", *args, "--no-progress"], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -257,7 +257,7 @@ def test_restart_keeps_exactly_the_rows_of_the_checkpoint(tmp_path, monkeypatch,
 
 # ---------------------------------------------------------------- non-finite training
 def _inject_nan_loss(monkeypatch, from_step: int) -> None:
-    from agents import DrQV2
+    from taco_rl.agents import DrQV2
 
     update = DrQV2.update
 
@@ -323,7 +323,7 @@ def test_guard_functions():
 
 def test_offline_runs_share_the_lifecycle(tmp_path, monkeypatch, capsys):
     """`taco offline` runs get the lock, the guard and the resume point counted in updates."""
-    from agents import TD3BC
+    from taco_rl.agents import TD3BC
     from tests.offline_data import scripted_dataset
 
     data = scripted_dataset(tmp_path / "data", episodes=4)
@@ -357,7 +357,7 @@ def test_failed_save_keeps_the_previous_checkpoint_whole(tmp_path, monkeypatch, 
     calls = []
 
     if where == "replay":
-        from runners.replay import Replay
+        from taco_rl.runners.replay import Replay
 
         original = Replay.save
 
@@ -412,7 +412,7 @@ def test_too_little_disk_space_is_refused_before_writing(tmp_path, monkeypatch, 
 
 
 def test_bytes_to_save_counts_what_a_save_adds(tmp_path):
-    from runners.replay import Replay
+    from taco_rl.runners.replay import Replay
 
     replay = Replay(50, (3, 8, 8), 2, frame_stack=1, nstep=1)
     replay.add(torch.zeros(3, 8, 8, dtype=torch.uint8), first=True)

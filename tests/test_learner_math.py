@@ -17,9 +17,9 @@ from tensordict import TensorDict
 from torch.distributions import Normal, TransformedDistribution
 from torch.distributions.transforms import TanhTransform
 
-from agents import BC, CQL, IQL, SAC, TD3BC, DrQV2
-from agents.drqv2 import schedule
-from agents.nets import Encoder
+from taco_rl.agents import BC, CQL, IQL, SAC, TD3BC, DrQV2
+from taco_rl.agents.drqv2 import schedule
+from taco_rl.agents.nets import Encoder
 
 OBS = (9, 24, 24)
 B, A, K = 8, 2, 3

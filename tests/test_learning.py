@@ -11,9 +11,9 @@ import csv
 
 import pytest
 
-from envs.point import RANDOM_RETURN, SCRIPTED_RETURN
-from runners.config import resolve
-from runners.train import Trainer
+from taco_rl.envs.point import RANDOM_RETURN, SCRIPTED_RETURN
+from taco_rl.runners.config import resolve
+from taco_rl.runners.train import Trainer
 
 THRESHOLD = 35.0
 pytestmark = pytest.mark.slow

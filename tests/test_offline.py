@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
-from envs.point import RANDOM_RETURN, SCRIPTED_RETURN
-from runners import checkpoint as ckpt
-from runners.cli import main
-from runners.config import resolve
-from runners.offline import OfflineTrainer
+from taco_rl.envs.point import RANDOM_RETURN, SCRIPTED_RETURN
+from taco_rl.runners import checkpoint as ckpt
+from taco_rl.runners.cli import main
+from taco_rl.runners.config import resolve
+from taco_rl.runners.offline import OfflineTrainer
 from tests.offline_data import scripted_dataset
 
 TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "eval_episodes=1", "save_video=false"]

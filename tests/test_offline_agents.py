@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from agents import BC, CQL, IQL, TD3BC
-from agents.iql import advantage_weights, expectile_loss
-from agents.learner import PixelActorCritic
+from taco_rl.agents import BC, CQL, IQL, TD3BC
+from taco_rl.agents.iql import advantage_weights, expectile_loss
+from taco_rl.agents.learner import PixelActorCritic
 from tests import test_agents as online
 from tests.test_agents import OBS, grads, make_batch, zero
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agents import BC, CQL, IQL, TD3BC
+from taco_rl.agents import BC, CQL, IQL, TD3BC
 from tests.test_learner_math import (A, B, close, code, cross, drq_action, features, heads, learner, make_batch,
                                      one_head_differs)
 

@@ -7,11 +7,11 @@ import os
 import pytest
 import torch
 
-from envs import UnknownTaskError
-from runners import checkpoint as ckpt
-from runners.cli import main
-from runners.config import ConfigError, resolve, run_directory
-from runners.train import RunDirError, Trainer
+from taco_rl.envs import UnknownTaskError
+from taco_rl.runners import checkpoint as ckpt
+from taco_rl.runners.cli import main
+from taco_rl.runners.config import ConfigError, resolve, run_directory
+from taco_rl.runners.train import RunDirError, Trainer
 
 TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100", "expl_steps=50",
         "eval_episodes=1", "save_video=false"]

@@ -1,4 +1,4 @@
-"""TacoSAC (taco_sb3): SB3's learn(), logger and save/load; the buffer's sequences against the env's records."""
+"""TacoSAC (taco_rl.sb3): SB3's learn(), logger and save/load; the buffer's sequences against the env's records."""
 from __future__ import annotations
 
 import csv
@@ -12,9 +12,9 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-import envs
-from envs import ActionRepeat, FrameStack
-from taco_sb3 import TacoReplayBuffer, TacoSAC, TacoSACPolicy
+from taco_rl import envs
+from taco_rl.envs import ActionRepeat, FrameStack
+from taco_rl.sb3 import TacoReplayBuffer, TacoSAC, TacoSACPolicy
 
 SMALL = dict(net_arch=[32, 32], taco_hidden_dim=32)
 

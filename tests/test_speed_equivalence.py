@@ -16,9 +16,9 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from agents import SAC, DrQV2
-from agents.nets import hwc_to_chw_columns
-from runners.bench import as_reference, encoder_only, encoder_passes, feature_readers, flop_floor
+from taco_rl.agents import SAC, DrQV2
+from taco_rl.agents.nets import hwc_to_chw_columns
+from taco_rl.runners.bench import as_reference, encoder_only, encoder_passes, feature_readers, flop_floor
 
 OBS = (9, 24, 24)
 
@@ -165,8 +165,8 @@ TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100",
 def _run(tmp_path, overlap: str):
     import threading
 
-    from runners.config import resolve
-    from runners.train import Trainer
+    from taco_rl.runners.config import resolve
+    from taco_rl.runners.train import Trainer
 
     trainer = Trainer(resolve([*TINY, f"env_overlap={overlap}", f"run_dir={tmp_path / overlap}"]), progress=False)
     threads, step = set(), trainer.env.step
@@ -199,7 +199,7 @@ def test_env_overlap_is_bit_identical_to_the_serial_loop(tmp_path):
 
 
 def test_env_stepper_protocol():
-    from runners.stepper import EnvStepper
+    from taco_rl.runners.stepper import EnvStepper
 
     class Env:
         def step(self, action):
@@ -220,7 +220,7 @@ def test_env_stepper_protocol():
 def test_bench_reports_encoder_floor_loop_and_projection(capsys):
     import json
 
-    from runners.cli import main
+    from taco_rl.runners.cli import main
 
     assert main(["bench", "task=point_reach", "hidden_dim=32", "batch_size=16", "--updates", "2", "--samples", "2",
                  "--env-steps", "20", "--loop-steps", "6"]) == 0
@@ -240,8 +240,8 @@ def test_bench_reports_encoder_floor_loop_and_projection(capsys):
 def test_cpu_malloc_setting():
     import sys
 
-    from runners.config import ConfigError, resolve
-    from runners.cpu_memory import set_cpu_malloc
+    from taco_rl.runners.config import ConfigError, resolve
+    from taco_rl.runners.cpu_memory import set_cpu_malloc
 
     with pytest.raises(ValueError, match="expected one of keep, system"):
         set_cpu_malloc("fast")
@@ -257,8 +257,8 @@ def test_cpu_malloc_setting():
 
 KEEP_PROBE = """
 import resource, torch
-from runners.cpu_memory import set_cpu_malloc
-from agents.nets import Encoder
+from taco_rl.runners.cpu_memory import set_cpu_malloc
+from taco_rl.agents.nets import Encoder
 torch.set_num_threads(1)
 assert set_cpu_malloc("keep")
 torch.manual_seed(0)
@@ -287,7 +287,7 @@ def test_cpu_malloc_keep_reuses_freed_memory_without_page_faults():
 
 def test_bf16_encoder_is_the_fp32_function_to_bf16_precision():
     """Under autocast the frames go uint8 -> bf16 directly (the normalisation folded into conv 1)."""
-    from agents.nets import Encoder
+    from taco_rl.agents.nets import Encoder
 
     torch.manual_seed(0)
     enc = Encoder(OBS)
@@ -306,8 +306,8 @@ def test_env_stepper_thread_steps_a_rendering_dm_control_env_like_the_serial_loo
     stepper (resets included) runs on its worker, and the frames are the serial loop's."""
     import numpy as np
 
-    from envs import make_env
-    from runners.stepper import EnvStepper
+    from taco_rl.envs import make_env
+    from taco_rl.runners.stepper import EnvStepper
 
     runs = []
     for overlap in (False, True):
@@ -324,7 +324,7 @@ def test_env_stepper_thread_steps_a_rendering_dm_control_env_like_the_serial_loo
 
 
 def test_adam_kernels_are_named_and_checked():
-    from agents.learner import adam, set_adam_impl
+    from taco_rl.agents.learner import adam, set_adam_impl
 
     params = [torch.nn.Parameter(torch.ones(3))]
     for impl in ("fused", "foreach", "plain"):

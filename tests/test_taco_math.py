@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agents import TACO
-from agents.nets import ActionEncoder
+from taco_rl.agents import TACO
+from taco_rl.agents.nets import ActionEncoder
 
 REPR, A, K, B, FEAT = 40, 2, 3, 8, 10
 WEIGHTS = {"taco_weight": 1.3, "curl_weight": 0.7, "reward_weight": 0.4}

@@ -9,8 +9,8 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import polyak_update
 
-from taco_sb3.buffer import TacoReplayBuffer, TacoReplayBufferSamples
-from taco_sb3.policy import TacoSACPolicy
+from taco_rl.sb3.buffer import TacoReplayBuffer, TacoReplayBufferSamples
+from taco_rl.sb3.policy import TacoSACPolicy
 
 __all__ = ["TacoSAC"]
 

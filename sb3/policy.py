@@ -23,8 +23,8 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, get_act
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACPolicy
 from torch import nn
 
-from agents.nets import ActionEncoder, Encoder, RandomShift, latent_action_dim, trunk, weight_init
-from agents.taco import TACO
+from taco_rl.agents.nets import ActionEncoder, Encoder, RandomShift, latent_action_dim, trunk, weight_init
+from taco_rl.agents.taco import TACO
 
 __all__ = ["SuiteEncoder", "TacoActor", "TacoCritic", "TacoSACPolicy"]
 

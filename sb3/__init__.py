@@ -12,8 +12,8 @@ What it adds to SB3's SAC (stable_baselines3.SAC):
 - ``TacoReplayBuffer``: SB3's ReplayBuffer plus K-step action sequences and the observation K steps
   ahead, never across an episode end or between envs, timeouts bootstrapped, each frame stored once.
 
-    import gymnasium as gym, envs            # registers taco/<task>-v0
-    from taco_sb3 import TacoSAC
+    import gymnasium as gym                  # taco/<task>-v0 are registered with gymnasium on install
+    from taco_rl.sb3 import TacoSAC
     model = TacoSAC("CnnPolicy", gym.make("taco/cheetah_run-v0"), taco_k=3, buffer_size=100_000, verbose=1)
     model.learn(100_000, callback=[...], progress_bar=True)
     model.save("m.zip"); TacoSAC.load("m.zip")
@@ -21,9 +21,9 @@ What it adds to SB3's SAC (stable_baselines3.SAC):
 "CnnPolicy" is ``TacoSACPolicy`` (any CHW uint8 frames the encoder takes, 32x32 and 84x84 alike).
 This package is the only place the suite imports stable_baselines3 (the ``sb3`` extra).
 """
-from taco_sb3.buffer import TacoReplayBuffer, TacoReplayBufferSamples
-from taco_sb3.policy import SuiteEncoder, TacoActor, TacoCritic, TacoSACPolicy
-from taco_sb3.sac import TacoSAC
+from taco_rl.sb3.buffer import TacoReplayBuffer, TacoReplayBufferSamples
+from taco_rl.sb3.policy import SuiteEncoder, TacoActor, TacoCritic, TacoSACPolicy
+from taco_rl.sb3.sac import TacoSAC
 
 __all__ = ["TacoSAC", "TacoSACPolicy", "TacoReplayBuffer", "TacoReplayBufferSamples", "SuiteEncoder",
            "TacoActor", "TacoCritic"]
