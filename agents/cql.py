@@ -10,6 +10,9 @@ and `samples` policy actions at s' (all scored at s; no importance sampling). Th
 carry no gradient; the penalty reaches the encoder, the action encoder and the critic, like the
 TD loss it is added to. The actor is DrQ-v2's.
 
+Logged as V-D4RL logs it: `critic_loss` is the whole critic loss (TD + penalty), `critic_td_loss`
+the TD part alone, `cql_penalty` the penalty summed over both heads.
+
 The policy actions carry the DrQ-v2 policy noise (`std_schedule`, `std_clip`). A fresh actor acts
 alike in every state, so with a narrow clip (0.3) they crowd one small box in every state and the
 penalty's dip there can push the actor to one constant action (on point_reach it then runs into a
@@ -47,12 +50,13 @@ class CQL(DrQV2):
         actions = torch.cat([batch["action"].unsqueeze(1), self.penalty_actions(feat.detach(), next_feat, step)], 1)
         z = self.critic.trunk(feat).unsqueeze(1).expand(-1, actions.shape[1], -1)
         q1, q2 = self.critic.heads(z, self.action_code(actions).to(feat.dtype))  # (B, 1 + 3N, 1) each
-        loss, metrics = self.td_loss(q1[:, 0], q2[:, 0], target_q)
+        td, metrics = self.td_loss(q1[:, 0], q2[:, 0], target_q)
         penalty = self.conservative_penalty(q1) + self.conservative_penalty(q2)
+        loss = td + penalty
         n = self.cql_samples  # Q1 at the random and at the policy actions: the penalty should keep both under critic_q1
-        metrics.update(cql_penalty=penalty.detach(), cql_q_random=q1[:, 1:1 + n].detach().mean(),
-                       cql_q_policy=q1[:, 1 + n:].detach().mean())
-        return loss + penalty, metrics
+        metrics.update(critic_loss=loss.detach(), critic_td_loss=td.detach(), cql_penalty=penalty.detach(),
+                       cql_q_random=q1[:, 1:1 + n].detach().mean(), cql_q_policy=q1[:, 1 + n:].detach().mean())
+        return loss, metrics
 
     def conservative_penalty(self, q: torch.Tensor) -> torch.Tensor:
         """alpha * mean_s(temp * logsumexp(Q(s, .) / temp) - Q(s, a_data)); q[:, 0] is the data action."""

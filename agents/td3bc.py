@@ -7,6 +7,10 @@ Q term so that its size does not depend on the scale of returns (Fujimoto & Gu 2
 
 with lambda computed on detached Q values. As in V-D4RL, pi(s) is the DrQ-v2 policy sample (mean
 plus clipped scheduled noise) used for both terms.
+
+Logged as V-D4RL logs DrQ+BC: `actor_loss` is the policy-improvement term -mean(Q(s, pi(s))) alone
+(unweighted), `bc_loss` the MSE term (V-D4RL's `actor_bc_loss`), `bc_lambda` the weight and
+`actor_total_loss` the loss the actor steps on.
 """
 from __future__ import annotations
 
@@ -27,5 +31,5 @@ class TD3BC(DrQV2):
         lam = self.bc_alpha / q.detach().abs().mean()
         bc = F.mse_loss(action.float(), batch["action"].float())
         loss = -lam * q.mean() + bc
-        return loss, {"actor_loss": loss.detach(), "bc_loss": bc.detach(), "bc_lambda": lam.detach(),
-                      "actor_q": q.detach().mean()}
+        return loss, {"actor_loss": -q.detach().mean(), "actor_total_loss": loss.detach(), "bc_loss": bc.detach(),
+                      "bc_lambda": lam.detach(), "actor_q": q.detach().mean()}

@@ -29,7 +29,7 @@ per-agent defaults (SPEC 7; V-D4RL's settings, lr 3e-4 and batch 256 unless set)
   aux=taco: taco_k=1 (hopper_hop: 3); td3bc with aux=taco: batch_size=1024
 
 examples:
-  taco offline task=walker_walk dataset=DIR agent=td3bc aux=taco updates=500000 eval_every_updates=10000
+  taco offline task=walker_walk dataset=DIR agent=td3bc aux=taco updates=550000 eval_every_updates=5000
   taco offline task=walker_walk dataset=DIR agent=cql cql_alpha=5 cql_temp=0.5
   taco bench mode=offline agent=td3bc aux=taco batch_size=1024 --vs-online
 """

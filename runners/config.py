@@ -91,13 +91,14 @@ class OfflineConfig(Config):
     of env interaction, and a budget counted in learner updates."""
     agent: str = _f("td3bc", "offline learner: bc | td3bc | cql | iql")
     dataset: str = _f("", "dataset directory (a taco-rl dataset: dataset.json + memory-mapped arrays)")
-    updates: int = _f(500_000, "training budget in learner updates")
-    eval_every_updates: int = _f(10_000, "evaluate in the live env every this many updates")
+    updates: int = _f(550_000, "training budget in learner updates (V-D4RL: 1.1M loop steps, one update per two)")
+    eval_every_updates: int = _f(5_000, "evaluate in the live env every this many updates (V-D4RL: every 10k loop steps)")
     checkpoint_every_updates: int = _f(50_000, "checkpoint (learner, optimizers, RNG, counters) every this many updates")
     log_every_updates: int = _f(1000, "write train.csv / TensorBoard scalars every this many updates")
     replay_device: str = _f("auto", "where the dataset lives: auto (the learner's GPU when it fits) | cpu (memory map)")
     lr: float = _f(3e-4, "Adam learning rate (every network)")
-    std_schedule: str = _f("linear(1.0,0.1,250000)", "TD3+BC/CQL policy noise std by update: number or linear(init,final,updates)")
+    std_schedule: str = _f("linear(1.0,0.1,125000)", "TD3+BC/CQL policy noise std by update: number or "
+                           "linear(init,final,updates); V-D4RL's linear(1.0,0.1,250000) over loop steps")
     bc_alpha: float = _f(2.5, "TD3+BC: lambda = bc_alpha / mean|Q|")
     cql_alpha: float = _f(10.0, "CQL: weight of the conservative penalty")
     cql_temp: float = _f(1.0, "CQL: logsumexp temperature")

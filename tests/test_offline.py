@@ -132,7 +132,7 @@ def test_offline_help_shows_agent_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["offline", "--help"])
     out = capsys.readouterr().out
-    for text in ("dataset=", "updates=500000", "eval_every_updates", "cql_alpha=10.0", "iql_expectile=0.7",
+    for text in ("dataset=", "updates=550000", "eval_every_updates", "cql_alpha=10.0", "iql_expectile=0.7",
                  "bc_alpha=2.5", "agent=cql: nstep=1", "batch_size=1024", "taco_k"):
         assert text in out, text
     assert "seed_frames" not in out and "frames=" not in out.replace("_frames", "")

@@ -57,7 +57,8 @@ def test_cql_critic_loss_by_hand(aux):
     qs = [torch.stack([h[:, 0] for h in heads(ag.critic, feat, code(ag, actions[:, j]))], 0) for j in range(10)]
     qs = torch.stack(qs, dim=-1)  # (2 heads, B, 10)
     penalty = 2.0 * ((0.7 * torch.logsumexp(qs / 0.7, dim=-1) - qs[:, :, 0]).mean(dim=1)).sum()
-    assert close(metrics["critic_loss"], td) and close(metrics["cql_penalty"], penalty, atol=1e-4)
+    assert close(metrics["critic_td_loss"], td) and close(metrics["cql_penalty"], penalty, atol=1e-4)
+    assert close(metrics["critic_loss"], td + penalty, atol=1e-4)  # V-D4RL logs the whole loss under this name
     assert close(metrics["cql_q_random"], qs[0, :, 1:4].mean()) and close(metrics["cql_q_policy"], qs[0, :, 4:].mean())
     assert close(loss, td + penalty, atol=1e-4)
     # the gradient (encoder features, critic, action encoder) is that of the hand-written loss
@@ -171,6 +172,7 @@ def test_td3bc_defaults_and_gradient_by_hand():
     bc = ((action - batch["action"]) ** 2).mean()
     expected = -lam * q.mean() + bc
     assert close(loss, expected) and close(metrics["bc_lambda"], lam) and close(metrics["bc_loss"], bc)
+    assert close(metrics["actor_loss"], -q.mean()) and close(metrics["actor_total_loss"], expected)
     for g, w in zip(got, grads_of(expected, params)):
         assert g is not None and close(g, w)
 
