@@ -285,7 +285,7 @@ def report(items: Sequence[str], out: str | Path, frame: int | None = None, metr
                 continue
             scores = np.array([r.score_at(at) for r in group])
             sd = float(np.std(scores, ddof=1)) if len(scores) > 1 else math.nan
-            point, low, high = stats.aggregate([scores], stats.iqm, reps=reps, seed=seed)
+            point, low, high = stats.aggregate([scores], stats.aggregate_iqm, reps=reps, seed=seed)
             ref = _reference(refs, task, group[0].config, at)
             seeds = sorted(r.seed for r in group)
             per_task_rows.append([task, label, len(scores), " ".join(map(str, seeds)), float(scores.mean()), sd,
@@ -364,7 +364,7 @@ def report(items: Sequence[str], out: str | Path, frame: int | None = None, metr
         for x in xs:  # IQM of normalised scores across tasks and seeds at each x, stratified CI
             scores = [np.array([r.y[np.nonzero(r.x == x)[0][-1]] for r in groups[(t, label)]])
                       / (_max_return(t) if norm else 1.0) for t in ts]
-            pts.append(stats.aggregate(scores, stats.iqm, reps=min(reps, 500), seed=seed))
+            pts.append(stats.aggregate(scores, stats.aggregate_iqm, reps=min(reps, 500), seed=seed))
         arr = np.array(pts)
         agg_series[f"{label} ({len(ts)} tasks)"] = (np.array(xs), arr[:, 0], arr[:, 1], arr[:, 2])
     if agg_series:
@@ -396,7 +396,8 @@ def report(items: Sequence[str], out: str | Path, frame: int | None = None, metr
     norm_txt = ("scores / the task's maximum return (1000; reach_duplo 250; point_reach 50)" if norm
                 else f"raw `{metric}`")
     md += ["## Across tasks", "", f"Normalised {norm_txt}; 95% stratified-bootstrap CIs (runs resampled within "
-           "each task). Optimality gap: mean of max(0, 1 - score).", "",
+           "each task). rliable's definitions: IQM and optimality gap (mean of max(0, 1 - score)) over all "
+           "runs pooled; mean and median over tasks of each task's mean score.", "",
            "| variant | tasks | runs | IQM | mean | median | optimality gap |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |", *md_agg, ""]
     nine = [r for r in refs if r["task"] == "mean of nine tasks" and int(r["frames"]) == at]

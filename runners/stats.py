@@ -1,13 +1,20 @@
 """Aggregate statistics across seeds and tasks (the rliable method) on numpy/scipy.
 
 Scores come as a list with one 1-D array per task (the runs of that task; tasks may have different
-run counts). Aggregates pool every run of every task; confidence intervals come from a *stratified*
-bootstrap: each replicate resamples, with replacement, the runs within each task (the stratum) and
-keeps the task count fixed, then recomputes the aggregate. The interval is the percentile interval
-of the replicates (rliable's default for aggregates).
+run counts). The aggregates follow rliable 1.2's definitions (metrics.py) on a runs x tasks matrix:
 
-- IQM: mean of the middle 50% of all pooled scores (scipy's trim_mean, 25% cut each side).
-- Optimality gap: mean of max(0, threshold - score) (how far below a normalised score of 1 runs fall).
+- IQM: mean of the middle 50% of all pooled run scores (scipy's trim_mean, 25% cut each side).
+- mean: mean over tasks of each task's mean score (every task weighs the same, whatever its runs).
+- median: median over tasks of each task's mean score (not the median of the pooled runs).
+- Optimality gap: mean over all pooled runs of max(0, threshold - score) (how far below a normalised
+  score of 1 runs fall).
+
+On a rectangular matrix pooled and per-task means agree for mean and gap; with unequal run counts the
+pooled statistics (IQM, gap) weigh each run the same, mean and median each task the same.
+Confidence intervals come from a *stratified* bootstrap: each replicate resamples, with replacement,
+the runs within each task (the stratum) and keeps the task count fixed, then recomputes the
+aggregate. The interval is the percentile interval of the replicates (rliable's default).
+
 - Probability of improvement P(X > Y): per task, the fraction of (x, y) run pairs with x > y (ties
   count half: the Mann-Whitney U statistic over n_x * n_y), averaged over tasks.
 """
@@ -22,23 +29,43 @@ Scores = Sequence[np.ndarray]  # one array of run scores per task
 
 
 def iqm(x: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """IQM of one array of scores (25% trimmed mean)."""
     return trim_mean(x, proportiontocut=0.25, axis=axis)
-
-
-def mean(x: np.ndarray, axis: int | None = None) -> np.ndarray:
-    return np.mean(x, axis=axis)
-
-
-def median(x: np.ndarray, axis: int | None = None) -> np.ndarray:
-    return np.median(x, axis=axis)
 
 
 def optimality_gap(x: np.ndarray, axis: int | None = None, threshold: float = 1.0) -> np.ndarray:
     return np.mean(np.maximum(threshold - x, 0.0), axis=axis)
 
 
-AGGREGATES: dict[str, Callable[..., np.ndarray]] = {
-    "IQM": iqm, "mean": mean, "median": median, "optimality gap": optimality_gap}
+# Aggregates over tasks: each takes one array per task whose LAST axis holds that task's runs
+# (leading axes, e.g. bootstrap replicates, are kept) and returns the leading shape.
+def _pooled(tasks: Sequence[np.ndarray]) -> np.ndarray:
+    return np.concatenate(list(tasks), axis=-1)
+
+
+def _task_means(tasks: Sequence[np.ndarray]) -> np.ndarray:
+    return np.stack([t.mean(axis=-1) for t in tasks], axis=-1)
+
+
+def aggregate_iqm(tasks: Sequence[np.ndarray]) -> np.ndarray:
+    return iqm(_pooled(tasks), axis=-1)
+
+
+def aggregate_mean(tasks: Sequence[np.ndarray]) -> np.ndarray:
+    return np.mean(_task_means(tasks), axis=-1)
+
+
+def aggregate_median(tasks: Sequence[np.ndarray]) -> np.ndarray:
+    return np.median(_task_means(tasks), axis=-1)
+
+
+def aggregate_optimality_gap(tasks: Sequence[np.ndarray], threshold: float = 1.0) -> np.ndarray:
+    return optimality_gap(_pooled(tasks), axis=-1, threshold=threshold)
+
+
+AGGREGATES: dict[str, Callable[[Sequence[np.ndarray]], np.ndarray]] = {
+    "IQM": aggregate_iqm, "mean": aggregate_mean, "median": aggregate_median,
+    "optimality gap": aggregate_optimality_gap}
 
 
 def _check(scores: Scores) -> list[np.ndarray]:
@@ -48,19 +75,17 @@ def _check(scores: Scores) -> list[np.ndarray]:
     return arrays
 
 
-def stratified_resample(scores: Scores, reps: int, rng: np.random.Generator) -> np.ndarray:
-    """(reps, total runs): each row resamples each task's runs with replacement, tasks side by side."""
-    arrays = _check(scores)
-    cols = [a[rng.integers(0, a.size, size=(reps, a.size))] for a in arrays]
-    return np.concatenate(cols, axis=1)
+def stratified_resample(scores: Scores, reps: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One (reps, runs of the task) array per task: each row resamples that task's runs with replacement."""
+    return [a[rng.integers(0, a.size, size=(reps, a.size))] for a in _check(scores)]
 
 
-def aggregate(scores: Scores, stat: Callable[..., np.ndarray], reps: int = 2000, seed: int = 0,
+def aggregate(scores: Scores, stat: Callable[[Sequence[np.ndarray]], np.ndarray], reps: int = 2000, seed: int = 0,
               level: float = 0.95) -> tuple[float, float, float]:
-    """(point estimate, CI low, CI high) of `stat` over the pooled runs, stratified by task."""
+    """(point estimate, CI low, CI high) of an aggregate over tasks (one of AGGREGATES), stratified by task."""
     arrays = _check(scores)
-    point = float(stat(np.concatenate(arrays)))
-    boot = stat(stratified_resample(arrays, reps, np.random.default_rng(seed)), axis=1)
+    point = float(stat(arrays))
+    boot = stat(stratified_resample(arrays, reps, np.random.default_rng(seed)))
     alpha = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(boot, [alpha, 100.0 - alpha])
     return point, float(low), float(high)
