@@ -410,6 +410,7 @@ def _guess_task(path: str) -> str | None:
 def import_dataset(fmt: str, path: str, out: str, *, task: str | None = None, obs_key: str | None = None,
                    overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
     """Import ``path`` in format ``fmt`` (vd4rl, drqv2, minari) as a native dataset at ``out``."""
+    from .datasets import DatasetError
     from .formats import drqv2, minari, vd4rl
     from .formats.common import build
 
@@ -418,6 +419,10 @@ def import_dataset(fmt: str, path: str, out: str, *, task: str | None = None, ob
         raise ConfigError(f"import format {fmt!r}: expected one of {', '.join(readers)}")
     if obs_key and fmt != "minari":
         raise ConfigError("obs_key= applies to minari imports only")
+    if fmt == "minari":
+        minari.locate(path)  # a folder or a local dataset ID; says so when it is neither
+    elif not Path(path).expanduser().exists():
+        raise DatasetError(f"{path}: no such file or folder")
     task = task or _guess_task(path)
     if not task:
         raise ConfigError(f"cannot tell the task from {path}; pass task=NAME (e.g. task=walker_walk)")

@@ -130,6 +130,52 @@ def test_vd4rl_hdf5_shards(tmp_path):
     assert info["source"]["format"] == "vd4rl-hdf5" and info["frame_shape"] == [3, HW, HW]
 
 
+def _split_like_vd4rl(src, dst, parts):
+    """V-D4RL's conversion_scripts/split_hdf5_shards.py: np.array_split of every key, files 0.hdf5, 1.hdf5, ..."""
+    dst.mkdir()
+    with h5py.File(next(src.glob("*.hdf5")), "r") as f:
+        data = {k: f[k][()] for k in f.keys()}
+    for i in range(parts):
+        with h5py.File(dst / f"{i}.hdf5", "w") as f:
+            for k, v in data.items():
+                f[k] = np.array_split(v, parts)[i]
+
+
+def test_vd4rl_hdf5_shards_split_mid_episode_are_stitched(tmp_path):
+    write_vd4rl_hdf5(tmp_path / "whole", [[4, 7, 5, 3, 6, 8, 2]])
+    _split_like_vd4rl(tmp_path / "whole", tmp_path / "split", 12)  # 42 records: some files wholly mid-episode
+    firsts = [int(h5py.File(tmp_path / "split" / f"{i}.hdf5", "r")["step_type"][0]) for i in range(12)]
+    assert firsts.count(1) >= 5  # the cut lands mid-episode in most files
+    import_dataset("vd4rl", str(tmp_path / "split"), str(tmp_path / "ds"), task="walker_walk")
+    assert_episodes(tmp_path / "ds", brute_vd4rl_hdf5(tmp_path / "whole"))  # 10.hdf5 after 9.hdf5, not 1.hdf5
+    cuts = np.cumsum([len(x) for x in np.array_split(np.arange(42), 12)])[:-1]
+    ends = np.cumsum([t + 1 for t in (4, 7, 5, 3, 6, 8, 2)])
+    spanning = sum(any(s < c < e for c in cuts) for s, e in zip(np.r_[0, ends[:-1]], ends))
+    assert dataset_info(tmp_path / "ds")["source"]["stitched_episodes"] == spanning >= 5
+
+
+def test_vd4rl_hdf5_mid_episode_after_a_last_step_names_both_files(tmp_path, capsys):
+    write_vd4rl_hdf5(tmp_path / "src", [[4], [3]])
+    second = sorted((tmp_path / "src").glob("*.hdf5"))[1]
+    with h5py.File(second, "a") as f:
+        f["step_type"][0] = 1  # shard 0 ends with a last step (2); shard 1 starts mid-episode
+    code = main(["data", "import", "vd4rl", str(tmp_path / "src"), "task=walker_walk", f"out={tmp_path / 'ds'}",
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "cannot stitch" in err, err
+    assert str(second) in err and "shard_0_len999.hdf5" in err, err
+
+
+def test_import_of_a_missing_path_says_it_does_not_exist(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    for fmt, says in (("vd4rl", "no such file or folder"), ("drqv2", "no such file or folder"),
+                      ("minari", "no such folder, and no local Minari dataset")):
+        code = main(["data", "import", fmt, str(tmp_path / "nowhere"), f"out={tmp_path / 'ds'}", "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1, err
+        assert str(tmp_path / "nowhere") in err and says in err and "cannot tell the task" not in err, err
+
+
 def test_vd4rl_npz_episodes(tmp_path):
     write_vd4rl_npz(tmp_path / "64px", [5, 8, 3])
     import_dataset("vd4rl", str(tmp_path / "64px"), str(tmp_path / "ds"), task="cheetah_run")

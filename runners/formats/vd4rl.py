@@ -5,6 +5,9 @@
 type 0 is an episode's reset: its action and reward are placeholders; transition i of an episode
 takes the action and reward of the record after its frame. Every end is a time-limit truncation
 (DMC has no terminals), so every discount is 1 and the ``discount`` key is not read.
+Files are read in natural name order (2.hdf5 before 10.hdf5). V-D4RL's split_hdf5_shards.py cuts
+episodes across files: a file that starts mid-episode continues the episode the previous file leaves
+open (no last step at its end); one that follows a last step, or comes first, is refused.
 
 64px: one ``*.npz`` per episode: ``image`` (T+1, 64, 64, 3) uint8 HWC, ``action``, ``reward``,
 ``is_first``, ``is_terminal`` (record 0 is the reset; a transition's discount is 0 only where
@@ -13,14 +16,15 @@ takes the action and reward of the record after its frame. Every end is a time-l
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from ..datasets import DatasetError
-from .common import (Episode, NpzFile, Plan, action_dim_of, actions, frame_shape, frames_chw, scan_files,
-                     split_firsts, vector)
+from .common import (Episode, NpzFile, Plan, action_dim_of, actions, check_same, frame_shape, frames_chw, list_files,
+                     scan_files, split_firsts, vector)
 
 H5_KEYS = ("observation", "action", "reward", "step_type")
 NPZ_KEYS = ("image", "action", "reward", "is_first", "is_terminal")
@@ -69,8 +73,10 @@ def _h5_read(h5: Any, file: Path, key: str, sel: Any = ()) -> np.ndarray:
         raise DatasetError(f"{file}: key '{key}' is unreadable, truncated or corrupt ({e})") from None
 
 
-def _h5_episodes(file: Path, step_type: np.ndarray) -> list[tuple[int, int]]:
+def _h5_step_types(file: Path, step_type: np.ndarray) -> np.ndarray:
     st = step_type.astype(np.int64)
+    if len(st) == 0:
+        raise DatasetError(f"{file}: key 'step_type' is empty; the file holds no records")
     bad = np.flatnonzero((st < 0) | (st > 2))
     if len(bad):
         raise DatasetError(f"{file}: key 'step_type' has value {st[bad[0]]} at record {bad[0]}, expected 0, 1 or 2")
@@ -78,11 +84,57 @@ def _h5_episodes(file: Path, step_type: np.ndarray) -> list[tuple[int, int]]:
     if len(after_last):
         raise DatasetError(f"{file}: key 'step_type': record {after_last[0] + 1} follows a last step (2) "
                            "but is not a first step (0)")
-    return split_firsts(st == 0, file, "step_type")
+    return st
+
+
+def _natural(file: Path) -> list[Any]:
+    """Sort key that orders numbered shards by number (2.hdf5 before 10.hdf5), as they were written."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(file))]
+
+
+Segment = tuple[Path, int, int]  # records [s, e) of one file
+
+
+def _stitch(files: list[tuple[Path, np.ndarray]]) -> list[list[Segment]]:
+    """Episodes as lists of file segments, in file order. A file that starts mid-episode (step type
+    1 or 2 at record 0) continues the episode the previous file left open (it ends without a last
+    step, as V-D4RL's split_hdf5_shards.py cuts them); anything else that starts mid-episode is refused."""
+    episodes: list[list[Segment]] = []
+    open_ep: list[Segment] | None = None  # the episode the files so far leave unfinished
+    prev: Path | None = None
+    for file, st in files:
+        starts = np.flatnonzero(st == 0).tolist()
+        head_end = starts[0] if starts else len(st)
+        if head_end > 0:  # the file starts mid-episode
+            if prev is None:
+                raise DatasetError(f"{file}: key 'step_type': record 0 is not an episode's first record "
+                                   "(the first file starts mid-episode)")
+            if open_ep is None:
+                raise DatasetError(f"{file}: key 'step_type': starts mid-episode (step type {st[0]}) but the file "
+                                   f"before it, {prev}, ends with a last step (2): cannot stitch them")
+            open_ep.append((file, 0, head_end))
+        elif open_ep is not None:  # the previous file's last episode ended at its file end
+            episodes.append(open_ep)
+            open_ep = None
+        bounds = starts + [len(st)]
+        for s, e in zip(bounds[:-1], bounds[1:]):
+            if open_ep is not None:
+                episodes.append(open_ep)
+            open_ep = [(file, s, e)]
+        if st[-1] == 2 and open_ep is not None:
+            episodes.append(open_ep)
+            open_ep = None
+        prev = file
+    if open_ep is not None:
+        episodes.append(open_ep)
+    return episodes
 
 
 def scan_hdf5(path: Path) -> Plan:
-    def scan_file(file: Path) -> tuple[tuple[int, int, int], int, list[tuple[int, int]]]:
+    files = sorted(list_files(path, ".hdf5"), key=_natural)
+    fshape = action_dim = None
+    scanned: list[tuple[Path, np.ndarray]] = []
+    for file in files:
         with _h5_open(file) as h5:
             for k in H5_KEYS:
                 _h5_read(h5, file, k, sel=slice(0, 0))  # present and an array
@@ -93,18 +145,39 @@ def scan_hdf5(path: Path) -> Plan:
             for k in ("reward", "step_type"):
                 if h5[k].shape[:1] != (n,):
                     raise DatasetError(f"{file}: key '{k}' has shape {h5[k].shape}, 'observation' has {n} records")
-            return fs, a_dim, _h5_episodes(file, _h5_read(h5, file, "step_type"))
+            check_same("frame shape", fs, fshape, file, "observation")
+            check_same("action dim", a_dim, action_dim, file, "action")
+            fshape, action_dim = fs, a_dim
+            scanned.append((file, _h5_step_types(file, _h5_read(h5, file, "step_type"))))
+    episodes = _stitch(scanned)
+    kept = [ep for ep in episodes if sum(e - s for _, s, e in ep) >= 2]
+    if not kept:
+        raise DatasetError(f"{path}: no episode with at least one transition in {len(files)} file(s)")
 
-    def read_file(file: Path, eps: list[tuple[int, int]]) -> Iterator[Episode]:
-        with _h5_open(file) as h5:
-            n = h5["observation"].shape[0]
-            act = actions(_h5_read(h5, file, "action"), file, "action", n)
-            rew = vector(_h5_read(h5, file, "reward"), file, "reward", n)
-            for s, e in eps:
-                frames = frames_chw(_h5_read(h5, file, "observation", np.s_[s:e]), file, "observation", "chw")
-                yield frames, act[s + 1 : e], rew[s + 1 : e], np.ones(e - s - 1, np.float32)
+    def read() -> Iterator[Episode]:
+        h5, at = None, None  # one open file at a time: consecutive episodes mostly share it
+        try:
+            for ep in kept:
+                parts = []
+                for file, s, e in ep:
+                    if file != at:
+                        if h5 is not None:
+                            h5.close()
+                        h5, at = _h5_open(file), file
+                    parts.append((frames_chw(_h5_read(h5, file, "observation", np.s_[s:e]), file, "observation", "chw"),
+                                  actions(_h5_read(h5, file, "action", np.s_[s:e]), file, "action", e - s),
+                                  vector(_h5_read(h5, file, "reward", np.s_[s:e]), file, "reward", e - s)))
+                frames, act, rew = (np.concatenate([p[i] for p in parts]) for i in range(3))
+                yield frames, act[1:], rew[1:], np.ones(len(frames) - 1, np.float32)
+        finally:
+            if h5 is not None:
+                h5.close()
 
-    return scan_files(path, ".hdf5", "vd4rl-hdf5", ("observation", "action"), scan_file, read_file)
+    source = {"format": "vd4rl-hdf5", "path": str(Path(path).expanduser().resolve()), "files": len(files),
+              "dropped_empty_episodes": len(episodes) - len(kept),
+              "stitched_episodes": sum(len(ep) > 1 for ep in kept)}
+    return Plan(sum(sum(e - s for _, s, e in ep) for ep in kept), len(kept), fshape, action_dim, read,  # type: ignore[arg-type]
+                source)
 
 
 # ------------------------------------------------------------------------------------------------ 64px
