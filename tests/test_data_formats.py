@@ -242,6 +242,65 @@ def test_minari_import(tmp_path, monkeypatch, jpeg):
     assert dataset_info(tmp_path / "ds")["source"]["jpeg_decoded"] is jpeg
 
 
+def _record_taco_env(root, dataset_id, monkeypatch, episodes=2, damage=None):
+    """What minari's DataCollector stores around gymnasium.make("taco/point_reach-v0"): its observations
+    ((T+1, 9, H, W) uint8 frame stacks, which Minari keeps raw), actions, rewards and flags, written
+    through the same storage (DataCollector itself needs jax, which is not installed here)."""
+    import warnings
+
+    import gymnasium as gym
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    import taco_rl.envs  # noqa: F401 - registers taco/<task>-v0
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    env = gym.make("taco/point_reach-v0", image_size=32)
+    env.action_space.seed(0)
+    bufs, recorded = [], []
+    for ep in range(episodes):
+        obs = [env.reset(seed=ep)[0]]
+        acts, rews, terms, truncs = [], [], [], []
+        while not (terms[-1:] == [True] or truncs[-1:] == [True]):
+            a = env.action_space.sample()
+            o, r, te, tr, _ = env.step(a)
+            obs.append(o), acts.append(a), rews.append(r), terms.append(te), truncs.append(tr)
+        obs = np.stack(obs)
+        if damage is not None and ep == 1:
+            damage(obs)
+        recorded.append((obs, np.stack(acts), np.array(rews), np.array(terms)))
+        bufs.append(EpisodeBuffer(observations=obs, actions=np.stack(acts), rewards=np.array(rews),
+                                  terminations=np.array(terms), truncations=np.array(truncs)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        minari.create_dataset_from_buffers(dataset_id, bufs, observation_space=env.observation_space,
+                                           action_space=env.action_space, algorithm_name="random")
+    env.close()
+    return recorded
+
+
+def test_minari_frame_stacks_of_the_suites_env_import(tmp_path, monkeypatch):
+    recorded = _record_taco_env(tmp_path / "minari", "taco/point_reach-random-v0", monkeypatch)
+    with h5py.File(tmp_path / "minari" / "taco" / "point_reach-random-v0" / "data" / "main_data.hdf5") as f:
+        assert f["episode_0/observations"].shape == recorded[0][0].shape == (26, 9, 32, 32)  # CHW stacks, raw
+    import_dataset("minari", "taco/point_reach-random-v0", str(tmp_path / "ds"), task="point_reach")
+    expected = [([f[-3:] for f in obs], list(acts), list(np.float32(rews)), [np.float32(not t) for t in terms])
+                for obs, acts, rews, terms in recorded]  # the newest frame of each stack
+    assert_episodes(tmp_path / "ds", expected)
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda obs: obs.__setitem__((0, slice(0, 3)), 255 - obs[0, :3]), "record 0 is a frame stack whose frames differ"),
+    (lambda obs: obs.__setitem__((7, slice(0, 3)), 255 - obs[7, :3]), "record 7: its older frames"),
+])
+def test_minari_inconsistent_frame_stacks_are_refused(tmp_path, monkeypatch, capsys, damage, says):
+    _record_taco_env(tmp_path / "minari", "taco/bad-v0", monkeypatch, damage=damage)
+    code = main(["data", "import", "minari", "taco/bad-v0", "task=point_reach", f"out={tmp_path / 'ds'}",
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and says in err and "episode_1/observations" in err, err
+
+
 def test_native_minari_native_round_trip_is_exact(tmp_path, monkeypatch):
     import minari
 

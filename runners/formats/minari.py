@@ -2,7 +2,11 @@
 
 An episode group holds ``observations`` (T+1, ...), ``actions`` (T, A), ``rewards`` (T,),
 ``terminations`` and ``truncations`` (T,). Pixel observations are HWC uint8 images, either raw
-arrays or, as Minari 0.5 writes by default, one JPEG per frame (lossy). Import reads both (JPEG
+arrays or, as Minari 0.5 writes by default, one JPEG per frame (lossy), or CHW uint8 frame stacks
+(T+1, 3S, H, W), which Minari stores raw (not an image space to it): what its DataCollector records
+around ``gymnasium.make("taco/<task>-v0")``. Of a stack only the newest frame is kept, as the DrQ-v2
+importer does, once the stacks are checked to slide by one frame and to start with the reset frame
+repeated. Import reads both (JPEG
 frames are decoded with Pillow, and the dataset's source says so); a Dict observation space needs
 the image key (``obs_key=``) unless exactly one entry is an image. A transition's discount is 0
 where ``terminations`` is set, else 1.
@@ -91,13 +95,39 @@ def _is_jpeg(ds: Any) -> bool:
     return ds.ndim in (1, 2) and (ds.dtype == np.uint8 or h5py.check_vlen_dtype(ds.dtype) is not None)
 
 
+def _layout(shape: tuple[int, ...]) -> tuple[str, int | None]:
+    """(layout, channels) of raw frames: HWC images (N, H, W, 3), or CHW frame stacks (N, 3S, H, W) as
+    DataCollector records around gymnasium.make("taco/<task>-v0")."""
+    if len(shape) == 4 and shape[3] != 3 and shape[1] % 3 == 0 and shape[1] > 0:
+        return "chw", None
+    return "hwc", 3
+
+
+def _newest_of_stacks(raw: np.ndarray, file: Path, key: str) -> np.ndarray:
+    """The newest frame of each (3S, H, W) stack, after checking that the stacks slide by one frame
+    and that the first one repeats the reset frame (so the kept frames rebuild every stack)."""
+    if raw.shape[1] == 3:
+        return raw
+    first = raw[0].reshape(-1, 3, *raw.shape[2:])
+    if not (first == first[-1]).all():
+        raise DatasetError(f"{file}: key '{key}' record 0 is a frame stack whose frames differ; expected the "
+                           "reset frame repeated (as taco-rl's FrameStack and DrQ-v2 start an episode)")
+    bad = np.flatnonzero((raw[1:, :-3] != raw[:-1, 3:]).reshape(len(raw) - 1, -1).any(axis=1))
+    if len(bad):
+        raise DatasetError(f"{file}: key '{key}' record {bad[0] + 1}: its older frames are not record {bad[0]}'s "
+                           "newer ones; expected frame stacks that slide by one frame per step")
+    return np.ascontiguousarray(raw[:, -3:])
+
+
 def _read_frames(ds: Any, file: Path, key: str) -> np.ndarray:
     try:
         raw = ds[()]
     except (OSError, ValueError, TypeError) as e:
         raise DatasetError(f"{file}: key '{key}' is unreadable, truncated or corrupt ({e})") from None
     if not _is_jpeg(ds):
-        return frames_chw(raw, file, key, "hwc")
+        layout, channels = _layout(raw.shape)
+        frames_chw(raw[:0], file, key, layout, channels)  # shape and dtype checked
+        return _newest_of_stacks(raw, file, key) if layout == "chw" else frames_chw(raw, file, key, "hwc")
     from PIL import Image
 
     frames = []
@@ -157,7 +187,7 @@ def scan(path_or_id: str | os.PathLike, obs_key: str | None = None) -> Plan:
             n = obs.shape[0]
             jpeg = jpeg or _is_jpeg(obs)
             if not _is_jpeg(obs):
-                fs = frame_shape(obs.shape, obs.dtype, file, where, "hwc")
+                fs = frame_shape(obs.shape, obs.dtype, file, where, *_layout(obs.shape))
                 check_same("frame shape", fs, fshape, file, where)
                 fshape = fs
             for key in ("actions", "rewards", "terminations"):
