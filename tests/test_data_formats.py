@@ -301,6 +301,17 @@ def test_minari_inconsistent_frame_stacks_are_refused(tmp_path, monkeypatch, cap
     assert code == 2 and err.count("\n") == 1 and says in err and "episode_1/observations" in err, err
 
 
+def test_minari_export_algorithm_names_hold_no_paths():
+    from taco_rl.runners.formats.minari import algorithm_name
+
+    assert algorithm_name({"kind": "collect", "policy": "random", "noise": 0.0, "seed": 1}) == "random"
+    assert algorithm_name({"kind": "collect", "policy": "/home/u/runs/x", "agent": "drqv2", "aux": "taco",
+                           "noise": 0.2}) == "drqv2+taco policy, action noise 0.2"
+    assert algorithm_name({"kind": "from-run", "run": "/home/u/runs/x", "agent": "sac", "aux": "none"}) == "sac replay buffer"
+    assert algorithm_name({"format": "vd4rl-hdf5", "path": "/data/x", "files": 3}) == "imported from vd4rl-hdf5"
+    assert algorithm_name({"kind": "concat", "inputs": [{}, {}]}) == "concatenation of 2 datasets"
+
+
 def test_native_minari_native_round_trip_is_exact(tmp_path, monkeypatch):
     import minari
 
@@ -318,6 +329,15 @@ def test_native_minari_native_round_trip_is_exact(tmp_path, monkeypatch):
                  f"out={tmp_path / 'back'}", "--no-progress"]) == 0
     assert dataset_info(tmp_path / "back")["checksum"] == dataset_info(tmp_path / "native")["checksum"]
     assert verify_checksum(tmp_path / "back") == dataset_info(tmp_path / "native")["checksum"]
+    # a Minari user's view: the env spec builds an env whose observations are the dataset's, and scores normalise
+    env = md.recover_environment()
+    assert env.observation_space == md.observation_space == md.spec.observation_space
+    obs, _ = env.reset(seed=0)
+    assert md.observation_space.contains(obs) and md.observation_space.contains(env.step(env.action_space.sample())[0])
+    assert md.spec.env_spec.id == "taco/point_reach-frame-v0" and md.spec.env_spec.kwargs["image_size"] == 8
+    env.close()
+    assert md.storage.metadata["algorithm_name"] == "taco-rl dataset"  # source="test" says nothing more
+    assert minari.get_normalized_score(md, np.array([0.0, 25.0, 50.0])) == pytest.approx([0.0, 0.5, 1.0])
     # exporting to an existing ID is refused, and nothing is changed
     assert main(["data", "export", "minari", str(tmp_path / "native"), "taco/rt-v0"]) == 2
 

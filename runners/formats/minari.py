@@ -12,7 +12,12 @@ the image key (``obs_key=``) unless exactly one entry is an image. A transition'
 where ``terminations`` is set, else 1.
 
 Export always writes raw frames (``jpeg_encoding=False``): JPEG would change the pixels, and a
-dataset exported and imported again must be the same dataset bit for bit. It goes through Minari's
+dataset exported and imported again must be the same dataset bit for bit. Its env spec is
+``taco/<task>-frame-v0`` (taco_rl.envs.frame_env: the task emitting single HWC frames, the dataset's
+observation space, at the data's action repeat), so ``recover_environment()`` works; its reference
+scores are the task's return range (0 and 1000 on DMC) for ``minari.get_normalized_score``; its
+algorithm name says what produced the data (``random``, ``drqv2+taco policy``, ``imported from
+vd4rl-hdf5``), never a local path. It goes through Minari's
 own writer, so ``minari.load_dataset(ID)`` reads the result. Import never downloads: a dataset ID
 is looked up only under the local Minari root (``MINARI_DATASETS_PATH`` or ``~/.minari/datasets``).
 """
@@ -281,13 +286,16 @@ def export(dataset: str | os.PathLike, dataset_id: str, *, root: str | os.PathLi
 
         obs_space = gym.spaces.Box(0, 255, (h, w, c), np.uint8)
         act_space = gym.spaces.Box(-1.0, 1.0, (info["action_dim"],), np.float32)
+        spec, scores = _env_spec(info, h, w), _reference_scores(info.get("task"))
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Minari warns about unset optional metadata (author, URL)
                 minari.create_dataset_from_buffers(
-                    dataset_id, episodes(), observation_space=obs_space, action_space=act_space,
-                    data_format="hdf5", jpeg_encoding=False, algorithm_name=str(info["source"])[:200],
-                    description=f"taco-rl dataset of task {info['task']} ({info['checksum']})")
+                    dataset_id, episodes(), env=spec, observation_space=obs_space, action_space=act_space,
+                    data_format="hdf5", jpeg_encoding=False, algorithm_name=algorithm_name(info.get("source")),
+                    description=f"taco-rl dataset of task {info['task']} ({info['checksum']})"
+                                + (f"; scores normalised by the task's return range [0, {scores[1]:g}]" if scores else ""),
+                    requirements=["taco-rl"], **({"ref_min_score": scores[0], "ref_max_score": scores[1]} if scores else {}))
         except DatasetError:
             shutil.rmtree(target, ignore_errors=True)  # never leave a half-written dataset behind
             raise
@@ -300,3 +308,53 @@ def export(dataset: str | os.PathLike, dataset_id: str, *, root: str | os.PathLi
         finally:
             bar.close()
     return target
+
+
+def algorithm_name(source: Any) -> str:
+    """A short name for what produced the data (no local paths): the policy of `taco data collect`,
+    the learner of `from-run`, the format an import came from."""
+    src = source if isinstance(source, dict) else {}
+    kind = src.get("kind") or ("import" if "format" in src else None)
+
+    def learner() -> str:
+        aux = src.get("aux")
+        return f"{src.get('agent', 'unknown')}{'+' + aux if aux and aux != 'none' else ''}"
+
+    if kind == "collect":
+        if src.get("policy") == "random":
+            return "random"
+        noise = src.get("noise") or 0
+        return f"{learner()} policy" + (f", action noise {noise:g}" if noise else "")
+    if kind == "from-run":
+        return f"{learner()} replay buffer"
+    if kind == "import":
+        return f"imported from {src.get('format', 'another format')}"
+    if kind == "concat":
+        return f"concatenation of {len(src.get('inputs', []))} datasets"
+    return "taco-rl dataset"
+
+
+def _reference_scores(task: str | None) -> tuple[float, float] | None:
+    """(ref_min, ref_max) = the task's episode-return range where it is known, so that
+    minari.get_normalized_score gives return / max (SPEC 7's normalised score / 100 on DMC)."""
+    from taco_rl.envs.tasks import TASKS
+
+    from ..report import _max_return
+
+    return (0.0, float(_max_return(task))) if task in TASKS else None
+
+
+def _env_spec(info: dict[str, Any], h: int, w: int) -> Any:
+    """The spec of an env that emits the dataset's observations (single (H, W, 3) frames), with the
+    action repeat the data was recorded at (the task's default when the source does not say)."""
+    from taco_rl.envs.frame_env import frame_env_spec
+    from taco_rl.envs.tasks import TASKS
+
+    from ..config import resolve
+
+    task = info.get("task")
+    if task not in TASKS or h != w:
+        return None
+    src = info.get("source") if isinstance(info.get("source"), dict) else {}
+    repeat = src.get("action_repeat") or resolve([f"task={task}"]).action_repeat
+    return frame_env_spec(task, action_repeat=int(repeat), image_size=h, fast_render=bool(src.get("fast_render", False)))
