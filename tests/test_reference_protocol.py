@@ -68,3 +68,18 @@ def test_td3bc_actor_loss_is_minus_mean_q():
     assert close(m["actor_total_loss"], loss.detach())
     assert close(loss, -m["bc_lambda"] * q.mean() + m["bc_loss"])
     assert feat.shape[0] == B
+
+
+@pytest.mark.parametrize("mu, agrees", [(0.5, True), (-0.6, True), (0.9, False)])
+def test_bc_mean_gradient_equals_the_noisy_sample_one_only_inside_the_clip_margin(mu, agrees):
+    """agents/bc.py's claim: V-D4RL's BC regresses clamp(mu + clip(std * eps, 0.3)) (straight-through
+    clamp); its expected gradient in mu is 2 (mu - y) only while |mu| <= 1 - 0.3."""
+    from taco_rl.agents.drqv2 import truncated_normal_sample
+
+    torch.manual_seed(0)
+    y = torch.tensor(0.2)
+    mean = torch.full((400_000,), mu, requires_grad=True)
+    ((truncated_normal_sample(mean, 0.5, 0.3) - y) ** 2).sum().backward()
+    reference = float(mean.grad.mean())  # Monte Carlo expectation of the per-sample gradient
+    ours = 2 * (mu - float(y))
+    assert (abs(reference - ours) < 0.005) is agrees, (reference, ours)
