@@ -17,7 +17,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import Config, ConfigError
-from .datasets import DatasetError, DatasetWriter, dataset_info, load_dataset, verify_checksum, write_dataset
+from .datasets import (DatasetError, DatasetWriter, dataset_info, is_verified, load_dataset, verify_checksum,
+                       write_dataset)
 
 EPILOG = """examples:
   taco data collect policy=runs/walker_walk/drqv2-none/seed1-ab12cd34 episodes=200 noise=0.2 out=data/ww_noisy
@@ -341,7 +342,8 @@ def format_info(info: dict[str, Any], verified: bool = False) -> str:
         ("episodes", info["episodes"]),
         ("transitions", f"{info['transitions']} (episode length {length.get('min', '?')}..{length.get('max', '?')})"),
         ("return", f"min {r['min']:.2f}  mean {r['mean']:.2f}  max {r['max']:.2f}"),
-        ("checksum", info["checksum"] + ("  (verified)" if verified else "")),
+        ("checksum", info["checksum"] + ("  (verified)" if verified else
+                                         "  (not verified yet: verify=true, or the first load, hashes the files)")),
         ("source", json.dumps(info["source"])),
     ]
     return "\n".join(f"{k:<12} {v}" for k, v in lines)
@@ -375,10 +377,11 @@ def run(args: argparse.Namespace) -> int:
     elif cmd == "info":
         usage = "taco data info DIR [verify=true] [json=true]"
         pos, kv = _split(items, {"verify": _bool, "json": _bool}, (1, 1), usage)
-        info = dataset_info(pos[0])
+        info = dataset_info(pos[0])  # checks the array file sizes
         if kv.get("verify"):
             verify_checksum(pos[0])
-        print(json.dumps(info, indent=1) if kv.get("json") else format_info(info, bool(kv.get("verify"))))
+        verified = is_verified(info)
+        print(json.dumps({**info, "verified": verified}, indent=1) if kv.get("json") else format_info(info, verified))
         return 0
     elif cmd == "import":
         usage = "taco data import vd4rl|drqv2|minari PATH out=DIR [task=NAME] [obs_key=KEY]"
@@ -395,7 +398,8 @@ def run(args: argparse.Namespace) -> int:
         target = fmt_minari.export(pos[1], pos[2], root=kv.get("root"), progress=progress)
         print(f"wrote Minari dataset {pos[2]} at {target}")
         return 0
-    print(format_info(dataset_info(kv["out"])))
+    out_info = dataset_info(kv["out"])
+    print(format_info(out_info, is_verified(out_info)))
     return 0
 
 
