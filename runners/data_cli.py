@@ -7,8 +7,10 @@ it). Datasets are written atomically (see :mod:`taco_rl.runners.datasets`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -173,6 +175,42 @@ def _from_run(run: Path, cfg: Config, out: str, overwrite: bool) -> dict[str, An
                          files=run / "checkpoint" / name)
 
 
+def _holding_collect_lock(collect_fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Run ``collect_fn`` holding the lock of its ``out=``'s collection folder, as a run holds its run
+    directory's: a second collect into the same ``out=`` stops at once, naming the holder."""
+    @functools.wraps(collect_fn)
+    def locked(*args: Any, **kw: Any) -> dict[str, Any]:
+        out = kw.get("out", args[2] if len(args) > 2 else None)
+        if not out:
+            return collect_fn(*args, **kw)
+        with _collect_lock(Path(str(out)).expanduser().resolve()):
+            return collect_fn(*args, **kw)
+    return locked
+
+
+@contextlib.contextmanager
+def _collect_lock(out: Path):
+    from .rundir import LOCK_FILE, RunDirError, RunLock
+
+    work = out.parent / f".{out.name}.collecting"
+    fresh = not work.exists()
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(work)
+    except RunDirError as e:
+        raise DatasetError(f"{out} is being collected by another process ({e.holder}); wait for it to finish "
+                           "or stop it, or choose another out=") from None
+    except OSError as e:
+        raise DatasetError(f"{work}: cannot create or lock the collection folder ({e.strerror})") from None
+    try:
+        yield
+    finally:
+        if fresh and work.is_dir() and [p.name for p in work.iterdir()] == [LOCK_FILE]:
+            shutil.rmtree(work, ignore_errors=True)  # refused before collecting anything: leave nothing
+        lock.release()
+
+
+@_holding_collect_lock
 def collect(policy: str, episodes: int, out: str, *, noise: float = 0.0, seed: int = 0, task: str | None = None,
             device: str = "cpu", env: dict[str, Any] | None = None, overwrite: bool = False,
             progress: bool = False) -> dict[str, Any]:

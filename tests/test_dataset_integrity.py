@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,39 @@ def test_cli_on_a_full_disk_is_one_line(small_disk, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1 and "cannot write dataset" in r.stderr and "is free" in r.stderr
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
+# ---------------------------------------------------------------------------- 4. two collects, one out=
+def test_second_collect_into_the_same_out_stops_at_once_naming_the_holder(tmp_path, capsys):
+    out = tmp_path / "pr"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MUJOCO_GL": "egl"}
+    first = subprocess.Popen([sys.executable, "-m", "taco_rl.runners.cli", "data", "collect", "policy=random",
+                              "task=point_reach", "episodes=100000", f"out={out}", "--no-progress"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    work = tmp_path / ".pr.collecting"
+    try:
+        deadline = time.time() + 60
+        while not (work / "episode_000000.npz").exists():
+            assert first.poll() is None and time.time() < deadline, first.stderr.read() if first.poll() else "slow"
+            time.sleep(0.05)
+        t0 = time.time()
+        assert main(["data", "collect", "policy=random", "task=point_reach", "episodes=3", f"out={out}",
+                     "--no-progress"]) == 2
+        assert time.time() - t0 < 10
+        line = _one_line_error(capsys)
+        assert "being collected by another process" in line and f"pid {first.pid}" in line
+        assert first.poll() is None  # the holder is undisturbed
+    finally:
+        first.kill()
+        first.wait()
+    # the killed holder's lock went with it: the same command resumes its episodes and finishes
+    assert main(["data", "collect", "policy=random", "task=point_reach", "episodes=2", f"out={out}",
+                 "--no-progress"]) == 0
+    assert "resuming" in capsys.readouterr().out and not work.exists()
+
+
+def test_refused_collect_leaves_no_folder(tmp_path, capsys):
+    assert main(["data", "collect", "policy=random", "episodes=0", "task=point_reach",
+                 f"out={tmp_path / 'x'}"]) == 2
+    capsys.readouterr()
+    assert list(tmp_path.iterdir()) == []

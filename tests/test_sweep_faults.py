@@ -83,8 +83,8 @@ def test_killed_sweep_leaves_no_run_behind_and_a_rerun_resumes(tmp_path):
     try:
         _wait_mid_run(run.run_dir, budget, lambda: driver.poll() is None)
         runs = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
-                and f"root={tmp_path / 'runs'}" in _cmdline(int(p.name)) and "sweep" not in _cmdline(int(p.name))]
-        assert len(runs) == 1
+                and f"root={tmp_path / 'runs'}" in _cmdline(int(p.name)) and " sweep " not in _cmdline(int(p.name))]
+        assert len(runs) == 1, [_cmdline(p) for p in runs]
     finally:
         driver.kill()
         driver.wait()
