@@ -85,3 +85,13 @@ def test_taco_sac_argument_checks():
         for bad in (float("nan"), float("inf"), -1.0):
             with pytest.raises(ValueError, match=f"{key}={bad!r}: expected a finite number >= 0"):
                 TacoSAC("CnnPolicy", None, **{key: bad})
+
+
+def test_progress_bar_shows_no_fps_frozen_between_episodes(tmp_path, capsys):
+    tiny = ["task=point_reach", "hidden_dim=32", "feature_dim=16", "batch_size=16", "seed_frames=100",
+            "expl_steps=50", "eval_episodes=1", "save_video=false", "eval_every_frames=100", "frames=100",
+            "checkpoint_every_frames=100", "log_every_frames=50", "capacity=2000", f"run_dir={tmp_path / 'r'}"]
+    assert main(["train", *tiny]) == 0
+    err = capsys.readouterr().err
+    assert "frame/s" in err and "ret=" in err  # tqdm's live rate beside the last episode's return
+    assert "fps=" not in err  # an average fixed at the last episode end, beside it, disagreed with the rate
