@@ -15,7 +15,15 @@ and K (stacks and returns are built at sample time).
 A dataset is written into a hidden temporary folder beside its destination, its arrays created at
 their final size and filled episode by episode (memory holds about one episode, so datasets larger
 than RAM can be written), and renamed into place once ``dataset.json`` is written, so an
-interrupted write never looks like a complete dataset.
+interrupted write never looks like a complete dataset. A write that fails removes that folder; one
+killed with SIGKILL cannot, so the next write of the same name removes such stale folders (each live
+writer holds a lock on its own, which keeps it from being taken for stale).
+
+Reading trusts nothing: every :func:`dataset_info` checks each array file's size against
+``dataset.json``, and :func:`load_dataset` checks the checksum, computed once per version of the
+files and recorded with their sizes, times and inodes (:func:`is_verified`): the first open of a
+dataset reads it through once (sha256 runs at about 0.7 GB/s on one core of the 2-core test
+machine, so ~30 s for 21 GB), later opens of unchanged files cost a few ``stat`` calls (~0.2 ms).
 """
 from __future__ import annotations
 
