@@ -38,7 +38,9 @@ DESCRIPTION = """Make, import, combine, inspect and export offline datasets (the
 frame-once replay plus dataset.json). Every subcommand takes key=value arguments after its
 positional ones; out= names the destination folder, which must not exist yet (overwrite=true
 replaces it). A dataset appears only once completely written. Writing streams episode by
-episode into files of the final size: memory holds about one episode, the disk the whole dataset."""
+episode into files of the final size: memory holds about one episode, the disk the whole dataset.
+Reading checks every array file's size; `info verify=true` (and the first load for training) hashes
+the arrays against the recorded checksum."""
 _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 # env settings that collect with policy=random takes (a run's checkpoint fixes them)
 _ENV_KEYS = ("action_repeat", "image_size", "frame_stack", "fast_render")
