@@ -1,6 +1,7 @@
 """Damaged datasets are refused, killed or failed writes leave nothing behind, a full disk is one line."""
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -236,4 +237,30 @@ def test_refused_collect_leaves_no_folder(tmp_path, capsys):
     assert main(["data", "collect", "policy=random", "episodes=0", "task=point_reach",
                  f"out={tmp_path / 'x'}"]) == 2
     capsys.readouterr()
+    assert list(tmp_path.iterdir()) == []
+
+
+class _FullDisk:
+    """A file whose writes fail as on a full disk (where no small file system can be mounted)."""
+
+    def __init__(self, fh):
+        self.fh = fh
+
+    def seek(self, *a):
+        return self.fh.seek(*a)
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self):
+        self.fh.close()
+
+
+def test_late_enospc_is_one_line_without_a_small_disk(tmp_path):
+    ep = make_episodes([5])[0]
+    with pytest.raises(DatasetError) as e:
+        with DatasetWriter(tmp_path / "ds", 6, (3, 8, 8), 2) as w:
+            w._files["rewards"] = _FullDisk(w._files["rewards"])
+            w.add_episode(*ep)
+    assert "disk is full" in str(e.value) and "\n" not in str(e.value)
     assert list(tmp_path.iterdir()) == []
