@@ -264,3 +264,38 @@ def test_late_enospc_is_one_line_without_a_small_disk(tmp_path):
             w.add_episode(*ep)
     assert "disk is full" in str(e.value) and "\n" not in str(e.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def _vd4rl_npz(folder: Path, episodes: int = 30, steps: int = 100) -> Path:
+    folder.mkdir(parents=True)
+    g = np.random.default_rng(0)
+    for i in range(episodes):
+        first = np.zeros(steps + 1, bool)
+        first[0] = True
+        np.savez(folder / f"ep{i:03d}-{steps}.npz", image=g.integers(0, 256, (steps + 1, 64, 64, 3), dtype=np.uint8),
+                 action=g.uniform(-1, 1, (steps + 1, 6)).astype(np.float32), reward=np.ones(steps + 1, np.float32),
+                 is_first=first, is_terminal=np.zeros(steps + 1, bool))
+    return folder
+
+
+@pytest.mark.slow  # two CLI start-ups: ~7-10 s on 2 busy cores
+def test_killed_import_leaves_a_folder_the_next_import_removes(tmp_path):
+    src, out = _vd4rl_npz(tmp_path / "src" / "walker_walk"), tmp_path / "ds"
+    argv = [sys.executable, "-m", "taco_rl.runners.cli", "data", "import", "vd4rl", str(src), f"out={out}",
+            "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not any(any(p.glob("storage-*")) for p in _partials(tmp_path, "ds")):  # arrays being filled
+            assert first.poll() is None and time.time() < deadline, "the import ended before it was killed"
+            time.sleep(0.01)
+        first.kill()
+    finally:
+        first.kill()
+        first.wait()
+    left = _partials(tmp_path, "ds")
+    assert len(left) == 1 and not out.exists()
+    r = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"removed {left[0]}" in r.stderr and _partials(tmp_path, "ds") == [] and dataset_info(out)["episodes"] == 30
