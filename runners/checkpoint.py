@@ -17,6 +17,7 @@ with a warning that says what is lost.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -59,7 +60,21 @@ def load(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated, or holds objects that weights_only refuses
-        raise CheckpointError(f"cannot load checkpoint {path}: {type(e).__name__}: {e}") from None
+        raise CheckpointError(f"cannot load checkpoint {path}: {_load_failure(e)}") from None
+
+
+def _load_failure(e: Exception) -> str:
+    """One line on why torch.load refused a file (its own texts run to a paragraph)."""
+    text = str(e)
+    if "weights only load failed" in text.lower():
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"it holds a Python object{what} besides tensors and plain values, refused unrun "
+                "(weights_only=True): not a checkpoint this code wrote, or a tampered one")
+    if "failed finding central directory" in text or "failed reading zip archive" in text:
+        return "not a complete torch file (truncated or damaged)"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else 'no details'}"
 
 
 def _fsync_dir(folder: Path) -> None:

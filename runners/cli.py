@@ -97,7 +97,8 @@ def _add_sweep_parsers(sub, fmt) -> None:
     r.add_argument("runs", nargs="+", metavar="RUN_DIR|GLOB|SWEEP.yaml",
                    help="run directories, globs of them, or sweep files (their runs, labelled by variant); "
                         "key=value items are overrides applied when expanding sweep files")
-    r.add_argument("--out", required=True, help="output folder (report.md, CSV tables, PNG figures)")
+    r.add_argument("--out", default=None, help="output folder (report.md, CSV tables, PNG figures); default: "
+                   "reports/<sweep file name> for a sweep file, else reports/runs")
     r.add_argument("--frame", type=int, default=None,
                    help="score runs at this frame (offline: update); default: the largest budget among the runs")
     r.add_argument("--metric", default="episode_return", help="eval.csv column to aggregate")

@@ -203,6 +203,11 @@ def resolve(overrides: list[str] | tuple[str, ...] = (), *, offline: bool = Fals
     """Defaults, presets, then overrides -> a validated Config (an OfflineConfig with `offline`)."""
     schema = OfflineConfig if offline else Config
     user = _parse(list(overrides), schema)
+    for f in dataclasses.fields(schema):  # `key=` with nothing after it (OmegaConf reads None)
+        if f.name in user and user[f.name] is None:
+            if f.type not in (str, "str"):
+                raise ConfigError(f"{f.name}= is empty: expected a value of type {getattr(f.type, '__name__', f.type)}")
+            user[f.name] = ""  # the field's rule says what a valid one is
     base = schema()
     task, aux, agent = (str(user.get(k, getattr(base, k))) for k in ("task", "aux", "agent"))
     preset = user.get("preset", base.preset) or "paper"
@@ -285,7 +290,9 @@ def _seed_frames(v: int, cfg: Config) -> str | None:
 
 
 def _capacity(v: int, cfg: Config) -> str | None:
-    return None if v > _horizon(cfg) else f"more than max(nstep, taco_k) = {_horizon(cfg)} transitions"
+    if v <= _horizon(cfg):
+        return f"more than max(nstep, taco_k) = {_horizon(cfg)} transitions"
+    return None if v >= cfg.batch_size else f"at least batch_size = {cfg.batch_size} transitions"
 
 
 def _std_schedule(v: str, cfg: Config) -> str | None:

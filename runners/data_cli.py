@@ -7,8 +7,10 @@ it). Datasets are written atomically (see :mod:`taco_rl.runners.datasets`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +19,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import Config, ConfigError
-from .datasets import DatasetError, DatasetWriter, dataset_info, load_dataset, verify_checksum, write_dataset
+from .datasets import (DatasetError, DatasetWriter, dataset_info, is_verified, load_dataset, verify_checksum,
+                       write_dataset)
 
 EPILOG = """examples:
   taco data collect policy=runs/walker_walk/drqv2-none/seed1-ab12cd34 episodes=200 noise=0.2 out=data/ww_noisy
@@ -35,7 +38,9 @@ DESCRIPTION = """Make, import, combine, inspect and export offline datasets (the
 frame-once replay plus dataset.json). Every subcommand takes key=value arguments after its
 positional ones; out= names the destination folder, which must not exist yet (overwrite=true
 replaces it). A dataset appears only once completely written. Writing streams episode by
-episode into files of the final size: memory holds about one episode, the disk the whole dataset."""
+episode into files of the final size: memory holds about one episode, the disk the whole dataset.
+Reading checks every array file's size; `info verify=true` (and the first load for training) hashes
+the arrays against the recorded checksum."""
 _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 # env settings that collect with policy=random takes (a run's checkpoint fixes them)
 _ENV_KEYS = ("action_repeat", "image_size", "frame_stack", "fast_render")
@@ -172,6 +177,42 @@ def _from_run(run: Path, cfg: Config, out: str, overwrite: bool) -> dict[str, An
                          files=run / "checkpoint" / name)
 
 
+def _holding_collect_lock(collect_fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Run ``collect_fn`` holding the lock of its ``out=``'s collection folder, as a run holds its run
+    directory's: a second collect into the same ``out=`` stops at once, naming the holder."""
+    @functools.wraps(collect_fn)
+    def locked(*args: Any, **kw: Any) -> dict[str, Any]:
+        out = kw.get("out", args[2] if len(args) > 2 else None)
+        if not out:
+            return collect_fn(*args, **kw)
+        with _collect_lock(Path(str(out)).expanduser().resolve()):
+            return collect_fn(*args, **kw)
+    return locked
+
+
+@contextlib.contextmanager
+def _collect_lock(out: Path):
+    from .rundir import LOCK_FILE, RunDirError, RunLock
+
+    work = out.parent / f".{out.name}.collecting"
+    fresh = not work.exists()
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(work)
+    except RunDirError as e:
+        raise DatasetError(f"{out} is being collected by another process ({e.holder}); wait for it to finish "
+                           "or stop it, or choose another out=") from None
+    except OSError as e:
+        raise DatasetError(f"{work}: cannot create or lock the collection folder ({e.strerror})") from None
+    try:
+        yield
+    finally:
+        if fresh and work.is_dir() and [p.name for p in work.iterdir()] == [LOCK_FILE]:
+            shutil.rmtree(work, ignore_errors=True)  # refused before collecting anything: leave nothing
+        lock.release()
+
+
+@_holding_collect_lock
 def collect(policy: str, episodes: int, out: str, *, noise: float = 0.0, seed: int = 0, task: str | None = None,
             device: str = "cpu", env: dict[str, Any] | None = None, overwrite: bool = False,
             progress: bool = False) -> dict[str, Any]:
@@ -341,7 +382,8 @@ def format_info(info: dict[str, Any], verified: bool = False) -> str:
         ("episodes", info["episodes"]),
         ("transitions", f"{info['transitions']} (episode length {length.get('min', '?')}..{length.get('max', '?')})"),
         ("return", f"min {r['min']:.2f}  mean {r['mean']:.2f}  max {r['max']:.2f}"),
-        ("checksum", info["checksum"] + ("  (verified)" if verified else "")),
+        ("checksum", info["checksum"] + ("  (verified)" if verified else
+                                         "  (not verified yet: verify=true, or the first load, hashes the files)")),
         ("source", json.dumps(info["source"])),
     ]
     return "\n".join(f"{k:<12} {v}" for k, v in lines)
@@ -375,10 +417,11 @@ def run(args: argparse.Namespace) -> int:
     elif cmd == "info":
         usage = "taco data info DIR [verify=true] [json=true]"
         pos, kv = _split(items, {"verify": _bool, "json": _bool}, (1, 1), usage)
-        info = dataset_info(pos[0])
+        info = dataset_info(pos[0])  # checks the array file sizes
         if kv.get("verify"):
             verify_checksum(pos[0])
-        print(json.dumps(info, indent=1) if kv.get("json") else format_info(info, bool(kv.get("verify"))))
+        verified = is_verified(info)
+        print(json.dumps({**info, "verified": verified}, indent=1) if kv.get("json") else format_info(info, verified))
         return 0
     elif cmd == "import":
         usage = "taco data import vd4rl|drqv2|minari PATH out=DIR [task=NAME] [obs_key=KEY]"
@@ -395,7 +438,8 @@ def run(args: argparse.Namespace) -> int:
         target = fmt_minari.export(pos[1], pos[2], root=kv.get("root"), progress=progress)
         print(f"wrote Minari dataset {pos[2]} at {target}")
         return 0
-    print(format_info(dataset_info(kv["out"])))
+    out_info = dataset_info(kv["out"])
+    print(format_info(out_info, is_verified(out_info)))
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import math
 import re
 import shutil
@@ -73,8 +74,17 @@ def _read_eval(run: RunLog, metric: str) -> None:
     path = run.run_dir / "eval.csv"
     if not path.exists():
         return
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ReportError(f"{path}, line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); the log is damaged: "
+                          "repair or delete that line, or leave the run out") from None
+    try:
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as e:
+        raise ReportError(f"{path}: unreadable CSV ({e}); repair the file or leave the run out") from None
     if not rows:
         return
     xname = next((k for k in ("frame", "update", "step") if k in rows[0]), None)
@@ -93,8 +103,8 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "config.yaml"
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ReportError(f"cannot read {path}: {e}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ReportError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict) or "task" not in data:
         raise ReportError(f"{path} is not a run config (no task)")
     return data
@@ -254,9 +264,18 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
         writer.writerows(rows)
 
 
-def report(items: Sequence[str], out: str | Path, frame: int | None = None, metric: str = "episode_return",
-           compare: Sequence[str] | None = None, reps: int = 2000, seed: int = 0) -> Path:
-    """Write the report for `items` (run dirs, globs, sweep files) into `out`; returns report.md."""
+def default_out(items: Sequence[str]) -> Path:
+    """Where a report goes without --out: reports/<name of the first sweep file>, else reports/runs."""
+    sweeps = [Path(i) for i in items if i.endswith((".yaml", ".yml")) and Path(i).is_file()]
+    return Path("reports") / (sweeps[0].stem if sweeps else "runs")
+
+
+def report(items: Sequence[str], out: str | Path | None = None, frame: int | None = None,
+           metric: str = "episode_return", compare: Sequence[str] | None = None, reps: int = 2000,
+           seed: int = 0) -> Path:
+    """Write the report for `items` (run dirs, globs, sweep files) into `out` (default:
+    :func:`default_out`); returns report.md."""
+    out = default_out(items) if out is None else out
     runs, sweep_compare = collect(items, metric)
     at = int(frame) if frame is not None else max(r.budget for r in runs)
     xname = runs[0].xname

@@ -362,6 +362,30 @@ def gpu_for_slot(slot: int, gpus_per_run: float, gpus: list[str]) -> str | None:
     return gpus[slot % len(gpus)]
 
 
+# Started in place of a run's command on Linux: asks the kernel to SIGKILL this process when the
+# thread that started it dies (the driver's worker thread, which lives as long as the driver), checks
+# that the driver did not die before that, then becomes the run's command (the pid stays the same, and
+# the death signal survives exec). A killed driver so never leaves runs training (and holding their
+# run directories' locks): rerunning the sweep at once resumes them from their checkpoints.
+_DIE_WITH_DRIVER = (
+    "import ctypes, os, signal, sys\n"
+    "if ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0:\n"  # PR_SET_PDEATHSIG
+    "    sys.exit(f'taco sweep: prctl(PR_SET_PDEATHSIG) failed: {os.strerror(ctypes.get_errno())}')\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit('taco sweep: the driver died before this run started')\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def spawn_child(argv: list[str], **popen: Any) -> subprocess.Popen:
+    """``subprocess.Popen(argv)`` that the kernel kills when this process dies, however it dies
+    (Linux: a parent-death signal; elsewhere a plain Popen, where only Ctrl-C/SIGTERM stop runs).
+    Call it from a thread that lives as long as the child should."""
+    if sys.platform.startswith("linux"):
+        argv = [sys.executable, "-S", "-c", _DIE_WITH_DRIVER, str(os.getpid()), *argv]
+    return subprocess.Popen(argv, **popen)
+
+
 def run_local(sweep: Sweep, workers: int = 1, say: Callable[[str], None] = print) -> list[Run]:
     """Run the unfinished runs, `workers` at a time, each a `taco` subprocess whose output goes to
     <run_dir>/sweep.log. With `gpus` > 0 per run and several GPUs, worker slots take the GPUs in
@@ -391,7 +415,7 @@ def run_local(sweep: Sweep, workers: int = 1, say: Callable[[str], None] = print
                 log.flush()
                 argv = [sys.executable, "-m", "taco_rl.runners.cli", run.command, *run.overrides, "--no-progress"]
                 with lock:
-                    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=run_env)
+                    proc = spawn_child(argv, stdout=log, stderr=subprocess.STDOUT, env=run_env)
                     procs[id(run)] = proc
                 rc = proc.wait()
                 with lock:

@@ -129,7 +129,7 @@ class Trainer(Run):
             fps = (c["frame"] - f0) / max(time.time() - t0, 1e-9)
             if terminated or truncated:
                 self.logger.scalars(c["frame"], {"train/episode_return": episode_return})
-                bar.set_postfix(ret=f"{episode_return:.1f}", fps=f"{fps:.0f}", refresh=False)
+                bar.set_postfix(ret=f"{episode_return:.1f}", refresh=False)  # the bar's own frame/s is live
                 obs = None
             if c["frame"] >= next_log:
                 self.logger.log("train", c["frame"], c["step"], {

@@ -1,6 +1,7 @@
 """TacoSAC: SB3's SAC from pixels with the DrQ-style encoder flow and the suite's TACO loss."""
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch as th
@@ -50,6 +51,9 @@ class TacoSAC(SAC):
                  replay_buffer_class: type[TacoReplayBuffer] | None = None,
                  replay_buffer_kwargs: dict[str, Any] | None = None, policy_kwargs: dict[str, Any] | None = None,
                  _init_setup_model: bool = True, **kwargs: Any) -> None:
+        if isinstance(policy, str) and policy not in self.policy_aliases:
+            raise ValueError(f"TacoSAC takes image observations with policy 'CnnPolicy' (or a TacoSACPolicy "
+                             f"subclass), got {policy!r}")
         if taco_k < 1 or n_steps < 1:
             raise ValueError(f"taco_k and n_steps must be >= 1, got taco_k={taco_k}, n_steps={n_steps}")
         policy_kwargs = dict(policy_kwargs or {})
@@ -57,6 +61,16 @@ class TacoSAC(SAC):
                                reward_weight=reward_weight, action_encoder=action_encoder,
                                feature_dim=feature_dim, augment=augment).items():
             policy_kwargs.setdefault(key, value)
+        for key in ("taco_weight", "curl_weight", "reward_weight"):
+            value = policy_kwargs[key]
+            try:
+                ok = math.isfinite(float(value)) and float(value) >= 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"{key}={value!r}: expected a finite number >= 0 (0 turns the term off)")
+        if not (isinstance(policy_kwargs["feature_dim"], int) and policy_kwargs["feature_dim"] >= 1):
+            raise ValueError(f"feature_dim={policy_kwargs['feature_dim']!r}: expected a positive integer")
         replay_buffer_class = replay_buffer_class or TacoReplayBuffer
         if not issubclass(replay_buffer_class, TacoReplayBuffer):
             raise ValueError(f"TacoSAC needs a TacoReplayBuffer (it samples action sequences), "
