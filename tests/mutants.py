@@ -1,6 +1,6 @@
 """Planted bugs: each one-line mutation below must make at least one non-slow test fail.
 
-    python tests/mutants.py              # every mutant against the learner tests (about a minute each batch)
+    python tests/mutants.py              # every mutant against its own test files (default: the learner tests)
     python tests/mutants.py --full       # every mutant against the whole non-slow suite (slower)
     python tests/mutants.py -k sac -j 2  # the mutants whose description or file mentions "sac", two at a time
     python tests/mutants.py --list
@@ -8,7 +8,8 @@
 Each mutation replaces one exact piece of text, which must occur exactly once in its file: when a
 refactor moves or rewrites that text, the script says so and fails, instead of counting a mutant that
 was never planted as killed. Mutations are applied to scratch copies of the tree (never to the checkout
-itself); the unmutated copy must pass first. Exit status: 0 when every mutant is killed, 1 otherwise.
+itself); the unmutated copy must pass first. A mutant may name the test files that pin it (`tests`);
+the others run against LEARNER_TESTS. Exit status: 0 when every mutant is killed, 1 otherwise.
 (The file name does not start with `test_`, so pytest does not collect it.)
 """
 from __future__ import annotations
@@ -29,6 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 LEARNER_TESTS = ["tests/test_taco_math.py", "tests/test_offline_math.py", "tests/test_learner_math.py",
                  "tests/test_offline_agents.py", "tests/test_agents.py"]
 
+# the test files of the round-two mutants
+ARCH, GRAD, ALIGN = "tests/test_architecture.py", "tests/test_actor_gradient.py", "tests/test_format_alignment.py"
+FORMATS, SCHED = "tests/test_data_formats.py", "tests/test_schedules.py"
+
 
 @dataclass(frozen=True)
 class Mutant:
@@ -36,6 +41,7 @@ class Mutant:
     original: str
     replacement: str
     what: str
+    tests: tuple[str, ...] = ()  # the test files that pin it (empty: LEARNER_TESTS)
 
 
 M = Mutant
@@ -269,6 +275,136 @@ MUTANTS = [
       "IQL actor reuses a cached Q_target of other features"),
     M("agents/iql.py", "None if self.latent_critic else q_data)", "q_data)",
       "IQL actor reuses Q_target of the action code before the critic step moved it"),
+
+    # ============================================================ round two: written by reading the code
+    # (architecture, the actor's gradient through a saturated sample, per-format field alignment,
+    # schedules and precedence, offline learners, the SB3 buffer); each names the files that pin it.
+    # ------------------------------------------------------------ architecture (agents/nets.py)
+    *[M("agents/nets.py", o, r, w, (ARCH,)) for o, r, w in [
+        ("nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True),\n        )", "nn.Conv2d(32, 32, 3, stride=1),\n        )",
+         "architecture: encoder's last ReLU removed"),
+        ("nn.Conv2d(c, 32, 3, stride=2), nn.ReLU(inplace=True),", "nn.Conv2d(c, 32, 3, stride=2), nn.ELU(inplace=True),",
+         "architecture: encoder's first activation ELU instead of ReLU"),
+        ("return nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())",
+         "return nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim, elementwise_affine=False), nn.Tanh())",
+         "architecture: trunk LayerNorm without its affine parameters"),
+        ("return nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())",
+         "return nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.Identity(), nn.Tanh())",
+         "architecture: trunk without its LayerNorm"),
+        ("return nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())",
+         "return nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim, eps=1e-3), nn.Tanh())",
+         "architecture: trunk LayerNorm eps 1e-3 instead of torch's 1e-5"),
+        ("def mlp(inp: int, hidden: int, out: int, depth: int = 2)", "def mlp(inp: int, hidden: int, out: int, depth: int = 1)",
+         "architecture: MLPs with one hidden layer instead of two"),
+        ("layers += [nn.Linear(inp if i == 0 else hidden, hidden), nn.ReLU(inplace=True)]",
+         "layers += [nn.Linear(inp if i == 0 else hidden, hidden), nn.Tanh()]", "architecture: MLP hidden activation tanh"),
+        ("nn.Linear(action_dim, 64), nn.Tanh(), nn.Linear(64, latent_dim)",
+         "nn.Linear(action_dim, 64), nn.ReLU(), nn.Linear(64, latent_dim)", "architecture: TACO action encoder uses ReLU"),
+        ("return int(1.25 * action_dim) + 1", "return int(1.5 * action_dim) + 1",
+         "architecture: latent action size int(1.5 |A|) + 1"),
+        ('nn.init.orthogonal_(m.weight, nn.init.calculate_gain("relu"))', "nn.init.orthogonal_(m.weight)",
+         "architecture: convolutions initialised without the ReLU gain"),
+        ("h = torch.cat([z, action_code], dim=-1)", "h = torch.cat([action_code, z], dim=-1)",
+         "architecture: Q heads read (action, features) instead of (features, action)"),
+    ]],
+    # ------------------------------------------------------------ the actor's gradient through sampled actions
+    *[M(f, o, r, w, (GRAD,)) for f, o, r, w in [
+        ("agents/drqv2.py", "return x - x.detach() + x.detach().clamp(-1.0 + eps, 1.0 - eps)",
+         "return x.clamp(-1.0 + eps, 1.0 - eps)", "actor gradient: truncated normal's clamp blocks the gradient where saturated"),
+        ("agents/drqv2.py", "return x - x.detach() + x.detach().clamp(-1.0 + eps, 1.0 - eps)",
+         "return x - x.detach() + x.detach().clamp(-1.0, 1.0)", "actor gradient: truncated normal reaches +-1 (no eps margin)"),
+        ("agents/drqv2.py", "x = mean + noise", "x = mean.detach() + noise",
+         "actor gradient: truncated normal sample detached from the mean"),
+        ("agents/sac.py", "log_prob = log_prob - 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))",
+         "log_prob = log_prob - torch.log(1.0 - torch.tanh(x).pow(2) + 1e-6)",
+         "actor gradient: SAC tanh correction in the unstable log(1 - tanh^2 + eps) form"),
+        ("agents/sac.py", "x = mu + log_std.exp() * torch.randn_like(mu)", "x = mu + log_std.exp().detach() * torch.randn_like(mu)",
+         "actor gradient: SAC sample does not reparameterise the std"),
+        ("agents/sac.py", "log_prob = (-0.5 * ((x - mu) / log_std.exp()).pow(2)",
+         "log_prob = (-0.5 * ((x.detach() - mu) / log_std.exp()).pow(2)",
+         "actor gradient: SAC log-prob of a detached sample (score-function mixup)"),
+    ]],
+    # ------------------------------------------------------------ import/export field alignment (runners/formats)
+    *[M(f, o, r, w, (ALIGN, FORMATS)) for f, o, r, w in [
+        ("runners/formats/vd4rl.py", "yield frames, act[s + 1 : e], rew[s + 1 : e], np.ones(e - s - 1, np.float32)",
+         "yield frames, act[s : e - 1], rew[s + 1 : e], np.ones(e - s - 1, np.float32)",
+         "format alignment: V-D4RL 84px action of the frame's own record (off by one)"),
+        ("runners/formats/vd4rl.py", "yield frames, act[s + 1 : e], rew[s + 1 : e], np.ones(e - s - 1, np.float32)",
+         "yield frames, act[s + 1 : e], rew[s : e - 1], np.ones(e - s - 1, np.float32)",
+         "format alignment: V-D4RL 84px reward of the frame's own record (off by one)"),
+        ("runners/formats/vd4rl.py", "yield frames[s:e], act[s + 1 : e], rew[s + 1 : e], disc[s + 1 : e]",
+         "yield frames[s:e], act[s + 1 : e], rew[s + 1 : e], disc[s : e - 1]",
+         "format alignment: V-D4RL 64px discount off by one"),
+        ("runners/formats/vd4rl.py", "yield frames[s:e], act[s + 1 : e], rew[s + 1 : e], disc[s + 1 : e]",
+         "yield frames[s:e], act[s : e - 1], rew[s + 1 : e], disc[s + 1 : e]",
+         "format alignment: V-D4RL 64px action off by one"),
+        ("runners/formats/vd4rl.py", 'disc = 1.0 - (vector(f["is_terminal"], file, "is_terminal", n) > 0)',
+         'disc = 1.0 - (vector(f["is_first"], file, "is_first", n) > 0)',
+         "format alignment: V-D4RL 64px discount from is_first instead of is_terminal"),
+        ("runners/formats/drqv2.py", 'vector(f["reward"], file, "reward", n)[1:]', 'vector(f["reward"], file, "reward", n)[:-1]',
+         "format alignment: DrQ-v2 npz reward off by one"),
+        ("runners/formats/drqv2.py", 'vector(f["discount"], file, "discount", n)[1:]',
+         'vector(f["discount"], file, "discount", n)[:-1]', "format alignment: DrQ-v2 npz discount off by one"),
+        ("runners/formats/drqv2.py", 'actions(f["action"], file, "action", n)[1:]', 'actions(f["action"], file, "action", n)[:-1]',
+         "format alignment: DrQ-v2 npz action off by one"),
+        ("runners/formats/common.py", "return x[:, -3:] if x.shape[1] != 3 else x", "return x[:, :3] if x.shape[1] != 3 else x",
+         "format alignment: frame stacks keep their oldest frame"),
+        ("runners/formats/common.py", "return np.ascontiguousarray(x.transpose(0, 3, 1, 2))",
+         "return np.ascontiguousarray(x.transpose(0, 3, 2, 1))", "format alignment: HWC frames read with H and W swapped"),
+        ("runners/formats/minari.py", "1.0 - term.astype(np.float32))", "term.astype(np.float32))",
+         "format alignment: Minari import discount inverted"),
+        ("runners/formats/minari.py", 'term = vector(_read(g, file, "terminations")', 'term = vector(_read(g, file, "truncations")',
+         "format alignment: Minari import reads truncations as terminals"),
+        ("runners/formats/minari.py", "trunc[-1] = not term[-1]", "trunc[-1] = term[-1]",
+         "format alignment: Minari export truncation flag inverted"),
+        ("runners/formats/minari.py", "trunc[-1] = not term[-1]", "trunc[:] = not term[-1]",
+         "format alignment: Minari export marks every step truncated"),
+        ("runners/formats/minari.py", "actions=acts.numpy(),", "actions=np.roll(acts.numpy(), 1, axis=0),",
+         "format alignment: Minari export actions one step late"),
+        ("runners/formats/minari.py", "rewards=rews.numpy(),", "rewards=np.roll(rews.numpy(), -1),",
+         "format alignment: Minari export rewards one step early"),
+    ]],
+    # ------------------------------------------------------------ schedules and precedence
+    M("agents/learner.py", "if not eval_mode and step < self.expl_steps:", "if not eval_mode and step <= self.expl_steps:",
+      "schedule: uniform exploration one step past expl_steps", (SCHED,)),
+    M("agents/drqv2.py", "mix = min(max(step / duration, 0.0), 1.0)", "mix = max(step / duration, 0.0)",
+      "schedule: std schedule keeps falling after its duration", (SCHED,)),
+    *[M("runners/sweep.py", "{**base, **settings, **point, **extra_map}", r, w, (SCHED, "tests/test_sweep.py")) for r, w in [
+        ("{**base, **point, **settings, **extra_map}", "sweep precedence: the variant wins over the grid"),
+        ("{**settings, **base, **point, **extra_map}", "sweep precedence: the overrides win over the variant"),
+        ("{**base, **settings, **extra_map, **point}", "sweep precedence: the grid wins over the command line"),
+    ]],
+    # ------------------------------------------------------------ offline learners
+    M("agents/td3bc.py", 'bc = F.mse_loss(action.float(), batch["action"].float())',
+      'bc = F.mse_loss(self._mean(feat).float(), batch["action"].float())',
+      "TD3+BC's BC term on the policy mean instead of the policy sample"),
+    M("agents/iql.py", "LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0", "LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0",
+      "IQL log-std floor -10 instead of -5"),
+    M("agents/iql.py", "return torch.distributions.Normal(torch.tanh(mu), log_std.exp())",
+      "return torch.distributions.Normal(mu, log_std.exp())", "IQL Gaussian around the unsquashed mean"),
+    M("agents/iql.py", "loss = -(weights * log_prob).mean()", "loss = -log_prob.mean()",
+      "IQL actor ignores the advantage weights (plain BC)"),
+    M("agents/iql.py", "return (weight * diff.pow(2)).mean()", "return (weight * diff.abs()).mean()",
+      "IQL expectile loss on |diff| (a quantile loss)"),
+    M("agents/cql.py", "z = self.critic.trunk(feat).unsqueeze(1)", "z = self.critic_target.trunk(feat).unsqueeze(1)",
+      "CQL scores with the target critic's trunk"),
+    # Equivalent, not counted: swapping feat and next_feat in CQL's penalty_actions call only reorders
+    # the pi(s) and pi(s') samples inside one logsumexp (and the cql_q_policy mean over both).
+    # ------------------------------------------------------------ SB3 buffer (sb3/buffer.py)
+    *[M("sb3/buffer.py", o, r, w, ("tests/test_sb3.py",)) for o, r, w in [
+        ("(self.dones[last, e] * (1.0 - self.timeouts[last, e]))", "(self.dones[last, e] * 1.0)",
+         "SB3 buffer: time limits count as terminals"),
+        ("np.full((batch_size, 1), self.gamma ** n, np.float32)", "np.full((batch_size, 1), self.gamma ** (n - 1), np.float32)",
+         "SB3 buffer: discount gamma^(n-1)"),
+        ("self.gamma ** np.arange(self.n_steps, dtype=np.float32)", "self.gamma ** np.arange(1, self.n_steps + 1, dtype=np.float32)",
+         "SB3 buffer: n-step return discounts r_t by gamma"),
+        ("future = self._tensor(self._normalize_obs(self._obs_after(seq[:, -1], e2), env))",
+         "future = self._tensor(self._normalize_obs(self.observations[seq[:, -1], e2], env))",
+         "SB3 buffer: future observation is s_{t+K-1}"),
+        ("idx = (oldest + u[:, None] + np.arange(span - 1)) % self.buffer_size",
+         "idx = (oldest + u[:, None] + np.arange(max(span - 2, 0))) % self.buffer_size",
+         "SB3 buffer: sequences may run one step past an episode's end"),
+    ]],
 ]
 
 
@@ -309,7 +445,8 @@ def run_tests(tree: Path, tests: list[str], timeout: float) -> tuple[bool, str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="run the whole non-slow suite against each mutant")
-    ap.add_argument("--tests", nargs="+", help=f"test files to run (default: {' '.join(LEARNER_TESTS)})")
+    ap.add_argument("--tests", nargs="+", help="test files to run for every mutant (default: each mutant's own, else "
+                    f"{' '.join(LEARNER_TESTS)})")
     ap.add_argument("-k", dest="match", help="only mutants whose file or description contains this text "
                     "(several: separated by '|')")
     ap.add_argument("-j", "--jobs", type=int, default=1, help="mutants tested at once (one scratch tree each)")
@@ -327,8 +464,15 @@ def main(argv: list[str] | None = None) -> int:
         print("mutants.py: these mutations can no longer be planted (the code moved; update MUTANTS):", file=sys.stderr)
         print("\n".join("  " + p for p in problems), file=sys.stderr)
         return 2
-    # listing the learner tests first makes -x stop early; pytest drops the repeats in tests/
-    tests = args.tests or (LEARNER_TESTS + ["tests"] if args.full else LEARNER_TESTS)
+    def tests_for(m: Mutant) -> list[str]:
+        # listing a mutant's own tests and the learner tests first makes -x stop early; pytest drops
+        # the repeats in tests/
+        if args.tests:
+            return args.tests
+        own = list(m.tests) or LEARNER_TESTS
+        return own + [t for t in LEARNER_TESTS + ["tests"] if t not in own] if args.full else own
+
+    tests = list(dict.fromkeys(t for m in mutants for t in tests_for(m)))  # the unmutated tree passes them all
     jobs = max(1, min(args.jobs, len(mutants)))
     with tempfile.TemporaryDirectory(prefix="taco-mutants-") as tmp:
         trees = [Path(tmp) / f"tree{i}" for i in range(jobs)]
@@ -349,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 target.write_text(source.replace(m.original, m.replacement, 1))
                 start = time.time()
-                passed, detail = run_tests(tree, tests, args.timeout)
+                passed, detail = run_tests(tree, tests_for(m), args.timeout)
                 return m, not passed, detail, time.time() - start
             finally:
                 target.write_text(source)
