@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,7 @@ def test_a_resumed_run_continues_the_same_wandb_run_and_logs_each_frame_once(tmp
     run = tmp_path / "run"
     Trainer(resolve([*TINY, "frames=200", f"run_dir={run}"]), progress=False).train()
     first = json.loads((run / "wandb.json").read_text())
+    time.sleep(1.1)  # W&B names offline run folders by the second: a resume within it would share the folder
     Trainer(resolve([*TINY, "frames=400", f"run_dir={run}"]), progress=False).train()
     got = read_run(run)
     assert got["ids"] == [first["id"], first["id"]]  # two processes, one W&B run
