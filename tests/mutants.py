@@ -326,11 +326,11 @@ MUTANTS = [
     ]],
     # ------------------------------------------------------------ import/export field alignment (runners/formats)
     *[M(f, o, r, w, (ALIGN, FORMATS)) for f, o, r, w in [
-        ("runners/formats/vd4rl.py", "yield frames, act[s + 1 : e], rew[s + 1 : e], np.ones(e - s - 1, np.float32)",
-         "yield frames, act[s : e - 1], rew[s + 1 : e], np.ones(e - s - 1, np.float32)",
+        ("runners/formats/vd4rl.py", "yield frames, act[1:], rew[1:], np.ones(len(frames) - 1, np.float32)",
+         "yield frames, act[:-1], rew[1:], np.ones(len(frames) - 1, np.float32)",
          "format alignment: V-D4RL 84px action of the frame's own record (off by one)"),
-        ("runners/formats/vd4rl.py", "yield frames, act[s + 1 : e], rew[s + 1 : e], np.ones(e - s - 1, np.float32)",
-         "yield frames, act[s + 1 : e], rew[s : e - 1], np.ones(e - s - 1, np.float32)",
+        ("runners/formats/vd4rl.py", "yield frames, act[1:], rew[1:], np.ones(len(frames) - 1, np.float32)",
+         "yield frames, act[1:], rew[:-1], np.ones(len(frames) - 1, np.float32)",
          "format alignment: V-D4RL 84px reward of the frame's own record (off by one)"),
         ("runners/formats/vd4rl.py", "yield frames[s:e], act[s + 1 : e], rew[s + 1 : e], disc[s + 1 : e]",
          "yield frames[s:e], act[s + 1 : e], rew[s + 1 : e], disc[s : e - 1]",
