@@ -175,11 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     from .datasets import DatasetError
     from .guard import NonFiniteError
     from .rundir import RunDirError, RunInterrupted, sigterm_as_interrupt
+    from .workers import WorkerError
 
     try:
         with sigterm_as_interrupt():  # a preempted job stops like Ctrl-C
             return _run(args)
-    except (NonFiniteError, CheckpointWriteError) as e:  # the run failed; what is on disk is whole
+    except (NonFiniteError, CheckpointWriteError, WorkerError) as e:  # the run failed; what is on disk is whole
         print(f"taco: error: {e}", file=sys.stderr)
         return 1
     except (ConfigError, UnknownTaskError, RenderBackendError, RunDirError, CheckpointError,
