@@ -216,5 +216,31 @@ def test_interrupted_run_stops_its_workers(tmp_path, how):
         os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == (143 if how == "SIGTERM" else 130), err
-    assert "rerunning the same command resumes" in err
+    assert "rerunning the same command" in err and "Traceback" not in err
     assert _gone(workers)
+
+
+def test_bench_times_env_workers_and_evaluation(capsys):
+    import json
+
+    from taco_rl.runners.cli import main
+
+    assert main(["bench", "task=point_reach", "hidden_dim=32", "batch_size=16", "eval_workers=2", "eval_episodes=4",
+                 "--updates", "1", "--samples", "2", "--env-steps", "20", "--num-envs", "1,2", "--eval"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["env_fps_envs_1"] > 0 and r["env_fps_envs_2"] > 0
+    assert r["env_speedup_envs_2"] == pytest.approx(r["env_fps_envs_2"] / r["env_fps_envs_1"])
+    assert r["eval_workers"] == 2 and r["eval_s_serial"] > 0 and r["eval_s_parallel"] > 0
+    assert r["eval_parallel_vs_serial"] == pytest.approx(r["eval_s_parallel"] / r["eval_s_serial"])
+    # hours per 1M frames count the measured evaluation (with eval_workers) at eval_every_frames
+    eval_h = 1e6 / r["settings"]["eval_every_frames"] * r["eval_s_parallel"] / 3600
+    assert r["eval_hours_per_1M_frames"] == pytest.approx(eval_h) and r["eval_hours_source"] == "measured (eval_workers)"
+    updates_h = r["hours_per_1M_frames_updates_only"]
+    assert r["hours_per_1M_frames"] == pytest.approx(updates_h + 1e6 / r["env_fps"] / 3600 + eval_h)
+    assert not __import__("multiprocessing").active_children()
+
+
+def test_bench_num_envs_is_checked():
+    from taco_rl.runners.cli import main
+
+    assert main(["bench", "task=point_reach", "--num-envs", "1,0"]) == 2

@@ -1,0 +1,122 @@
+"""`taco bench`'s whole-run figures: env stepping in worker processes at several env counts, and
+the seconds one evaluation takes in-process and with `eval_workers`, for hours per 1M frames that
+count evaluation at the configured cadence.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from taco_rl.envs import make_env
+
+from .config import Config
+from .parallel_eval import EvalPool, eval_worker_count, play_serial
+from .run import EVAL_SEED_OFFSET, env_kwargs
+from .workers import close_all, start_workers
+
+DMC_EPISODE_FRAMES = 1000  # dm_control's time limit (point_reach: 50 agent steps)
+
+
+def episode_frames(cfg: Config) -> int:
+    return 50 * cfg.action_repeat if cfg.task == "point_reach" else DMC_EPISODE_FRAMES
+
+
+def vec_env_fps(cfg: Config, num_envs: int, steps: int) -> float:
+    """Env frames per second, summed over `num_envs` envs stepping in worker processes in lock-step
+    (every env one step, then the next vector step), random actions, faithful rendering: the env
+    side of a run with `num_envs` training envs. Worker start-up and the first render are not timed."""
+    workers = start_workers(num_envs, cfg.task, cfg.seed, env_kwargs(cfg), "bench")
+    try:
+        action_shape = workers[0].spaces[1]
+        rng = np.random.default_rng(cfg.seed)
+        for i, w in enumerate(workers):
+            w.send("reset", cfg.seed + i)
+        for w in workers:
+            w.recv()
+        frames, t = 0, time.perf_counter()
+        for _ in range(steps):
+            for w in workers:
+                w.send("step", rng.uniform(-1, 1, action_shape).astype(np.float32))
+            for i, w in enumerate(workers):
+                (_, _, terminated, truncated, info), _ = w.recv()
+                frames += int(info.get("frames", cfg.action_repeat))
+                if terminated or truncated:
+                    w.send("reset", None)
+                    w.recv()
+        return frames / (time.perf_counter() - t)
+    finally:
+        close_all(workers)
+
+
+def eval_seconds(cfg: Config, agent, workers: int) -> float:
+    """Seconds of one evaluation as a run plays it (cfg.eval_episodes episodes, the episode-0 video
+    when save_video), in-process (`workers=0`) or in `workers` eval workers (started before timing:
+    a run starts them once)."""
+    video = dict(render_mode="rgb_array", render_size=cfg.video_size) if cfg.save_video else {}
+    seeds = [cfg.seed + EVAL_SEED_OFFSET + i for i in range(cfg.eval_episodes)]
+    kwargs = {**env_kwargs(cfg), **video}
+    agent.train(False)
+    try:
+        if workers == 0:
+            env = make_env(cfg.task, cfg.seed + EVAL_SEED_OFFSET, **kwargs)
+            try:
+                env.reset(seed=0)
+                env.step(env.action_space.sample())  # the GL context, as a run's eval env has it
+                t = time.perf_counter()
+                play_serial(env, agent, 10**9, seeds, cfg.save_video)
+                return time.perf_counter() - t
+            finally:
+                env.close()
+        pool = EvalPool(workers, cfg.task, cfg.seed + EVAL_SEED_OFFSET, kwargs)
+        try:
+            for w in pool.workers:  # a reset renders: every worker's GL context exists, as in a run
+                w.send("reset", 0)
+            for w in pool.workers:
+                w.recv()
+            t = time.perf_counter()
+            pool.play(agent, 10**9, seeds, cfg.save_video)
+            return time.perf_counter() - t
+        finally:
+            pool.close()
+    finally:
+        agent.train(True)
+
+
+def whole_run(cfg: Config, agent, num_envs: list[int], env_steps: int, evaluation: bool) -> dict[str, Any]:
+    """env_fps_envs_N for each N, and with `evaluation` eval_s_serial / eval_s_parallel (and the
+    eval_workers they used); every env-stepping figure is taken in this one process run."""
+    out: dict[str, Any] = {}
+    for n in num_envs:
+        out[f"env_fps_envs_{n}"] = vec_env_fps(cfg, n, env_steps)
+    if len(num_envs) > 1 and 1 in num_envs:
+        for n in num_envs:
+            if n != 1:
+                out[f"env_speedup_envs_{n}"] = out[f"env_fps_envs_{n}"] / out["env_fps_envs_1"]
+    if evaluation:
+        with torch.no_grad():
+            out["eval_s_serial"] = eval_seconds(cfg, agent, 0)
+            workers = eval_worker_count(cfg.eval_workers, cfg.eval_episodes)
+            out["eval_workers"] = workers
+            if workers > 0:
+                out["eval_s_parallel"] = eval_seconds(cfg, agent, workers)
+                out["eval_parallel_vs_serial"] = out["eval_s_parallel"] / out["eval_s_serial"]
+    return out
+
+
+def eval_hours(cfg: Config, r: dict[str, Any]) -> tuple[float, str] | None:
+    """Hours per 1M frames spent evaluating at eval_every_frames, and how they were obtained: from
+    the measured evaluation (`eval_s_parallel` when eval_workers > 0, else `eval_s_serial`), or,
+    unmeasured, estimated as the evaluation's env frames at the in-process `env_fps` (acting and
+    the video not counted)."""
+    evals = 1e6 / cfg.eval_every_frames
+    if "eval_s_parallel" in r:
+        return evals * r["eval_s_parallel"] / 3600, "measured (eval_workers)"
+    if "eval_s_serial" in r:
+        return evals * r["eval_s_serial"] / 3600, "measured (in-process)"
+    if "env_fps" in r:
+        frames = cfg.eval_episodes * episode_frames(cfg)
+        return evals * frames / r["env_fps"] / 3600, "estimated from env_fps (in-process, no acting or video)"
+    return None
