@@ -108,17 +108,35 @@ def _main_not_rerun():
         sys.modules["__main__"] = main
 
 
+def spawn(target, args: tuple, name: str):
+    """Start `target(conn, *args)` in a spawned daemon process: (process, the parent's end of the
+    pipe). Only the worker holds the other end, so the parent's death reaches it as EOF."""
+    ctx = mp.get_context("spawn")
+    conn, child = ctx.Pipe()
+    proc = ctx.Process(target=target, args=(child, *args), name=name, daemon=True)
+    with _main_not_rerun():
+        proc.start()
+    child.close()
+    return proc, conn
+
+
+def stop(proc, timeout: float = 5.0) -> None:
+    """End a worker process: wait `timeout`, then terminate, then kill."""
+    proc.join(timeout)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(timeout)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+
+
 class EnvWorker:
     """One env in its own process. `send(cmd, arg, render)` then `recv()`; `close()` always returns."""
 
     def __init__(self, task: str, seed: int | None, kwargs: dict[str, Any], name: str) -> None:
-        ctx = mp.get_context("spawn")
         self.name = name
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, task, seed, kwargs), name=name, daemon=True)
-        with _main_not_rerun():
-            self.proc.start()
-        child.close()  # only the worker holds its end: the parent's death reaches it as EOF
+        self.proc, self.conn = spawn(_serve, (task, seed, kwargs), name)
         self.spaces = None
 
     def started(self) -> tuple:
@@ -158,13 +176,7 @@ class EnvWorker:
                     self.conn.recv()
             except (BrokenPipeError, EOFError, ConnectionResetError, OSError):
                 pass
-        self.proc.join(timeout)
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(timeout)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join()
+        stop(self.proc, timeout)
         self.conn.close()
 
 
