@@ -24,11 +24,14 @@ def episode_frames(cfg: Config) -> int:
     return 50 * cfg.action_repeat if cfg.task == "point_reach" else DMC_EPISODE_FRAMES
 
 
-def vec_env_fps(cfg: Config, num_envs: int, steps: int) -> float:
-    """Env frames per second, summed over `num_envs` envs stepping in worker processes in lock-step
-    (every env one step, then the next vector step), random actions, faithful rendering: the env
-    side of a run with `num_envs` training envs. Worker start-up and the first render are not timed."""
-    workers = start_workers(num_envs, cfg.task, cfg.seed, env_kwargs(cfg), "bench")
+def vec_env_fps(cfg: Config, num_envs: list[int], steps: int, rounds: int = 4) -> dict[int, float]:
+    """Env frames per second for each N in `num_envs`: the sum over N envs stepping in worker
+    processes in lock-step (every env one step, then the next vector step), random actions,
+    faithful rendering: the env side of a run with N training envs. One set of max(N) workers
+    serves every N (the first N of them; the others wait idle), and the N are measured in
+    interleaved rounds, so a change in the machine's load moves every figure alike. Worker
+    start-up and the first render are not timed."""
+    workers = start_workers(max(num_envs), cfg.task, cfg.seed, env_kwargs(cfg), "bench")
     try:
         action_shape = workers[0].spaces[1]
         rng = np.random.default_rng(cfg.seed)
@@ -36,17 +39,23 @@ def vec_env_fps(cfg: Config, num_envs: int, steps: int) -> float:
             w.send("reset", cfg.seed + i)
         for w in workers:
             w.recv()
-        frames, t = 0, time.perf_counter()
-        for _ in range(steps):
-            for w in workers:
-                w.send("step", rng.uniform(-1, 1, action_shape).astype(np.float32))
-            for i, w in enumerate(workers):
-                (_, _, terminated, truncated, info), _ = w.recv()
-                frames += int(info.get("frames", cfg.action_repeat))
-                if terminated or truncated:
-                    w.send("reset", None)
-                    w.recv()
-        return frames / (time.perf_counter() - t)
+        frames = {n: 0 for n in num_envs}
+        seconds = {n: 0.0 for n in num_envs}
+        per_round = max(1, steps // rounds)
+        for _ in range(rounds):
+            for n in num_envs:
+                t = time.perf_counter()
+                for _ in range(per_round):
+                    for w in workers[:n]:
+                        w.send("step", rng.uniform(-1, 1, action_shape).astype(np.float32))
+                    for w in workers[:n]:
+                        (_, _, terminated, truncated, info), _ = w.recv()
+                        frames[n] += int(info.get("frames", cfg.action_repeat))
+                        if terminated or truncated:
+                            w.send("reset", None)
+                            w.recv()
+                seconds[n] += time.perf_counter() - t
+        return {n: frames[n] / seconds[n] for n in num_envs}
     finally:
         close_all(workers)
 
@@ -89,8 +98,9 @@ def whole_run(cfg: Config, agent, num_envs: list[int], env_steps: int, evaluatio
     """env_fps_envs_N for each N, and with `evaluation` eval_s_serial / eval_s_parallel (and the
     eval_workers they used); every env-stepping figure is taken in this one process run."""
     out: dict[str, Any] = {}
-    for n in num_envs:
-        out[f"env_fps_envs_{n}"] = vec_env_fps(cfg, n, env_steps)
+    if num_envs:
+        for n, fps in vec_env_fps(cfg, sorted(set(num_envs)), env_steps).items():
+            out[f"env_fps_envs_{n}"] = fps
     if len(num_envs) > 1 and 1 in num_envs:
         for n in num_envs:
             if n != 1:
