@@ -60,37 +60,40 @@ def vec_env_fps(cfg: Config, num_envs: list[int], steps: int, rounds: int = 4) -
         close_all(workers)
 
 
-def eval_seconds(cfg: Config, agent, workers: int) -> float:
+def eval_seconds(cfg: Config, agent, workers: int) -> tuple[float, float | None]:
     """Seconds of one evaluation as a run plays it (cfg.eval_episodes episodes, the episode-0 video
-    when save_video), in-process (`workers=0`) or in `workers` eval workers (started before timing:
-    a run starts them once)."""
+    when save_video): in-process, and in `workers` eval workers (None when 0; started before timing,
+    as a run starts them once). Measured in interleaved rounds of `workers` episodes (in-process,
+    then the same episodes in the workers), so a change in the machine's load moves both alike; the
+    rounds add up to the whole evaluation."""
     video = dict(render_mode="rgb_array", render_size=cfg.video_size) if cfg.save_video else {}
     seeds = [cfg.seed + EVAL_SEED_OFFSET + i for i in range(cfg.eval_episodes)]
     kwargs = {**env_kwargs(cfg), **video}
     agent.train(False)
+    env = make_env(cfg.task, cfg.seed + EVAL_SEED_OFFSET, **kwargs)
+    pool = EvalPool(workers, cfg.task, cfg.seed + EVAL_SEED_OFFSET, kwargs) if workers > 0 else None
     try:
-        if workers == 0:
-            env = make_env(cfg.task, cfg.seed + EVAL_SEED_OFFSET, **kwargs)
-            try:
-                env.reset(seed=0)
-                env.step(env.action_space.sample())  # the GL context, as a run's eval env has it
-                t = time.perf_counter()
-                play_serial(env, agent, 10**9, seeds, cfg.save_video)
-                return time.perf_counter() - t
-            finally:
-                env.close()
-        pool = EvalPool(workers, cfg.task, cfg.seed + EVAL_SEED_OFFSET, kwargs)
-        try:
-            for w in pool.workers:  # a reset renders: every worker's GL context exists, as in a run
-                w.send("reset", 0)
-            for w in pool.workers:
-                w.recv()
+        env.reset(seed=0)  # the first render makes the GL context, as a run's eval env has it
+        for w in pool.workers if pool is not None else []:
+            w.send("reset", 0)
+        for w in pool.workers if pool is not None else []:
+            w.recv()
+        serial, parallel = 0.0, 0.0
+        size = max(workers, 1)
+        for start in range(0, len(seeds), size):
+            part, video_now = seeds[start:start + size], cfg.save_video and start == 0
             t = time.perf_counter()
-            pool.play(agent, 10**9, seeds, cfg.save_video)
-            return time.perf_counter() - t
-        finally:
-            pool.close()
+            play_serial(env, agent, 10**9, part, video_now)
+            serial += time.perf_counter() - t
+            if pool is not None:
+                t = time.perf_counter()
+                pool.play(agent, 10**9, part, video_now)
+                parallel += time.perf_counter() - t
+        return serial, (parallel if pool is not None else None)
     finally:
+        env.close()
+        if pool is not None:
+            pool.close()
         agent.train(True)
 
 
@@ -107,11 +110,11 @@ def whole_run(cfg: Config, agent, num_envs: list[int], env_steps: int, evaluatio
                 out[f"env_speedup_envs_{n}"] = out[f"env_fps_envs_{n}"] / out["env_fps_envs_1"]
     if evaluation:
         with torch.no_grad():
-            out["eval_s_serial"] = eval_seconds(cfg, agent, 0)
             workers = eval_worker_count(cfg.eval_workers, cfg.eval_episodes)
             out["eval_workers"] = workers
-            if workers > 0:
-                out["eval_s_parallel"] = eval_seconds(cfg, agent, workers)
+            out["eval_s_serial"], parallel = eval_seconds(cfg, agent, workers)
+            if parallel is not None:
+                out["eval_s_parallel"] = parallel
                 out["eval_parallel_vs_serial"] = out["eval_s_parallel"] / out["eval_s_serial"]
     return out
 
