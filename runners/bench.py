@@ -6,7 +6,9 @@ stepping (faithful and fast render). With `--baseline` it also times the same ma
 reference implementation runs it (grid_sample augmentation, NCHW convolutions, one encoder call
 per no-grad pass, a per-tensor loop Adam), interleaved with the others in the same process, so
 ratios are measured in one run. `--loop-steps` times the training loop itself (serial and with
-the env stepping overlapped); every result carries projected hours per 1M frames.
+the env stepping overlapped). Env stepping is also timed in 1, 2 and 4 worker processes
+(`--num-envs`), and with `--eval` one evaluation in-process and with `eval_workers`
+(runners/bench_run.py); every result carries projected hours per 1M frames, evaluation included.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from taco_rl.agents.learner import set_adam_impl
 from taco_rl.agents.nets import hwc_to_chw_columns
 from taco_rl.envs import make_env
 
+from .bench_run import eval_hours, whole_run
 from .config import Config
 from .run import env_kwargs
 from .stepper import EnvStepper
@@ -163,21 +166,30 @@ def loop_fps(cfg: Config, agent, replay, step: int, steps: int, overlap: bool) -
     return fps
 
 
-def projection(cfg: Config, r: dict[str, Any]) -> dict[str, float]:
-    """Projected hours per 1M env frames.
+def projection(cfg: Config, r: dict[str, Any]) -> dict[str, Any]:
+    """Projected hours per 1M env frames, evaluation included.
 
     hours_per_1M_frames = (1e6 / (action_repeat * update_every_steps)) * (update_ms + sample_ms) / 3.6e6
                           + (1e6 / env_fps) / 3600            (serial loop; acting not counted)
-    Without an env measurement (--skip-env) only the update part is given (`_updates_only`). With
-    --loop-steps the measured loop gives hours_per_1M_frames_loop = 1e6 / loop_fps_thread / 3600.
+                          + eval_hours_per_1M_frames
+    eval_hours_per_1M_frames = (1e6 / eval_every_frames) * (seconds of one evaluation) / 3600, the
+    evaluation measured with --eval (eval_workers as configured) or else estimated from env_fps
+    (`eval_hours_source` says which; see bench_run.eval_hours). Without an env measurement
+    (--skip-env) only the update part is given (`_updates_only`). With --loop-steps the measured
+    loop gives hours_per_1M_frames_loop = 1e6 / loop_fps_thread / 3600 + eval_hours_per_1M_frames.
     """
     updates = 1e6 / (cfg.action_repeat * cfg.update_every_steps)
     update_h = updates * (r["update_ms"] + r["sample_ms"]) / 3.6e6
-    out = {"updates_per_1M_frames": updates, "hours_per_1M_frames_updates_only": update_h}
+    out: dict[str, Any] = {"updates_per_1M_frames": updates, "hours_per_1M_frames_updates_only": update_h}
+    evaluation = eval_hours(cfg, r)
+    eval_h = 0.0
+    if evaluation is not None:
+        eval_h, out["eval_hours_source"] = evaluation
+        out["eval_hours_per_1M_frames"] = eval_h
     if "env_fps" in r:
-        out["hours_per_1M_frames"] = update_h + 1e6 / r["env_fps"] / 3600
+        out["hours_per_1M_frames"] = update_h + 1e6 / r["env_fps"] / 3600 + eval_h
     if "loop_fps_thread" in r:
-        out["hours_per_1M_frames_loop"] = 1e6 / r["loop_fps_thread"] / 3600
+        out["hours_per_1M_frames_loop"] = 1e6 / r["loop_fps_thread"] / 3600 + eval_h
     return out
 
 
@@ -233,7 +245,8 @@ def _context(cfg: Config, device: torch.device) -> dict[str, Any]:
 
 
 def bench(cfg: Config, updates: int = 5, samples: int = 20, env_steps: int = 200, baseline: bool = False,
-          skip_env: bool = False, loop_steps: int = 0, compile_encoder: bool = False) -> dict[str, Any]:
+          skip_env: bool = False, loop_steps: int = 0, compile_encoder: bool = False,
+          num_envs: tuple[int, ...] = (1, 2, 4), evaluation: bool = False) -> dict[str, Any]:
     device, obs_shape, frame_shape, action_dim, gen, episodes, length = _setup(cfg)
     replay = make_replay(dataclasses.replace(cfg, capacity=episodes * (length + 1)), frame_shape, action_dim, device)
     fill_replay(replay, episodes, length, action_dim, gen)
@@ -270,6 +283,7 @@ def bench(cfg: Config, updates: int = 5, samples: int = 20, env_steps: int = 200
     if not skip_env:
         result["env_fps"] = env_fps(cfg, False, env_steps)
         result["env_fps_fast"] = env_fps(cfg, True, env_steps)
+        result.update(whole_run(cfg, agent, list(num_envs), env_steps, evaluation))
     if loop_steps > 0:  # the training loop itself, serial and with the env stepping during updates
         for mode in ("serial", "thread"):
             result[f"loop_fps_{mode}"] = loop_fps(cfg, agent, replay, step, loop_steps, mode == "thread")

@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     b.epilog += "\nmode=offline (first override) times an offline learner: offline keys as in `taco offline --help`\n"
     b.add_argument("--loop-steps", type=int, default=0,
                    help="also time this many steps of the training loop, serial and with env_overlap=thread")
+    b.add_argument("--num-envs", default="1,2,4",
+                   help="env frames/s with this many envs in worker processes (comma list; empty: none)")
+    b.add_argument("--eval", action="store_true",
+                   help="time one evaluation (eval_episodes, video as set) in-process and with eval_workers")
     b.add_argument("--compile", action="store_true",
                    help="torch.compile the encoder first (an option for GPUs; unmeasured on CPU, off by default)")
     from .data_cli import add_parser as add_data_parser
@@ -176,11 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     from .datasets import DatasetError
     from .guard import NonFiniteError
     from .rundir import RunDirError, RunInterrupted, sigterm_as_interrupt
+    from .workers import WorkerError
 
     try:
         with sigterm_as_interrupt():  # a preempted job stops like Ctrl-C
             return _run(args)
-    except (NonFiniteError, CheckpointWriteError) as e:  # the run failed; what is on disk is whole
+    except (NonFiniteError, CheckpointWriteError, WorkerError) as e:  # the run failed; what is on disk is whole
         print(f"taco: error: {e}", file=sys.stderr)
         return 1
     except (ConfigError, UnknownTaskError, RenderBackendError, RunDirError, CheckpointError,
@@ -195,6 +200,16 @@ def main(argv: list[str] | None = None) -> int:
         rerun = "; rerun the same command to resume from the last checkpoint" if args.command == "train" else ""
         print(f"taco: interrupted ({what}){rerun}", file=sys.stderr)
         return 143 if what == "SIGTERM" else 130
+
+
+def _num_envs(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        counts = (0,)
+    if any(n < 1 for n in counts):
+        raise ConfigError(f"--num-envs {text!r}: expected a comma list of positive integers (e.g. 1,2,4) or ''")
+    return counts
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -227,7 +242,7 @@ def _run(args: argparse.Namespace) -> int:
 
         result = bench(cfg, updates=args.updates, samples=args.samples, env_steps=args.env_steps,
                        baseline=args.baseline, skip_env=args.skip_env, loop_steps=args.loop_steps,
-                       compile_encoder=args.compile)
+                       compile_encoder=args.compile, num_envs=_num_envs(args.num_envs), evaluation=args.eval)
         print(json.dumps(result))
     return 0
 

@@ -49,6 +49,8 @@ class Config:
     expl_steps: int = _f(2000, "agent steps of uniform random actions at the start")
     eval_every_frames: int = _f(10_000, "evaluate every this many frames")
     eval_episodes: int = _f(10, "episodes per evaluation (mean action, separate env)")
+    eval_workers: str = _f("auto", "processes that step the evaluation episodes, the policy acting on their observations "
+                                   "in one batch: N | auto (one per episode up to the cores) | 0 (in this process)")
     save_video: bool = _f(True, "write an mp4 of the first episode of each evaluation")
     video_size: int = _f(256, "eval video height and width, rendered by the eval env's camera (observations keep image_size)")
     checkpoint_every_frames: int = _f(50_000, "checkpoint (with replay) at the first episode end after this many frames")
@@ -158,7 +160,8 @@ OFFLINE_TASK_PRESETS: dict[str, dict[str, Any]] = {
 # `frames=...` extends a run and `device=...` moves it.
 UNHASHED = ("root", "run_dir", "frames", "device", "replay_device", "save_video", "video_size", "log_every_frames",
             "checkpoint_every_frames", "env_overlap", "cpu_malloc", "updates", "log_every_updates",
-            "checkpoint_every_updates", "logger", "wandb_project", "wandb_entity", "wandb_group")
+            "checkpoint_every_updates", "logger", "wandb_project", "wandb_entity", "wandb_group",
+            "eval_workers")  # eval_workers: the same episodes, actions equal to float rounding
 
 
 class ConfigError(ValueError):
@@ -384,6 +387,7 @@ RULES: dict[str, Callable[[Any, Config], str | None]] = {
         "reference for agent=bc (single sums the critic and auxiliary losses; bc has no critic)"
         if v == "single" and cfg.agent == "bc" else None), "env_overlap": _choice("auto", "thread", "serial"),
     "cpu_malloc": _choice("keep", "system"),
+    "eval_workers": lambda v, cfg: None if v == "auto" or re.fullmatch(r"\d+", v) else "auto or an integer >= 0",
     "video_size": _int_at_least(1), "logger": _logger,
     "wandb_project": lambda v, cfg: None if v.strip() else "a W&B project name",
     "wandb_entity": lambda v, cfg: None, "wandb_group": lambda v, cfg: None,  # any name; W&B checks them

@@ -54,7 +54,7 @@ def add_parser(sub: Any) -> None:
     ds = d.add_subparsers(dest="data_command", required=True)
     specs = [
         ("collect", "roll out a run's checkpoint (or random actions) into a dataset",
-         "policy=RUN_DIR|random episodes=N out=DIR [noise=0.2] [seed=0] [task=...] [device=cpu] "
+         "policy=RUN_DIR|random episodes=N out=DIR [noise=0.2] [seed=0] [task=...] [device=cpu] [workers=1] "
          "[action_repeat= image_size= frame_stack= fast_render= (policy=random only)]"),
         ("from-run", "turn a run's replay (its last checkpoint) into a dataset", "RUN_DIR out=DIR"),
         ("concat", "join datasets of the same task and shapes (e.g. medium + expert)", "A B [C ...] out=DIR"),
@@ -215,7 +215,7 @@ def _collect_lock(out: Path):
 @_holding_collect_lock
 def collect(policy: str, episodes: int, out: str, *, noise: float = 0.0, seed: int = 0, task: str | None = None,
             device: str = "cpu", env: dict[str, Any] | None = None, overwrite: bool = False,
-            progress: bool = False) -> dict[str, Any]:
+            progress: bool = False, workers: int = 1) -> dict[str, Any]:
     """Roll out ``policy`` (a run directory: its checkpoint, mean action plus Gaussian ``noise``; or
     ``random``: uniform actions) for ``episodes`` episodes into a dataset at ``out``.
 
@@ -223,6 +223,8 @@ def collect(policy: str, episodes: int, out: str, *, noise: float = 0.0, seed: i
     ``numpy.random.default_rng([seed, i])``, so the same command makes the same dataset. Finished
     episodes are kept in a hidden folder beside ``out`` until the dataset is written: an interrupted
     collect resumes where it stopped when rerun with the same arguments (``episodes`` may grow).
+    ``workers`` > 1 rolls episodes out in that many processes (runners/collect_workers.py; the
+    policy on the CPU there): the same episodes, the same dataset checksum.
     """
     from taco_rl.envs import make_env
 
@@ -234,6 +236,8 @@ def collect(policy: str, episodes: int, out: str, *, noise: float = 0.0, seed: i
         raise ConfigError(f"episodes={episodes}: expected a positive integer")
     if noise < 0:
         raise ConfigError(f"noise={noise}: expected a standard deviation >= 0")
+    if workers < 1:
+        raise ConfigError(f"workers={workers}: expected a positive integer (1: in this process)")
     env = dict(env or {})
     out_path = check_destination(out, overwrite)
     agent, source = None, {"kind": "collect", "policy": policy, "noise": noise, "seed": seed}
@@ -270,14 +274,17 @@ def collect(policy: str, episodes: int, out: str, *, noise: float = 0.0, seed: i
         print(f"resuming: {have} of {episodes} episodes already collected in {work}", flush=True)
     bar = _bar(episodes, progress)
     bar.update(have)
-    for i, file in enumerate(files):
-        if file.is_file():
-            continue
-        ep = _rollout(e, agent, noise, np.random.default_rng([seed, i]), seed * 1_000_003 + i, action_dim)
-        tmp = file.with_name(f".{file.name}.tmp.npz")
-        np.savez(tmp, frames=ep[0], actions=ep[1], rewards=ep[2], discounts=ep[3])
-        tmp.replace(file)
-        bar.update(1)
+    jobs = [(i, file) for i, file in enumerate(files) if not file.is_file()]
+    if workers > 1 and len(jobs) > 1:  # the same episodes, each in one of the worker processes
+        from .collect_workers import collect_parallel
+
+        e.close()
+        collect_parallel(workers, cfg, state["agent"] if agent is not None else None, noise, seed, jobs,
+                         lambda i: bar.update(1), work)
+    for i, file in jobs:
+        if not file.is_file():
+            rollout_to_file(e, agent, noise, seed, i, action_dim, file)
+            bar.update(1)
     bar.close()
     info = _write_episode_files(files, out_path, action_dim, task=cfg.task,
                                 source={**source, "episodes": episodes}, overwrite=overwrite)
@@ -301,6 +308,14 @@ def _work_folder(out: Path, spec: dict[str, Any]) -> Path:
         work.mkdir(parents=True, exist_ok=True)
         spec_file.write_text(json.dumps(spec))
     return work
+
+
+def rollout_to_file(env: Any, agent: Any, noise: float, seed: int, i: int, action_dim: int, file: Path) -> None:
+    """Episode `i` of a collect with `seed`, written atomically to `file`."""
+    ep = _rollout(env, agent, noise, np.random.default_rng([seed, i]), seed * 1_000_003 + i, action_dim)
+    tmp = file.with_name(f".{file.name}.tmp.npz")
+    np.savez(tmp, frames=ep[0], actions=ep[1], rewards=ep[2], discounts=ep[3])
+    tmp.replace(file)
 
 
 def _rollout(env: Any, agent: Any, noise: float, rng: np.random.Generator, reset_seed: int,
@@ -396,7 +411,8 @@ def run(args: argparse.Namespace) -> int:
     if cmd == "collect":
         usage = "taco data collect policy=RUN_DIR|random episodes=N out=DIR"
         keys: dict[str, Callable[[str], Any]] = {
-            **out_keys, "policy": str, "episodes": int, "noise": float, "seed": int, "task": str, "device": str}
+            **out_keys, "policy": str, "episodes": int, "noise": float, "seed": int, "task": str, "device": str,
+            "workers": int}
         types = {f.name: f.type for f in dataclasses.fields(Config)}
         keys.update({k: (_bool if types[k] in (bool, "bool") else int) for k in _ENV_KEYS})
         _, kv = _split(items, keys, (0, 0), usage)
@@ -405,7 +421,7 @@ def run(args: argparse.Namespace) -> int:
         env = {k: kv[k] for k in _ENV_KEYS if k in kv}
         info = collect(kv["policy"], kv["episodes"], _require_out(kv, usage), noise=kv.get("noise", 0.0),
                        seed=kv.get("seed", 0), task=kv.get("task"), device=kv.get("device", "cpu"), env=env,
-                       overwrite=kv.get("overwrite", False), progress=progress)
+                       overwrite=kv.get("overwrite", False), progress=progress, workers=kv.get("workers", 1))
     elif cmd == "from-run":
         usage = "taco data from-run RUN_DIR out=DIR"
         pos, kv = _split(items, out_keys, (1, 1), usage)

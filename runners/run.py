@@ -25,7 +25,9 @@ from . import checkpoint as ckpt
 from .config import Config, ConfigError, config_hash, run_directory, to_yaml
 from .guard import NonFiniteError, check_metrics, check_state
 from .logger import Logger, mean_metrics, write_video
+from .parallel_eval import Episodes, EvalPool, eval_worker_count, play_serial
 from .rundir import RunDirError, RunInterrupted, RunLock, prepare_run_dir  # noqa: F401 (re-exported)
+from .workers import WorkerError
 
 EVAL_SEED_OFFSET = 10_000
 
@@ -95,6 +97,7 @@ class Run:
         self.history: list[dict[str, Any]] = []  # learner metrics since the last log, and their steps
         self.history_steps: list[int] = []
         self.source: tuple[Path, int] | None = None  # (run, clock) that resume_from started this run from
+        self.eval_pool: EvalPool | None = None
 
     @contextlib.contextmanager
     def releasing_lock(self) -> Iterator[None]:
@@ -134,6 +137,7 @@ class Run:
         except KeyboardInterrupt as e:
             raise RunInterrupted(self.resume_point, str(e) or "Ctrl-C", self.clock) from None
         finally:
+            self.close_eval_pool()  # no worker outlives its run
             self.close()
             if self.bar is not None:
                 self.bar.close()
@@ -278,23 +282,13 @@ class Run:
         self.agent.train(False)
         if self.bar is not None and not self.bar.disable:
             self.bar.set_description_str(f"evaluating ({cfg.eval_episodes} episodes)", refresh=True)
-        returns, lengths, video = [], [], []
-        for i in range(cfg.eval_episodes):
-            obs, _ = self.eval_env.reset(seed=cfg.seed + EVAL_SEED_OFFSET + c["evals"] * cfg.eval_episodes + i)
-            done, ret, length = False, 0.0, 0
-            while not done:
-                if i == 0 and cfg.save_video:
-                    video.append(self.eval_env.render())
-                action = self.agent.act(obs, c[self.step_key], True)
-                obs, reward, terminated, truncated, _ = self.eval_env.step(action)
-                ret, length, done = ret + float(reward), length + 1, terminated or truncated
-            returns.append(ret)
-            lengths.append(length)
+        seeds = [cfg.seed + EVAL_SEED_OFFSET + c["evals"] * cfg.eval_episodes + i for i in range(cfg.eval_episodes)]
+        played = self.play_eval(seeds, c[self.step_key])
+        returns, lengths, video = played.returns, played.lengths, played.video
         self.agent.train(True)
         if self.bar is not None:
             self.bar.set_description_str("train", refresh=False)
         if video:
-            video.append(self.eval_env.render())
             path = self.run_dir / "videos" / f"eval_{c[self.clock]:09d}.mp4"
             write_video(path, video)
             self.logger.video(c[self.clock], path)
@@ -308,6 +302,37 @@ class Run:
 
     def score_text(self, row: dict[str, float]) -> str:
         return ""
+
+    def play_eval(self, seeds: list[int], step: int) -> Episodes:
+        """The evaluation's episodes: in the eval worker processes (started at the first evaluation,
+        reused after) or, with eval_workers=0, on the in-process eval env. A worker that fails ends
+        the run with a WorkerError after a checkpoint of the state before this evaluation (a rerun
+        resumes there and evaluates again)."""
+        cfg = self.cfg
+        workers = eval_worker_count(cfg.eval_workers, cfg.eval_episodes)
+        if workers == 0:
+            return play_serial(self.eval_env, self.agent, step, seeds, cfg.save_video)
+        try:
+            if self.eval_pool is None:
+                video = dict(render_mode="rgb_array", render_size=cfg.video_size) if cfg.save_video else {}
+                self.eval_pool = EvalPool(workers, cfg.task, cfg.seed + EVAL_SEED_OFFSET, {**env_kwargs(cfg), **video})
+            return self.eval_pool.play(self.agent, step, seeds, cfg.save_video)
+        except WorkerError as e:
+            self.close_eval_pool()
+            self.agent.train(True)
+            where = f"{self.clock} {self.counters[self.clock]}"
+            try:
+                self.save_checkpoint()
+                saved = f"a checkpoint at {where} was written: rerun the same command to resume there"
+            except Exception as write_error:  # noqa: BLE001 - the worker's failure is the one to report
+                saved = f"no checkpoint could be written there ({write_error}); a rerun resumes from the last one"
+            raise WorkerError(f"evaluation at {where} stopped: {e}; {saved} (eval_workers=0 evaluates "
+                              "in this process)") from None
+
+    def close_eval_pool(self) -> None:
+        pool, self.eval_pool = self.eval_pool, None
+        if pool is not None:
+            pool.close()
 
 
 def progress_bar(total: int, initial: int, enabled: bool, unit: str = "frame"):

@@ -223,7 +223,7 @@ def test_bench_reports_encoder_floor_loop_and_projection(capsys):
     from taco_rl.runners.cli import main
 
     assert main(["bench", "task=point_reach", "hidden_dim=32", "batch_size=16", "--updates", "2", "--samples", "2",
-                 "--env-steps", "20", "--loop-steps", "6"]) == 0
+                 "--env-steps", "20", "--loop-steps", "6", "--num-envs", ""]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["update_gflop"] > r["encoder_gflop"] > 0 and r["flop_floor"] == pytest.approx(
         r["update_gflop"] / r["encoder_gflop"])
@@ -232,9 +232,13 @@ def test_bench_reports_encoder_floor_loop_and_projection(capsys):
     assert r["loop_fps_serial"] > 0 and r["loop_fps_thread"] > 0
     updates = 1e6 / (r["settings"]["action_repeat"] * r["settings"]["update_every_steps"])
     assert r["updates_per_1M_frames"] == updates
-    hours = updates * (r["update_ms"] + r["sample_ms"]) / 3.6e6 + 1e6 / r["env_fps"] / 3600
+    # evaluation, unmeasured (no --eval): its env frames at env_fps
+    s = r["settings"]
+    eval_h = 1e6 / s["eval_every_frames"] * s["eval_episodes"] * 50 * s["action_repeat"] / r["env_fps"] / 3600
+    assert r["eval_hours_per_1M_frames"] == pytest.approx(eval_h) and r["eval_hours_source"].startswith("estimated")
+    hours = updates * (r["update_ms"] + r["sample_ms"]) / 3.6e6 + 1e6 / r["env_fps"] / 3600 + eval_h
     assert r["hours_per_1M_frames"] == pytest.approx(hours)
-    assert r["hours_per_1M_frames_loop"] == pytest.approx(1e6 / r["loop_fps_thread"] / 3600)
+    assert r["hours_per_1M_frames_loop"] == pytest.approx(1e6 / r["loop_fps_thread"] / 3600 + eval_h)
 
 
 def test_cpu_malloc_setting():

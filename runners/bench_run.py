@@ -1,0 +1,135 @@
+"""`taco bench`'s whole-run figures: env stepping in worker processes at several env counts, and
+the seconds one evaluation takes in-process and with `eval_workers`, for hours per 1M frames that
+count evaluation at the configured cadence.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from taco_rl.envs import make_env
+
+from .config import Config
+from .parallel_eval import EvalPool, eval_worker_count, play_serial
+from .run import EVAL_SEED_OFFSET, env_kwargs
+from .workers import close_all, start_workers
+
+DMC_EPISODE_FRAMES = 1000  # dm_control's time limit (point_reach: 50 agent steps)
+
+
+def episode_frames(cfg: Config) -> int:
+    return 50 * cfg.action_repeat if cfg.task == "point_reach" else DMC_EPISODE_FRAMES
+
+
+def vec_env_fps(cfg: Config, num_envs: list[int], steps: int, rounds: int = 4) -> dict[int, float]:
+    """Env frames per second for each N in `num_envs`: the sum over N envs stepping in worker
+    processes in lock-step (every env one step, then the next vector step), random actions,
+    faithful rendering: the env side of a run with N training envs. One set of max(N) workers
+    serves every N (the first N of them; the others wait idle), and the N are measured in
+    interleaved rounds, so a change in the machine's load moves every figure alike. Worker
+    start-up and the first render are not timed."""
+    workers = start_workers(max(num_envs), cfg.task, cfg.seed, env_kwargs(cfg), "bench")
+    try:
+        action_shape = workers[0].spaces[1]
+        rng = np.random.default_rng(cfg.seed)
+        for i, w in enumerate(workers):
+            w.send("reset", cfg.seed + i)
+        for w in workers:
+            w.recv()
+        frames = {n: 0 for n in num_envs}
+        seconds = {n: 0.0 for n in num_envs}
+        per_round = max(1, steps // rounds)
+        for _ in range(rounds):
+            for n in num_envs:
+                t = time.perf_counter()
+                for _ in range(per_round):
+                    for w in workers[:n]:
+                        w.send("step", rng.uniform(-1, 1, action_shape).astype(np.float32))
+                    for w in workers[:n]:
+                        (_, _, terminated, truncated, info), _ = w.recv()
+                        frames[n] += int(info.get("frames", cfg.action_repeat))
+                        if terminated or truncated:
+                            w.send("reset", None)
+                            w.recv()
+                seconds[n] += time.perf_counter() - t
+        return {n: frames[n] / seconds[n] for n in num_envs}
+    finally:
+        close_all(workers)
+
+
+def eval_seconds(cfg: Config, agent, workers: int) -> tuple[float, float | None]:
+    """Seconds of one evaluation as a run plays it (cfg.eval_episodes episodes, the episode-0 video
+    when save_video): in-process, and in `workers` eval workers (None when 0; started before timing,
+    as a run starts them once). Measured in interleaved rounds of `workers` episodes (in-process,
+    then the same episodes in the workers), so a change in the machine's load moves both alike; the
+    rounds add up to the whole evaluation."""
+    video = dict(render_mode="rgb_array", render_size=cfg.video_size) if cfg.save_video else {}
+    seeds = [cfg.seed + EVAL_SEED_OFFSET + i for i in range(cfg.eval_episodes)]
+    kwargs = {**env_kwargs(cfg), **video}
+    agent.train(False)
+    env = make_env(cfg.task, cfg.seed + EVAL_SEED_OFFSET, **kwargs)
+    pool = EvalPool(workers, cfg.task, cfg.seed + EVAL_SEED_OFFSET, kwargs) if workers > 0 else None
+    try:
+        env.reset(seed=0)  # the first render makes the GL context, as a run's eval env has it
+        for w in pool.workers if pool is not None else []:
+            w.send("reset", 0)
+        for w in pool.workers if pool is not None else []:
+            w.recv()
+        serial, parallel = 0.0, 0.0
+        size = max(workers, 1)
+        for start in range(0, len(seeds), size):
+            part, video_now = seeds[start:start + size], cfg.save_video and start == 0
+            t = time.perf_counter()
+            play_serial(env, agent, 10**9, part, video_now)
+            serial += time.perf_counter() - t
+            if pool is not None:
+                t = time.perf_counter()
+                pool.play(agent, 10**9, part, video_now)
+                parallel += time.perf_counter() - t
+        return serial, (parallel if pool is not None else None)
+    finally:
+        env.close()
+        if pool is not None:
+            pool.close()
+        agent.train(True)
+
+
+def whole_run(cfg: Config, agent, num_envs: list[int], env_steps: int, evaluation: bool) -> dict[str, Any]:
+    """env_fps_envs_N for each N, and with `evaluation` eval_s_serial / eval_s_parallel (and the
+    eval_workers they used); every env-stepping figure is taken in this one process run."""
+    out: dict[str, Any] = {}
+    if num_envs:
+        for n, fps in vec_env_fps(cfg, sorted(set(num_envs)), env_steps).items():
+            out[f"env_fps_envs_{n}"] = fps
+    if len(num_envs) > 1 and 1 in num_envs:
+        for n in num_envs:
+            if n != 1:
+                out[f"env_speedup_envs_{n}"] = out[f"env_fps_envs_{n}"] / out["env_fps_envs_1"]
+    if evaluation:
+        with torch.no_grad():
+            workers = eval_worker_count(cfg.eval_workers, cfg.eval_episodes)
+            out["eval_workers"] = workers
+            out["eval_s_serial"], parallel = eval_seconds(cfg, agent, workers)
+            if parallel is not None:
+                out["eval_s_parallel"] = parallel
+                out["eval_parallel_vs_serial"] = out["eval_s_parallel"] / out["eval_s_serial"]
+    return out
+
+
+def eval_hours(cfg: Config, r: dict[str, Any]) -> tuple[float, str] | None:
+    """Hours per 1M frames spent evaluating at eval_every_frames, and how they were obtained: from
+    the measured evaluation (`eval_s_parallel` when eval_workers > 0, else `eval_s_serial`), or,
+    unmeasured, estimated as the evaluation's env frames at the in-process `env_fps` (acting and
+    the video not counted)."""
+    evals = 1e6 / cfg.eval_every_frames
+    if "eval_s_parallel" in r:
+        return evals * r["eval_s_parallel"] / 3600, "measured (eval_workers)"
+    if "eval_s_serial" in r:
+        return evals * r["eval_s_serial"] / 3600, "measured (in-process)"
+    if "env_fps" in r:
+        frames = cfg.eval_episodes * episode_frames(cfg)
+        return evals * frames / r["env_fps"] / 3600, "estimated from env_fps (in-process, no acting or video)"
+    return None

@@ -1,0 +1,80 @@
+"""`taco data collect workers=N`: episodes rolled out in N worker processes.
+
+Each episode is fixed by its index alone (reset seed, noise generator; the policy is the
+checkpoint's, on the CPU in every worker, one observation at a time as in-process), so which
+worker plays it does not change it: the dataset, written afterwards from the episode files in
+index order, has the checksum of `workers=1`. Every worker writes each finished episode's file
+atomically, so a collect stopped any way (a worker killed, Ctrl-C) keeps what was finished and a
+rerun goes on from there.
+"""
+from __future__ import annotations
+
+import signal
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any, Callable
+
+from .workers import WorkerError, exit_text, spawn, stop
+
+
+def _collect(conn, cfg, agent_state, noise: float, seed: int, jobs: list[tuple[int, str]]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its workers
+    from taco_rl.envs import make_env
+
+    from .data_cli import rollout_to_file
+
+    env = make_env(cfg.task, seed, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack,
+                   image_size=cfg.image_size, fast_render=cfg.fast_render)
+    action_dim = env.action_space.shape[0]
+    agent = None
+    if agent_state is not None:
+        import torch
+
+        from .run import build_agent
+
+        torch.set_num_threads(1)
+        agent = build_agent(cfg, env.observation_space.shape, action_dim, torch.device("cpu"))
+        agent.load_state_dict(agent_state)
+        agent.train(False)
+    for i, file in jobs:
+        rollout_to_file(env, agent, noise, seed, i, action_dim, Path(file))
+        try:
+            conn.send(i)
+        except (BrokenPipeError, OSError):  # the parent is gone
+            return
+    conn.send(None)
+    env.close()
+
+
+def collect_parallel(workers: int, cfg, agent_state: dict[str, Any] | None, noise: float, seed: int,
+                     jobs: list[tuple[int, Path]], done: Callable[[int], None], work: Path) -> None:
+    """Roll out `jobs` (episode index, file) in `workers` processes, calling `done(i)` as each ends."""
+    shares = [jobs[w::workers] for w in range(workers) if jobs[w::workers]]
+    procs = []
+    try:
+        for w, share in enumerate(shares):
+            procs.append(spawn(_collect, (cfg, agent_state, noise, seed, [(i, str(f)) for i, f in share]),
+                               f"collect{w}"))
+        running = {conn: proc for proc, conn in procs}
+        while running:
+            wait([*running, *(p.sentinel for p in running.values())])
+            for conn, proc in list(running.items()):
+                try:
+                    while conn.poll():
+                        i = conn.recv()
+                        if i is None:  # all its episodes written
+                            del running[conn]
+                            break
+                        done(i)
+                except (EOFError, OSError):
+                    pass
+                if conn in running and not proc.is_alive():
+                    proc.join()
+                    raise WorkerError(f"collect worker {proc.name} (pid {proc.pid}) {exit_text(proc.exitcode)}; the "
+                                      f"episodes finished are kept in {work}: rerun the same command to go on")
+    finally:
+        for proc, conn in procs:
+            if proc.is_alive() and proc.exitcode is None:
+                proc.terminate()  # stopped early (an error, Ctrl-C): its unfinished episode is dropped
+            stop(proc)
+            conn.close()

@@ -1,0 +1,200 @@
+"""Env worker processes: one env each, stepped by commands over a pipe.
+
+A worker is a real process (spawned, so no GL context, OpenMP pool or lock is inherited from the
+learner's process) that builds its env with `make_env` and answers `reset` / `step` commands, each
+optionally with a render of the state after it (video frames). Observations are the env's own
+pixels: the worker runs dm_control itself.
+
+Failure modes, and what the parent sees:
+- an exception inside the env: WorkerError carrying the worker's traceback's last line;
+- the worker dies (segfault in the renderer, a kill, out of memory): WorkerError naming the exit
+  code or signal, raised by the parent's next `recv` (it waits on the pipe and on the process
+  together, so a dead worker never hangs the parent);
+- the parent dies (even SIGKILL): the worker's next read of the pipe ends (EOF) and it exits;
+- Ctrl-C reaches the whole process group: workers ignore SIGINT; the parent's cleanup (`close`)
+  stops them, terminating any that do not answer in time.
+"""
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import signal
+import sys
+import traceback
+import types
+from multiprocessing.connection import wait
+from typing import Any
+
+
+class WorkerError(RuntimeError):
+    """An env worker failed or died; the message names it and how."""
+
+
+def cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _serve(conn, task: str, seed: int | None, kwargs: dict[str, Any]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops this worker (close)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        from taco_rl.envs import make_env
+
+        env = make_env(task, seed, **kwargs)
+        conn.send(("ok", (env.observation_space.shape, env.action_space.shape)))
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send(("error", _describe(e)))
+        return
+    while True:
+        try:
+            cmd, arg, render = conn.recv()
+        except (EOFError, OSError, KeyboardInterrupt):  # the parent is gone
+            break
+        try:
+            if cmd == "close":
+                env.close()
+                conn.send(("ok", None))
+                break
+            if cmd == "reset":
+                out = env.reset(seed=arg)
+            elif cmd == "step":
+                out = env.step(arg)
+            elif cmd == "crash":  # tests: die the way a segfaulting renderer does
+                os.kill(os.getpid(), signal.SIGSEGV)
+                continue
+            else:
+                raise ValueError(f"unknown worker command {cmd!r}")
+            conn.send(("ok", (out, env.render() if render else None)))
+        except (BrokenPipeError, EOFError):
+            break
+        except BaseException as e:  # noqa: BLE001
+            try:
+                conn.send(("error", _describe(e)))
+            except (BrokenPipeError, OSError):
+                break
+
+
+def _describe(e: BaseException) -> str:
+    last = traceback.format_exception_only(type(e), e)[-1].strip()
+    return last
+
+
+def exit_text(code: int | None) -> str:
+    if code is None:
+        return "is not answering"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+@contextlib.contextmanager
+def _main_not_rerun():
+    """Start a spawned worker without it running the caller's main script again (multiprocessing's
+    spawn does that so a target defined there can be found; the worker's target lives here), so a
+    script that calls train() needs no `if __name__ == "__main__":` guard."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+def spawn(target, args: tuple, name: str):
+    """Start `target(conn, *args)` in a spawned daemon process: (process, the parent's end of the
+    pipe). Only the worker holds the other end, so the parent's death reaches it as EOF."""
+    ctx = mp.get_context("spawn")
+    conn, child = ctx.Pipe()
+    proc = ctx.Process(target=target, args=(child, *args), name=name, daemon=True)
+    with _main_not_rerun():
+        proc.start()
+    child.close()
+    return proc, conn
+
+
+def stop(proc, timeout: float = 5.0) -> None:
+    """End a worker process: wait `timeout`, then terminate, then kill."""
+    proc.join(timeout)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(timeout)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+
+
+class EnvWorker:
+    """One env in its own process. `send(cmd, arg, render)` then `recv()`; `close()` always returns."""
+
+    def __init__(self, task: str, seed: int | None, kwargs: dict[str, Any], name: str) -> None:
+        self.name = name
+        self.proc, self.conn = spawn(_serve, (task, seed, kwargs), name)
+        self.spaces = None
+
+    def started(self) -> tuple:
+        """Wait for the env to be built: (observation shape, action shape)."""
+        if self.spaces is None:
+            self.spaces = self.recv()
+        return self.spaces
+
+    def send(self, cmd: str, arg: Any = None, render: bool = False) -> None:
+        try:
+            self.conn.send((cmd, arg, render))
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            raise self.died() from None
+
+    def recv(self) -> Any:
+        ready = wait([self.conn, self.proc.sentinel])
+        if self.conn in ready:  # read what it sent before it ended, if anything
+            try:
+                status, value = self.conn.recv()
+            except (EOFError, ConnectionResetError, OSError):
+                raise self.died() from None
+            if status == "error":
+                raise WorkerError(f"env worker {self.name}: {value}")
+            return value
+        raise self.died()
+
+    def died(self) -> WorkerError:
+        self.proc.join(timeout=5)
+        return WorkerError(f"env worker {self.name} (pid {self.proc.pid}) {exit_text(self.proc.exitcode)}")
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the env in the worker and end it; terminate (then kill) one that does not answer."""
+        if self.proc.is_alive():
+            try:
+                self.conn.send(("close", None, False))
+                if wait([self.conn, self.proc.sentinel], timeout):
+                    self.conn.recv()
+            except (BrokenPipeError, EOFError, ConnectionResetError, OSError):
+                pass
+        stop(self.proc, timeout)
+        self.conn.close()
+
+
+def start_workers(count: int, task: str, seed: int | None, kwargs: dict[str, Any], prefix: str) -> list[EnvWorker]:
+    """`count` workers started together (their imports overlap), each waited for; on any failure
+    every one is closed before the error is raised."""
+    workers: list[EnvWorker] = []
+    try:
+        for i in range(count):
+            workers.append(EnvWorker(task, seed, kwargs, f"{prefix}{i}"))
+        for w in workers:
+            w.started()
+    except BaseException:
+        close_all(workers)
+        raise
+    return workers
+
+
+def close_all(workers: list[EnvWorker]) -> None:
+    for w in workers:
+        w.close()

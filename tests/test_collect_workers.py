@@ -1,0 +1,84 @@
+"""`taco data collect workers=N`: the dataset of workers=1, and a dead worker is a clear error
+that keeps the finished episodes for a rerun."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+
+import pytest
+
+from taco_rl.runners import collect_workers, workers as workers_mod
+from taco_rl.runners.cli import main
+from taco_rl.runners.config import resolve
+from taco_rl.runners.datasets import dataset_info, verify_checksum
+from taco_rl.runners.train import Trainer
+from taco_rl.runners.workers import WorkerError
+
+TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100", "expl_steps=50",
+        "eval_episodes=1", "save_video=false", "image_size=16", "feature_dim=8", "logger=none"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return Trainer(resolve([*TINY, f"root={root}", "frames=150", "device=cpu"]), progress=False).train()
+
+
+def _collect(*args):
+    return main(["data", "collect", *args, "--no-progress"])
+
+
+def test_policy_collect_with_workers_has_the_serial_checksum(run_dir, tmp_path):
+    assert _collect(f"policy={run_dir}", "episodes=5", "noise=0.2", "seed=3", f"out={tmp_path / 'one'}") == 0
+    assert _collect(f"policy={run_dir}", "episodes=5", "noise=0.2", "seed=3", "workers=2", f"out={tmp_path / 'two'}") == 0
+    assert dataset_info(tmp_path / "two")["checksum"] == dataset_info(tmp_path / "one")["checksum"] == \
+        verify_checksum(tmp_path / "two")
+    assert not mp.active_children()
+
+
+def test_random_collect_with_workers_has_the_serial_checksum(tmp_path):
+    common = ["task=point_reach", "policy=random", "episodes=5", "image_size=16", "seed=2"]
+    assert _collect(*common, f"out={tmp_path / 'one'}") == 0
+    assert _collect(*common, "workers=2", f"out={tmp_path / 'three'}") == 0
+    assert dataset_info(tmp_path / "three")["checksum"] == dataset_info(tmp_path / "one")["checksum"]
+    assert _collect(*common, "workers=0", f"out={tmp_path / 'zero'}") == 2
+
+
+def test_killed_collect_worker_is_an_error_and_a_rerun_finishes(tmp_path, monkeypatch, capsys):
+    common = ["task=point_reach", "policy=random", "episodes=12", "image_size=16", "seed=2"]
+    assert _collect(*common, f"out={tmp_path / 'ref'}") == 0
+    started = []
+    real_spawn = collect_workers.spawn
+
+    def spawn(*a, **kw):
+        proc, conn = real_spawn(*a, **kw)
+        started.append(proc)
+        if len(started) == 2:
+            os.kill(proc.pid, signal.SIGKILL)  # dies before its first episode
+        return proc, conn
+
+    monkeypatch.setattr(collect_workers, "spawn", spawn)
+    out = tmp_path / "out"
+    with pytest.raises(WorkerError, match=r"collect worker collect1 \(pid \d+\) was killed by SIGKILL; the "
+                                          r"episodes finished are kept in .*rerun the same command"):
+        from taco_rl.runners.data_cli import collect
+
+        collect("random", 12, str(out), seed=2, task="point_reach", env={"image_size": 16}, workers=2)
+    assert not any(p.is_alive() for p in started) and not out.exists()
+    monkeypatch.setattr(collect_workers, "spawn", real_spawn)
+    assert _collect(*common, "workers=2", f"out={out}") == 0
+    assert dataset_info(out)["checksum"] == dataset_info(tmp_path / "ref")["checksum"]
+
+
+def test_cli_reports_a_dead_worker_in_one_line(tmp_path, monkeypatch, capsys):
+    def spawn(*a, **kw):
+        proc, conn = workers_mod.spawn(*a, **kw)
+        os.kill(proc.pid, signal.SIGKILL)
+        return proc, conn
+
+    monkeypatch.setattr(collect_workers, "spawn", spawn)
+    assert _collect("task=point_reach", "policy=random", "episodes=4", "image_size=16", "workers=2",
+                    f"out={tmp_path / 'x'}") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "killed by SIGKILL" in err

@@ -1,0 +1,246 @@
+"""Evaluation episodes in env worker processes: the serial loop's episodes, and workers that fail,
+die or are interrupted never hang a run nor outlive it."""
+from __future__ import annotations
+
+import csv
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from taco_rl.envs import make_env
+from taco_rl.runners.config import config_hash, resolve
+from taco_rl.runners.parallel_eval import EvalPool, eval_worker_count, play_serial, policy_actions
+from taco_rl.runners.run import build_agent, env_kwargs
+from taco_rl.runners.train import Trainer
+from taco_rl.runners.workers import EnvWorker, WorkerError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["task=point_reach", "image_size=16", "hidden_dim=32", "batch_size=16", "seed_frames=100",
+        "expl_steps=50", "eval_episodes=3", "eval_every_frames=100", "checkpoint_every_frames=100",
+        "save_video=false", "logger=none"]
+
+
+def _agent(cfg, env):
+    torch.manual_seed(0)
+    agent = build_agent(cfg, env.observation_space.shape, env.action_space.shape[0], torch.device("cpu"))
+    agent.train(False)
+    return agent
+
+
+def _setup(task_args):
+    cfg = resolve(task_args)
+    kwargs = {**env_kwargs(cfg), "render_mode": "rgb_array", "render_size": 24}
+    env = make_env(cfg.task, 7, **kwargs)
+    return cfg, kwargs, env, _agent(cfg, env)
+
+
+def test_worker_count():
+    assert eval_worker_count("0", 10) == 0
+    assert eval_worker_count("3", 2) == 2  # never more than the episodes
+    assert eval_worker_count("auto", 1) == 0  # one episode: nothing to overlap
+    assert 0 <= eval_worker_count("auto", 10) <= os.cpu_count()
+
+
+def test_eval_workers_keep_the_run_directory():
+    assert config_hash(resolve(TINY)) == config_hash(resolve([*TINY, "eval_workers=0"]))
+
+
+def _compare(task_args, seeds, tol):
+    cfg, kwargs, env, agent = _setup(task_args)
+    serial = play_serial(env, agent, 10**6, seeds, video=True)
+    env.close()
+    pool = EvalPool(1, cfg.task, 7, kwargs)  # policy batch 1: exactly the serial episodes
+    try:
+        one = pool.play(agent, 10**6, seeds, video=True)
+    finally:
+        pool.close()
+    assert one.returns == serial.returns and one.lengths == serial.lengths
+    assert len(one.video) == len(serial.video) == serial.lengths[0] + 1  # episode 0: reset + every step
+    assert all(np.array_equal(a, b) for a, b in zip(one.video, serial.video))
+    pool = EvalPool(2, cfg.task, 7, kwargs)
+    try:
+        two = pool.play(agent, 10**6, seeds, video=True)
+        # the batched forward pass gives each observation its batch-1 action to float rounding
+        obs = np.stack([pool.workers[i].send("reset", s) or pool.workers[i].recv()[0][0] for i, s in enumerate(seeds[:2])])
+    finally:
+        pool.close()
+    batched = policy_actions(agent, obs, 10**6)
+    alone = np.stack([agent.act(o, 10**6, True) for o in obs])
+    np.testing.assert_allclose(batched, alone, rtol=0, atol=1e-5)
+    assert two.lengths == serial.lengths and len(two.video) == len(serial.video)
+    return serial, two
+
+
+def test_point_reach_pool_plays_the_serial_episodes():
+    serial, two = _compare(TINY, [101, 102, 103], 1e-5)
+    np.testing.assert_allclose(two.returns, serial.returns, rtol=1e-5)  # a smooth env: returns to rounding
+    assert two.returns[2] == serial.returns[2]  # episode 2 ran alone: policy batch 1, exact
+
+
+@pytest.mark.slow
+def test_cheetah_pool_plays_the_serial_episodes():
+    serial, two = _compare(["task=cheetah_run", "action_repeat=8", "fast_render=true", "hidden_dim=32"],
+                           [101, 102, 103], 1e-5)
+    # episodes 0 and 1 ran at policy batch 2: actions equal to rounding, which MuJoCo's chaotic
+    # contacts grow over 125 steps (measured: 1.3015 vs 1.3080); episode 2 ran alone: exact
+    assert two.returns[2] == serial.returns[2]
+    np.testing.assert_allclose(two.returns[:2], serial.returns[:2], rtol=0.05)
+
+
+def _eval_returns(run: Path) -> list[float]:
+    with open(run / "eval.csv") as f:
+        return [float(r["episode_return"]) for r in csv.DictReader(f)]
+
+
+def test_run_with_eval_workers_equals_in_process_eval(tmp_path):
+    a = Trainer(resolve([*TINY, "frames=200", "eval_workers=0", f"run_dir={tmp_path / 'a'}"]), progress=False)
+    a.train()
+    b = Trainer(resolve([*TINY, "frames=200", "eval_workers=2", f"run_dir={tmp_path / 'b'}"]), progress=False)
+    b.train()
+    assert b.eval_pool is None and not mp.active_children()  # the workers ended with the run
+    np.testing.assert_allclose(_eval_returns(tmp_path / "b"), _eval_returns(tmp_path / "a"), rtol=1e-5)
+    assert len(_eval_returns(tmp_path / "a")) == 3
+    # training is untouched: the same learner at the end
+    sa, sb = a.agent.state_dict(), b.agent.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if isinstance(sa[k], torch.Tensor))
+
+
+def test_worker_segfault_and_env_error_are_clear_errors():
+    w = EnvWorker("point_reach", 0, dict(image_size=16, action_repeat=1), "t0")
+    try:
+        w.started()
+        w.send("bogus")
+        with pytest.raises(WorkerError, match="t0: ValueError: unknown worker command 'bogus'"):
+            w.recv()
+        w.send("crash")
+        t = time.time()
+        with pytest.raises(WorkerError, match=r"t0 \(pid \d+\) was killed by SIGSEGV"):
+            w.recv()
+        assert time.time() - t < 10
+        with pytest.raises(WorkerError, match="killed by SIGSEGV"):  # and after, without waiting
+            w.send("reset", 1)
+            w.recv()
+    finally:
+        w.close()
+    assert not w.proc.is_alive()
+
+
+def test_worker_killed_mid_run_ends_it_with_a_resumable_checkpoint(tmp_path, monkeypatch):
+    args = [*TINY, "frames=300", "eval_workers=2"]
+    Trainer(resolve([*args, f"run_dir={tmp_path / 'ref'}"]), progress=False).train()
+    original, calls = EvalPool.play, []
+
+    def play(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # the second evaluation (frame 100): a worker dies under it
+            os.kill(self.workers[1].proc.pid, signal.SIGKILL)
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(EvalPool, "play", play)
+    run = tmp_path / "run"
+    with pytest.raises(WorkerError, match=r"evaluation at frame 100 stopped: env worker eval1 \(pid \d+\) was "
+                                          r"killed by SIGKILL; a checkpoint at frame 100 was written"):
+        Trainer(resolve([*args, f"run_dir={run}"]), progress=False).train()
+    assert not mp.active_children()
+    monkeypatch.setattr(EvalPool, "play", original)
+    resumed = Trainer(resolve([*args, f"run_dir={run}"]), progress=False)
+    assert resumed.counters["frame"] == 100
+    resumed.train()
+    assert _eval_returns(run) == _eval_returns(tmp_path / "ref")  # evaluated again at 100, then as unkilled
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _gone(pids: list[int], timeout: float = 20.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not any(Path(f"/proc/{p}").exists() and "zombie" not in _state(p) for p in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (FileNotFoundError, IndexError):
+        return "zombie"
+
+
+WORKER_PARENT = """
+import sys, time
+from taco_rl.runners.workers import EnvWorker
+w = EnvWorker("point_reach", 0, dict(image_size=16, action_repeat=1), "orphan")
+w.started()
+print(w.proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_worker_ends_when_its_parent_is_killed():
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", WORKER_PARENT], env=env, stdout=subprocess.PIPE, text=True)
+    worker = int(proc.stdout.readline())
+    proc.kill()  # SIGKILL: no cleanup runs in the parent
+    proc.wait()
+    assert _gone([worker])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT to the process group"])
+def test_interrupted_run_stops_its_workers(tmp_path, how):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "taco_rl.runners.cli", "train", *TINY, "frames=100000",
+                             "eval_workers=2", f"run_dir={run}", "--no-progress"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not (run / "eval.csv").exists() or len(_children(proc.pid)) < 2:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.1)
+    workers = _children(proc.pid)
+    if how == "SIGTERM":
+        proc.send_signal(signal.SIGTERM)
+    else:  # Ctrl-C in a terminal: every process of the group gets SIGINT
+        os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == (143 if how == "SIGTERM" else 130), err
+    assert "rerunning the same command" in err and "Traceback" not in err
+    assert _gone(workers)
+
+
+def test_bench_times_env_workers_and_evaluation(capsys):
+    import json
+
+    from taco_rl.runners.cli import main
+
+    assert main(["bench", "task=point_reach", "hidden_dim=32", "batch_size=16", "eval_workers=2", "eval_episodes=4",
+                 "--updates", "1", "--samples", "2", "--env-steps", "20", "--num-envs", "1,2", "--eval"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["env_fps_envs_1"] > 0 and r["env_fps_envs_2"] > 0
+    assert r["env_speedup_envs_2"] == pytest.approx(r["env_fps_envs_2"] / r["env_fps_envs_1"])
+    assert r["eval_workers"] == 2 and r["eval_s_serial"] > 0 and r["eval_s_parallel"] > 0
+    assert r["eval_parallel_vs_serial"] == pytest.approx(r["eval_s_parallel"] / r["eval_s_serial"])
+    # hours per 1M frames count the measured evaluation (with eval_workers) at eval_every_frames
+    eval_h = 1e6 / r["settings"]["eval_every_frames"] * r["eval_s_parallel"] / 3600
+    assert r["eval_hours_per_1M_frames"] == pytest.approx(eval_h) and r["eval_hours_source"] == "measured (eval_workers)"
+    updates_h = r["hours_per_1M_frames_updates_only"]
+    assert r["hours_per_1M_frames"] == pytest.approx(updates_h + 1e6 / r["env_fps"] / 3600 + eval_h)
+    assert not __import__("multiprocessing").active_children()
+
+
+def test_bench_num_envs_is_checked():
+    from taco_rl.runners.cli import main
+
+    assert main(["bench", "task=point_reach", "--num-envs", "1,0"]) == 2
