@@ -71,6 +71,8 @@ class Config:
     hidden_dim: int = _f(1024, "MLP width")
     critic_tau: float = _f(0.01, "critic target EMA rate")
     update_every_steps: int = _f(2, "agent steps per learner update")
+    num_envs: int = _f(1, "training envs, each stepped in its own worker process; frames, seed_frames and the "
+                       "exploration schedule count frames over all envs, updates per env frame are unchanged")
     env_overlap: str = _f("auto", "env stepping during updates: thread (a worker thread, same numbers) | serial | auto (thread on cuda)")
     cpu_malloc: str = _f("keep", "keep: freed CPU memory stays in the process (faster CPU updates) | system")
     std_schedule: str = _f("linear(1.0,0.1,500000)", "DrQ-v2 exploration std: number or linear(init,final,steps)")
@@ -112,7 +114,7 @@ class OfflineConfig(Config):
 
 # Online settings that an offline run does not read: refused as overrides, left out of its help.
 ONLINE_ONLY = ("frames", "seed_frames", "expl_steps", "eval_every_frames", "checkpoint_every_frames",
-               "log_every_frames", "capacity", "update_every_steps", "init_alpha", "env_overlap")
+               "log_every_frames", "capacity", "update_every_steps", "init_alpha", "env_overlap", "num_envs")
 
 # Every benchmark task is "medium" (exploration std over 500k steps); easy tasks use 100k.
 EASY_TASKS = ("cartpole_balance", "cartpole_swingup", "reacher_easy", "walker_walk", "cup_catch", "finger_spin")
@@ -379,7 +381,7 @@ RULES: dict[str, Callable[[Any, Config], str | None]] = {
     "capacity": _capacity, "replay_device": _choice("auto", "cpu"), "batch_size": _int_at_least(1),
     "nstep": _int_at_least(1), "gamma": _finite(0.0, 1.0),
     "lr": _finite(0.0, lo_open=False), "feature_dim": _int_at_least(1), "hidden_dim": _int_at_least(1),
-    "critic_tau": _finite(0.0, 1.0), "update_every_steps": _int_at_least(1),
+    "critic_tau": _finite(0.0, 1.0), "update_every_steps": _int_at_least(1), "num_envs": _int_at_least(1),
     "std_schedule": _std_schedule, "std_clip": _finite(0.0, lo_open=False), "init_alpha": _finite(0.0),
     "taco_k": _int_at_least(1), "taco_weight": _weight("taco_weight"), "curl_weight": _weight("curl_weight"),
     "reward_weight": _weight("reward_weight"), "latent_action_dim": _int_at_least(0),
@@ -428,7 +430,7 @@ def validate(cfg: Config) -> None:
 
 
 # Fields that enter the hash only when set, so that adding them left earlier run directories' names as they were.
-HASHED_IF_SET = ("resume_from",)
+HASHED_IF_SET = ("resume_from", "num_envs")
 
 
 def config_hash(cfg: Config) -> str:
