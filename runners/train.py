@@ -20,6 +20,8 @@ from .replay import Replay, ReplayFormatError
 from .run import (EVAL_SEED_OFFSET, Run, RunDirError, build_agent, env_kwargs, prepare_run_dir,  # noqa: F401
                   progress_bar, resolve_device, say)
 from .stepper import EnvStepper
+from .workers import close_all
+from .vector_loop import vector_loop
 
 
 def env_overlap(cfg: Config, device: torch.device) -> bool:
@@ -94,8 +96,13 @@ class Trainer(Run):
     def close(self) -> None:
         if getattr(self, "stepper", None) is not None:
             self.stepper.close()  # a step in flight when the run stopped early
+        if getattr(self, "train_workers", None):
+            close_all(self.train_workers)  # no training-env worker outlives its run
+            self.train_workers = []
 
     def loop(self) -> Path:
+        if self.cfg.num_envs > 1:
+            return vector_loop(self)
         cfg, c = self.cfg, self.counters
         self.bar = bar = progress_bar(cfg.frames, c["frame"], self.progress)
         next_log = c["frame"] + cfg.log_every_frames
