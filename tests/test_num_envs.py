@@ -7,13 +7,16 @@ import hashlib
 import json
 import os
 import signal
+import time
 
 import pytest
 import torch
 
 from taco_rl.runners.cli import main
 from taco_rl.runners.config import UNHASHED, Config, ConfigError, config_hash, resolve
+from taco_rl.runners.rundir import RunInterrupted
 from taco_rl.runners.train import Trainer
+from test_hardening import _cli, _wait_for
 
 TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100", "expl_steps=50",
         "eval_episodes=1", "save_video=false", "checkpoint_every_frames=100", "eval_every_frames=200"]
@@ -83,3 +86,51 @@ def test_killed_worker_ends_the_run_then_rerun_equals_unkilled(tmp_path, monkeyp
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert full.counters == resumed.counters
     assert _rows(tmp_path / "full" / "eval.csv") == _rows(tmp_path / "split" / "eval.csv")
+
+
+def test_ctrl_c_stops_the_workers(tmp_path, monkeypatch):
+    seen = {}
+    record = Trainer.record
+
+    def interrupt(self, metrics, step):
+        record(self, metrics, step)
+        if step >= 150:
+            seen["workers"] = list(self.train_workers)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "record", interrupt)
+    tr = Trainer(resolve([*TINY, "num_envs=2", "frames=400", f"run_dir={tmp_path}"]), progress=False)
+    with pytest.raises(RunInterrupted) as e:
+        tr.train()
+    assert e.value.resume_frame == 100  # the checkpoint a rerun resumes from
+    assert len(seen["workers"]) == 2 and not any(w.proc.is_alive() for w in seen["workers"])
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for t in os.listdir(f"/proc/{pid}/task")
+            for p in open(f"/proc/{pid}/task/{t}/children").read().split()]
+
+
+def _gone(pids: list[int], timeout: float = 30.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not any(os.path.exists(f"/proc/{p}") and "zombie" not in open(f"/proc/{p}/status").read()
+                   for p in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads /proc for the worker processes")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_no_worker_outlives_a_stopped_or_killed_run(tmp_path, sig):
+    run = tmp_path / "run"
+    proc = _cli(*TINY, "num_envs=2", "frames=100000", f"run_dir={run}")
+    _wait_for(lambda: (run / "checkpoint" / "state.pt").exists(), proc)
+    workers = _children(proc.pid)  # the two training-env workers (and the eval workers, if running)
+    assert len(workers) >= 2
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
+    assert _gone(workers)
