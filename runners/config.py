@@ -71,8 +71,10 @@ class Config:
     hidden_dim: int = _f(1024, "MLP width")
     critic_tau: float = _f(0.01, "critic target EMA rate")
     update_every_steps: int = _f(2, "agent steps per learner update")
-    num_envs: int = _f(1, "training envs, each stepped in its own worker process; frames, seed_frames and the "
-                       "exploration schedule count frames over all envs, updates per env frame are unchanged")
+    num_envs: int = _f(1, "training envs: 1 in-process (env_overlap applies); N > 1 in N worker processes stepping "
+                       "episodes in lockstep rounds, each episode entering the replay whole when it ends; frames, "
+                       "seed_frames and the exploration schedule count frames over all envs, updates per env frame "
+                       "are unchanged")
     env_overlap: str = _f("auto", "env stepping during updates: thread (a worker thread, same numbers) | serial | auto (thread on cuda)")
     cpu_malloc: str = _f("keep", "keep: freed CPU memory stays in the process (faster CPU updates) | system")
     std_schedule: str = _f("linear(1.0,0.1,500000)", "DrQ-v2 exploration std: number or linear(init,final,steps)")

@@ -96,7 +96,7 @@ class Trainer(Run):
     def close(self) -> None:
         if getattr(self, "stepper", None) is not None:
             self.stepper.close()  # a step in flight when the run stopped early
-        if getattr(self, "train_workers", None):
+        if getattr(self, "train_workers", None) is not None:
             close_all(self.train_workers)  # no training-env worker outlives its run
             self.train_workers = []
 

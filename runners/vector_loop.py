@@ -34,6 +34,10 @@ def vector_loop(tr) -> Path:
     next_log = c["frame"] + cfg.log_every_frames
     t0, f0 = time.time(), c["frame"]
     if not getattr(tr, "train_workers", None):
+        if getattr(tr, "env", None) is not None:  # the in-process env only gave the spaces: free its renderer
+            tr.env.close()
+            tr.env = None
+        tr.train_workers = []  # close() stops whatever was started, however the start ends
         tr.train_workers = start_workers(n, cfg.task, cfg.seed, env_kwargs(cfg), "train-env")
     workers = tr.train_workers
     staging = EpisodeStaging(tr.replay, n)
