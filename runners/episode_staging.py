@@ -26,13 +26,13 @@ class EpisodeStaging:
     def begin(self, i: int, frame: Any) -> None:
         if self._eps[i] is not None:
             raise RuntimeError(f"env {i}: begin() while its episode is still open; flush() it first")
-        self._eps[i] = {"frames": [np.asarray(frame)], "actions": [], "rewards": [], "discounts": []}
+        self._eps[i] = {"frames": [np.array(frame)], "actions": [], "rewards": [], "discounts": []}
 
     def add(self, i: int, frame: Any, action: Any, reward: float, discount: float) -> None:
         ep = self._eps[i]
         if ep is None:
             raise RuntimeError(f"env {i}: add() before begin() with its reset frame")
-        ep["frames"].append(np.asarray(frame))
+        ep["frames"].append(np.array(frame))  # a copy: a view would keep the whole stacked observation
         ep["actions"].append(np.asarray(action, dtype=np.float32).reshape(-1))
         ep["rewards"].append(float(reward))
         ep["discounts"].append(float(discount))

@@ -25,10 +25,20 @@ from pathlib import Path
 
 from .episode_staging import EpisodeStaging
 from .run import env_kwargs, progress_bar
-from .workers import start_workers
+from .workers import WorkerError, start_workers
 
 
 def vector_loop(tr) -> Path:
+    try:
+        return _loop(tr)
+    except WorkerError as e:  # mid-round: the state there holds unfinished episodes, the last checkpoint is whole
+        point = tr.resume_point
+        again = f"from {tr.clock} {point} (the last checkpoint)" if point is not None else "from the start"
+        raise WorkerError(f"training stopped at {tr.where()}: {e}; rerunning the same command resumes "
+                          f"{again}") from None
+
+
+def _loop(tr) -> Path:
     cfg, c, n = tr.cfg, tr.counters, tr.cfg.num_envs
     tr.bar = bar = progress_bar(cfg.frames, c["frame"], tr.progress)
     next_log = c["frame"] + cfg.log_every_frames

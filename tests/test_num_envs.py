@@ -75,7 +75,9 @@ def test_killed_worker_ends_the_run_then_rerun_equals_unkilled(tmp_path, monkeyp
     monkeypatch.setattr(Trainer, "record", kill_after)
     assert main(["train", *common, f"run_dir={tmp_path / 'split'}", "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"taco: error: env worker train-env1 (pid {killed['pid']}) was killed by SIGKILL"]
+    assert len(err) == 1 and err[0].startswith("taco: error: training stopped at frame ")
+    assert err[0].endswith(f": env worker train-env1 (pid {killed['pid']}) was killed by SIGKILL; rerunning the "
+                           "same command resumes from frame 200 (the last checkpoint)")
     assert not any(w.proc.is_alive() for w in killed["workers"])  # the other worker was stopped too
     monkeypatch.setattr(Trainer, "record", record)
 
