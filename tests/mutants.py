@@ -405,6 +405,17 @@ MUTANTS = [
          "idx = (oldest + u[:, None] + np.arange(max(span - 2, 0))) % self.buffer_size",
          "SB3 buffer: sequences may run one step past an episode's end"),
     ]],
+    # ------------------------------------------------------------ N training envs (runners/vector_loop.py, episode_staging.py)
+    *[M(path, o, r, w, ("tests/test_episode_staging.py", "tests/test_num_envs.py")) for path, o, r, w in [
+        ("runners/episode_staging.py", 'ep["frames"].append(np.array(frame))', 'ep["frames"].append(np.array(frame))\n'
+         '        self.replay.add(frame, action, reward, discount)  # noqa', "staging also writes each step at once (envs interleave)"),
+        ("runners/vector_loop.py", "step = c[\"step\"] + k\n", "step = c[\"step\"]\n",
+         "vector step: every update of the round reads the first env step's counter"),
+        ("runners/vector_loop.py", 'w.send("reset", cfg.seed * 1_000_003 + c["episode"] + i)',
+         'w.send("reset", cfg.seed * 1_000_003 + c["episode"])', "every env of a round gets the same reset seed"),
+        ("runners/train.py", "close_all(self.train_workers)  # no training-env worker outlives its run",
+         "pass", "training-env workers are never stopped"),
+    ]],
 ]
 
 

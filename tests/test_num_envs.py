@@ -16,6 +16,7 @@ from taco_rl.runners.cli import main
 from taco_rl.runners.config import UNHASHED, Config, ConfigError, config_hash, resolve
 from taco_rl.runners.rundir import RunInterrupted
 from taco_rl.runners.train import Trainer
+from taco_rl.runners.workers import EnvWorker
 from test_hardening import _cli, _wait_for
 
 TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100", "expl_steps=50",
@@ -45,16 +46,29 @@ def test_num_envs_rule_and_hash():
 
 
 def test_updates_per_env_frame_do_not_change(tmp_path, monkeypatch):
-    counts = {}
+    """The learner updates at the same env steps with 1 and 2 envs; episodes are numbered over envs."""
+    resets, workers = [], set()
+    send = EnvWorker.send
+
+    def recording_send(self, cmd, arg=None, render=False):
+        workers.add(self)
+        if cmd == "reset":
+            resets.append(arg)
+        return send(self, cmd, arg, render)
+
+    monkeypatch.setattr(EnvWorker, "send", recording_send)
+    runs = {}
     for n in (1, 2):
-        tr = Trainer(resolve([*TINY, "frames=300", f"num_envs={n}", f"run_dir={tmp_path / str(n)}"]), progress=False)
+        tr = Trainer(resolve([*TINY, "frames=300", "update_every_steps=2", f"num_envs={n}",
+                              f"run_dir={tmp_path / str(n)}"]), progress=False)
         calls = []
         update = tr.agent.update
         monkeypatch.setattr(tr.agent, "update", lambda batch, step: calls.append(step) or update(batch, step))
         tr.train()
-        counts[n] = (len(calls), tr.counters["frame"], tr.counters["step"], tr.counters["episode"])
-        assert not any(w.proc.is_alive() for w in getattr(tr, "train_workers", []) or [])
-    assert counts[1] == counts[2] == (200, 300, 300, 6)
+        runs[n] = (calls, tr.counters["frame"], tr.counters["step"], tr.counters["episode"])
+    assert runs[1] == runs[2] == (list(range(100, 300, 2)), 300, 300, 6)
+    assert sorted(resets) == [1 * 1_000_003 + e for e in range(6)]  # seed=1: one reset seed per episode
+    assert len(workers) == 2 and not any(w.proc.is_alive() for w in workers)
 
 
 def test_killed_worker_ends_the_run_then_rerun_equals_unkilled(tmp_path, monkeypatch, capsys):
