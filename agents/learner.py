@@ -166,10 +166,16 @@ class PixelActorCritic:
         """Action in [-1, 1] for one uint8 observation; uniform random during the first `expl_steps`."""
         if not eval_mode and step < self.expl_steps:
             return (torch.rand(self.action_dim) * 2.0 - 1.0).numpy()
-        obs_t = torch.as_tensor(obs, device=self.device).unsqueeze(0)
+        return self.act_batch(np.asarray(obs)[None], step, eval_mode)[0]
+
+    @torch.no_grad()
+    def act_batch(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray:
+        """Actions in [-1, 1] for a (B, C, H, W) uint8 batch in one forward pass (the policy's own:
+        no uniform exploration phase). `act` is this with B = 1."""
+        obs_t = torch.as_tensor(obs, device=self.device)
         with self.autocast():
             action = self._act(self.encoder(obs_t), step, eval_mode)
-        return action.float().clamp(-1.0, 1.0)[0].cpu().numpy()
+        return action.float().clamp(-1.0, 1.0).cpu().numpy()
 
     # ----------------------------------------------------------------- learning
     def td_target(self, batch, next_feat: torch.Tensor, step: int) -> torch.Tensor:

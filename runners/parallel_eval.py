@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from .workers import EnvWorker, close_all, cores, start_workers
 
@@ -33,15 +32,6 @@ def eval_worker_count(setting: str | int, episodes: int) -> int:
         return min(int(setting), episodes)
     n = min(episodes, cores())
     return n if n >= 2 else 0
-
-
-def policy_actions(agent, obs: np.ndarray, step: int) -> np.ndarray:
-    """The evaluation action of each of the (B, C, H, W) observations in one forward pass, computed
-    as `Learner.act(o, step, eval_mode=True)` computes it for one."""
-    obs_t = torch.as_tensor(obs, device=agent.device)
-    with torch.no_grad(), agent.autocast():
-        action = agent._act(agent.encoder(obs_t), step, True)
-    return action.float().clamp(-1.0, 1.0).cpu().numpy()
 
 
 def play_serial(env, agent, step: int, seeds: list[int], video: bool) -> Episodes:
@@ -86,7 +76,7 @@ class EvalPool:
                 if frame is not None:
                     frames.append(frame)
             order = sorted(current)
-            actions = policy_actions(agent, np.stack([current[w][1] for w in order]), step)
+            actions = agent.act_batch(np.stack([current[w][1] for w in order]), step, True)
             for w, action in zip(order, actions):
                 self.workers[w].send("step", action, video and current[w][0] == 0)
             for w in order:

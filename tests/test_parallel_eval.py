@@ -17,7 +17,7 @@ import torch
 
 from taco_rl.envs import make_env
 from taco_rl.runners.config import config_hash, resolve
-from taco_rl.runners.parallel_eval import EvalPool, eval_worker_count, play_serial, policy_actions
+from taco_rl.runners.parallel_eval import EvalPool, eval_worker_count, play_serial
 from taco_rl.runners.run import build_agent, env_kwargs
 from taco_rl.runners.train import Trainer
 from taco_rl.runners.workers import EnvWorker, WorkerError
@@ -72,7 +72,7 @@ def _compare(task_args, seeds, tol):
         obs = np.stack([pool.workers[i].send("reset", s) or pool.workers[i].recv()[0][0] for i, s in enumerate(seeds[:2])])
     finally:
         pool.close()
-    batched = policy_actions(agent, obs, 10**6)
+    batched = agent.act_batch(obs, 10**6, True)
     alone = np.stack([agent.act(o, 10**6, True) for o in obs])
     np.testing.assert_allclose(batched, alone, rtol=0, atol=1e-5)
     assert two.lengths == serial.lengths and len(two.video) == len(serial.video)
