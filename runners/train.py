@@ -112,12 +112,8 @@ class Trainer(Run):
         stepper = self.stepper
         while c["frame"] < cfg.frames:
             if obs is None:  # an episode boundary: evaluate, checkpoint, reset
-                if c["frame"] >= c["next_eval"]:
-                    self.evaluate()
-                if c["frame"] >= c["next_checkpoint"]:
-                    c["next_checkpoint"] += cfg.checkpoint_every_frames
-                    self.save_checkpoint()
-                obs, _ = stepper.call(self.env.reset, seed=cfg.seed * 1_000_003 + c["episode"])
+                self.at_boundary()
+                obs, _ = stepper.call(self.env.reset, seed=self.reset_seed(c["episode"]))
                 self.replay.add(obs[-3:], first=True)
                 c["episode"] += 1
                 episode_return = 0.0
@@ -142,6 +138,24 @@ class Trainer(Run):
                 self.logger.log("train", c["frame"], c["step"], {
                     **self.drain_metrics(), "episode": c["episode"], "fps": fps})
                 next_log += cfg.log_every_frames
+        return self.finish(f0)
+
+    def at_boundary(self) -> None:
+        """Between episodes (between rounds with several envs): evaluate and checkpoint when due."""
+        c = self.counters
+        if c["frame"] >= c["next_eval"]:
+            self.evaluate()
+        if c["frame"] >= c["next_checkpoint"]:
+            c["next_checkpoint"] += self.cfg.checkpoint_every_frames
+            self.save_checkpoint()
+
+    def reset_seed(self, episode: int) -> int:
+        """The reset seed of the run's `episode`-th training episode (whichever env plays it)."""
+        return self.cfg.seed * 1_000_003 + episode
+
+    def finish(self, f0: int) -> Path:
+        """After the budget: a last evaluation and checkpoint (none for a finished run rerun from `f0`)."""
+        c = self.counters
         if c["last_eval"] != c["frame"]:
             self.evaluate()
         if c["frame"] != f0 or not (self.ckpt_dir / "state.pt").exists():  # a finished run rerun: nothing new

@@ -56,13 +56,9 @@ def _loop(tr) -> Path:
     running = [False] * n
     while c["frame"] < cfg.frames:
         if not any(running):  # a round's joint: evaluate, checkpoint, reset every env
-            if c["frame"] >= c["next_eval"]:
-                tr.evaluate()
-            if c["frame"] >= c["next_checkpoint"]:
-                c["next_checkpoint"] += cfg.checkpoint_every_frames
-                tr.save_checkpoint()
+            tr.at_boundary()
             for i, w in enumerate(workers):
-                w.send("reset", cfg.seed * 1_000_003 + c["episode"] + i)
+                w.send("reset", tr.reset_seed(c["episode"] + i))
             for i, w in enumerate(workers):
                 obs[i], _ = w.recv()[0]
                 staging.begin(i, obs[i][-3:])
@@ -97,8 +93,4 @@ def _loop(tr) -> Path:
             tr.logger.log("train", c["frame"], c["step"], {**tr.drain_metrics(), "episode": c["episode"], "fps": fps})
             next_log += cfg.log_every_frames
     staging.flush_all()  # a run that ends mid-round keeps what its envs stepped, as with one env
-    if c["last_eval"] != c["frame"]:
-        tr.evaluate()
-    if c["frame"] != f0 or not (tr.ckpt_dir / "state.pt").exists():
-        tr.save_checkpoint()
-    return tr.run_dir
+    return tr.finish(f0)
