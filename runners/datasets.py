@@ -28,7 +28,6 @@ machine, so ~30 s for 21 GB), later opens of unchanged files cost a few ``stat``
 from __future__ import annotations
 
 import errno
-import fcntl
 import functools
 import hashlib
 import json
@@ -45,6 +44,7 @@ import torch
 from tensordict import TensorDict
 
 from .replay import Replay, ReplayFormatError
+from .rundir import try_flock
 
 __all__ = [
     "DatasetError", "DATASET_FILE", "write_dataset", "dataset_info", "verify_checksum", "load_dataset",
@@ -187,12 +187,10 @@ def _lock_partial(folder: Path) -> int | None:
     """Hold ``folder``'s writer lock (a descriptor; closing it releases), or None if another process
     holds it or the folder is gone."""
     try:
-        fd = os.open(folder / _PARTIAL_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd, held = try_flock(folder / _PARTIAL_LOCK)
     except OSError:
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    if not held:
         os.close(fd)
         return None
     return fd

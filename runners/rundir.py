@@ -53,16 +53,25 @@ def prepare_run_dir(path: Path) -> None:
                           "pass root=<writable folder> or run_dir=<path>") from None
 
 
+def try_flock(path: Path) -> tuple[int, bool]:
+    """Open (creating) `path` and try its exclusive `flock` without waiting: (descriptor, whether it
+    is held). Closing the descriptor drops the lock; the caller closes it either way."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return fd, False
+    return fd, True
+
+
 class RunLock:
     """An exclusive lock on a run directory for the life of this object (or until `release`)."""
 
     def __init__(self, run_dir: Path) -> None:
         self._fd: int | None = None
         self.path = Path(run_dir) / LOCK_FILE
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        fd, held = try_flock(self.path)
+        if not held:
             holder = os.read(fd, 4096).decode(errors="replace").strip() or "holder unknown"
             os.close(fd)
             error = RunDirError(f"run directory {Path(run_dir)} is in use by another process ({holder}); "
