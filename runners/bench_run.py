@@ -24,31 +24,52 @@ def episode_frames(cfg: Config) -> int:
     return 50 * cfg.action_repeat if cfg.task == "point_reach" else DMC_EPISODE_FRAMES
 
 
+class _InProcess:
+    """The env a `num_envs=1` run steps, in this process, behind EnvWorker's send/recv."""
+
+    def __init__(self, env) -> None:
+        self.env, self.out = env, None
+
+    def send(self, cmd: str, arg: Any = None) -> None:
+        self.out = (self.env.reset(seed=arg) if cmd == "reset" else self.env.step(arg)), None
+
+    def recv(self) -> Any:
+        return self.out
+
+    def close(self) -> None:
+        self.env.close()
+
+
 def vec_env_fps(cfg: Config, num_envs: list[int], steps: int, rounds: int = 4) -> dict[int, float]:
-    """Env frames per second for each N in `num_envs`: the sum over N envs stepping in worker
-    processes in lock-step (every env one step, then the next vector step), random actions,
-    faithful rendering: the env side of a run with N training envs. One set of max(N) workers
-    serves every N (the first N of them; the others wait idle), and the N are measured in
-    interleaved rounds, so a change in the machine's load moves every figure alike. Worker
-    start-up and the first render are not timed."""
-    workers = start_workers(max(num_envs), cfg.task, cfg.seed, env_kwargs(cfg), "bench")
+    """Env frames per second for each N in `num_envs`, stepped as a run with `num_envs=N` steps
+    them: N = 1 is the one env in this process; N > 1 is N worker processes in lock-step (every
+    env one step, then the next vector step), each with its share of the cores for rendering.
+    Random actions, faithful rendering, the sum over the N envs. Each N has its own envs (idle
+    ones wait blocked), and the N are measured in interleaved rounds, so a change in the
+    machine's load moves every figure alike. Start-up and the first render are not timed."""
+    envs: dict[int, list] = {}
     try:
-        action_shape = workers[0].spaces[1]
+        for n in num_envs:
+            envs[n] = ([_InProcess(make_env(cfg.task, cfg.seed, **env_kwargs(cfg)))] if n == 1 else
+                       start_workers(n, cfg.task, cfg.seed, env_kwargs(cfg), f"bench{n}-"))
+        first = envs[num_envs[0]][0]
+        action_shape = first.env.action_space.shape if isinstance(first, _InProcess) else first.spaces[1]
         rng = np.random.default_rng(cfg.seed)
-        for i, w in enumerate(workers):
-            w.send("reset", cfg.seed + i)
-        for w in workers:
-            w.recv()
+        for group in envs.values():
+            for i, w in enumerate(group):
+                w.send("reset", cfg.seed + i)
+            for w in group:
+                w.recv()
         frames = {n: 0 for n in num_envs}
         seconds = {n: 0.0 for n in num_envs}
         per_round = max(1, steps // rounds)
         for _ in range(rounds):
-            for n in num_envs:
+            for n, group in envs.items():
                 t = time.perf_counter()
                 for _ in range(per_round):
-                    for w in workers[:n]:
+                    for w in group:
                         w.send("step", rng.uniform(-1, 1, action_shape).astype(np.float32))
-                    for w in workers[:n]:
+                    for w in group:
                         (_, _, terminated, truncated, info), _ = w.recv()
                         frames[n] += int(info.get("frames", cfg.action_repeat))
                         if terminated or truncated:
@@ -57,7 +78,9 @@ def vec_env_fps(cfg: Config, num_envs: list[int], steps: int, rounds: int = 4) -
                 seconds[n] += time.perf_counter() - t
         return {n: frames[n] / seconds[n] for n in num_envs}
     finally:
-        close_all(workers)
+        for group in envs.values():
+            for w in group:
+                w.close()
 
 
 def eval_seconds(cfg: Config, agent, workers: int) -> tuple[float, float | None]:

@@ -14,11 +14,12 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Callable
 
-from .workers import WorkerError, exit_text, spawn, stop
+from .workers import WorkerError, exit_text, share_render_cores, spawn, stop
 
 
-def _collect(conn, cfg, agent_state, noise: float, seed: int, jobs: list[tuple[int, str]]) -> None:
+def _collect(conn, cfg, agent_state, noise: float, seed: int, jobs: list[tuple[int, str]], siblings: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its workers
+    share_render_cores(siblings)
     from taco_rl.envs import make_env
 
     from .data_cli import rollout_to_file
@@ -53,7 +54,7 @@ def collect_parallel(workers: int, cfg, agent_state: dict[str, Any] | None, nois
     procs = []
     try:
         for w, share in enumerate(shares):
-            procs.append(spawn(_collect, (cfg, agent_state, noise, seed, [(i, str(f)) for i, f in share]),
+            procs.append(spawn(_collect, (cfg, agent_state, noise, seed, [(i, str(f)) for i, f in share], len(shares)),
                                f"collect{w}"))
         running = {conn: proc for proc, conn in procs}
         while running:

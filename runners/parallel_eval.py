@@ -1,19 +1,24 @@
 """Evaluation episodes: in-process one after another (`eval_workers=0`), or stepped in env worker
-processes (runners/workers.py) with the policy acting on all their current observations at once.
+processes (runners/workers.py), the policy acting in the learner's process.
 
 Both play the same episodes: episode i starts from `reset(seed=seeds[i])`, which fixes the whole
 episode whichever env plays it (the task's random stream is reseeded in place). The policy is the
-learner's deterministic evaluation action (the mean), so a batch of B observations gives each the
-action it gets alone up to the rounding of a batch-B forward pass (exactly, with one worker).
-Episodes that end drop out of the batch; a freed worker takes the next episode. The video is
-episode 0's: its worker renders after the reset and after every step, as the serial loop does.
+learner's deterministic evaluation action (the mean). On the CPU each observation is acted on alone
+as its worker sends it, so the episodes are exactly the serial ones; on an accelerator the workers
+step in lock-step rounds and one forward pass acts for all of them, which gives each observation
+its batch-1 action up to the rounding of a batch-B pass. A freed worker takes the next episode.
+The video is episode 0's: its worker renders after the reset and after every step, as the serial
+loop does.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from typing import Any
 
 import numpy as np
+import torch
 
 from .workers import EnvWorker, close_all, cores, start_workers
 
@@ -59,39 +64,81 @@ class EvalPool:
     def __init__(self, count: int, task: str, seed: int, kwargs: dict[str, Any]) -> None:
         self.workers: list[EnvWorker] = start_workers(count, task, seed, kwargs, "eval")
 
-    def play(self, agent, step: int, seeds: list[int], video: bool) -> Episodes:
+    def play(self, agent, step: int, seeds: list[int], video: bool, batched: bool | None = None) -> Episodes:
+        """Play episode i from `reset(seed=seeds[i])` on the workers, a freed worker taking the next.
+
+        `batched` (default: on an accelerator): the workers step in lock-step rounds and the policy
+        acts on all their observations in one forward pass, whose launch costs more there than its
+        work. Otherwise (default on the CPU) each observation is acted on as it arrives, alone, while
+        the other workers go on stepping: the serial loop's own batch-1 actions, so the serial
+        episodes exactly, and no worker waits for the slowest; the learner's process keeps to the
+        cores the workers leave it."""
+        batched = agent.device.type != "cpu" if batched is None else batched
         n = len(seeds)
         returns, lengths = [0.0] * n, [0] * n
         frames: list[np.ndarray] = []
         queue = list(range(n))  # episodes not started yet, in order
-        current: dict[int, tuple[int, np.ndarray]] = {}  # worker index -> (episode, its observation)
-        while queue or current:
-            idle = [w for w in range(len(self.workers)) if w not in current][:len(queue)]
-            for w in idle:  # free workers start the next episodes, all resets in flight at once
-                self.workers[w].send("reset", seeds[queue[0]], video and queue[0] == 0)
-                current[w] = (queue.pop(0), None)
-            for w in idle:
-                (obs, _), frame = self.workers[w].recv()
-                current[w] = (current[w][0], obs)
-                if frame is not None:
-                    frames.append(frame)
-            order = sorted(current)
-            actions = agent.act_batch(np.stack([current[w][1] for w in order]), step, True)
-            for w, action in zip(order, actions):
-                self.workers[w].send("step", action, video and current[w][0] == 0)
-            for w in order:
-                (obs, reward, terminated, truncated, _), frame = self.workers[w].recv()
-                episode = current[w][0]
-                returns[episode] += float(reward)
-                lengths[episode] += 1
-                if frame is not None:
-                    frames.append(frame)
-                if terminated or truncated:
-                    del current[w]
+        playing: dict[int, tuple[int, bool]] = {}  # worker index -> (episode, whether it has stepped)
+
+        def start(w: int) -> None:
+            playing[w] = (queue[0], False)
+            self.workers[w].send("reset", seeds[queue[0]], video and queue[0] == 0)
+            queue.pop(0)
+
+        for w in range(min(n, len(self.workers))):  # every reset in flight at once
+            start(w)
+        with _intra_op_threads(None if batched else max(1, cores() - len(playing))):
+            while playing:
+                observations: dict[int, np.ndarray] = {}
+                for w in sorted(playing) if batched else self._answered(playing):
+                    reply, frame = self.workers[w].recv()
+                    episode, stepped = playing[w]
+                    if frame is not None:
+                        frames.append(frame)
+                    if not stepped:  # a reset's (obs, info)
+                        observations[w] = reply[0]
+                        playing[w] = (episode, True)
+                        continue
+                    obs, reward, terminated, truncated, _ = reply
+                    returns[episode] += float(reward)
+                    lengths[episode] += 1
+                    if not (terminated or truncated):
+                        observations[w] = obs
+                    elif queue:
+                        start(w)
+                    else:
+                        del playing[w]
+                if not observations:
+                    continue
+                order = sorted(observations)
+                if batched:
+                    actions = agent.act_batch(np.stack([observations[w] for w in order]), step, True)
                 else:
-                    current[w] = (episode, obs)
+                    actions = [agent.act_batch(observations[w][None], step, True)[0] for w in order]
+                for w, action in zip(order, actions):
+                    self.workers[w].send("step", action, video and playing[w][0] == 0)
         return Episodes(returns, lengths, frames)
+
+    def _answered(self, playing: dict[int, Any]) -> list[int]:
+        """The playing workers with a reply waiting (or that died: their recv says so), blocking
+        until there is one."""
+        busy = [self.workers[w] for w in sorted(playing)]
+        ready = set(wait([x for w in busy for x in (w.conn, w.proc.sentinel)]))
+        return [w for w in sorted(playing) if {self.workers[w].conn, self.workers[w].proc.sentinel} & ready]
 
     def close(self) -> None:
         close_all(self.workers)
         self.workers = []
+
+
+@contextlib.contextmanager
+def _intra_op_threads(count: int | None):
+    """torch's CPU threads set to `count` for the block (None: left as they are)."""
+    before = torch.get_num_threads()
+    if count is not None and count < before:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

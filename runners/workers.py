@@ -39,9 +39,25 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def _serve(conn, task: str, seed: int | None, kwargs: dict[str, Any]) -> None:
+def render_threads(count: int) -> int:
+    """Mesa llvmpipe rasterizer threads for each of `count` processes rendering at once: the cores
+    shared out among them, and 0 (each renders in its own thread, no hand-off to a pool) once that
+    is a core or less each. llvmpipe's own default, a thread per core in every process, makes
+    `count` processes on `cores()` cores fight over them; its pixels do not depend on the count."""
+    share = cores() // max(count, 1)
+    return share if share > 1 else 0
+
+
+def share_render_cores(count: int) -> None:
+    """In a worker, before its first GL context: limit llvmpipe to its share of the cores (see
+    `render_threads`), unless the user set LP_NUM_THREADS. No effect on other GL drivers."""
+    os.environ.setdefault("LP_NUM_THREADS", str(render_threads(count)))
+
+
+def _serve(conn, task: str, seed: int | None, kwargs: dict[str, Any], siblings: int = 1) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops this worker (close)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    share_render_cores(siblings)
     try:
         from taco_rl.envs import make_env
 
@@ -134,9 +150,11 @@ def stop(proc, timeout: float = 5.0) -> None:
 class EnvWorker:
     """One env in its own process. `send(cmd, arg, render)` then `recv()`; `close()` always returns."""
 
-    def __init__(self, task: str, seed: int | None, kwargs: dict[str, Any], name: str) -> None:
+    def __init__(self, task: str, seed: int | None, kwargs: dict[str, Any], name: str, siblings: int = 1) -> None:
+        """`siblings`: how many workers (this one included) step at the same time, for its share
+        of the cores (`render_threads`)."""
         self.name = name
-        self.proc, self.conn = spawn(_serve, (task, seed, kwargs), name)
+        self.proc, self.conn = spawn(_serve, (task, seed, kwargs, siblings), name)
         self.spaces = None
 
     def started(self) -> tuple:
@@ -186,7 +204,7 @@ def start_workers(count: int, task: str, seed: int | None, kwargs: dict[str, Any
     workers: list[EnvWorker] = []
     try:
         for i in range(count):
-            workers.append(EnvWorker(task, seed, kwargs, f"{prefix}{i}"))
+            workers.append(EnvWorker(task, seed, kwargs, f"{prefix}{i}", siblings=count))
         for w in workers:
             w.started()
     except BaseException:

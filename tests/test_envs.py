@@ -406,3 +406,33 @@ def test_reach_duplo_render_and_close_twice(gl_backend: str) -> None:
     assert (env.unwrapped.render_rgb(84).transpose(2, 0, 1) == obs).all()  # its front_close camera
     env.close()
     env.close()
+
+
+def test_kept_cameras_render_what_physics_render_does(gl_backend: str) -> None:
+    """Frames come from a dm_control Camera kept per (size, camera): interleaved observation and
+    video renders, faithful quality, over steps and an episode reset, must equal a camera made
+    anew for each render (physics.render), and earlier frames must not change after later renders."""
+    env = envs.make_env("cheetah_run", 3, frame_stack=1, image_size=48, render_mode="rgb_array", render_size=64)
+    physics = env.unwrapped.physics
+    obs, _ = env.reset(seed=3)
+    kept, fresh = [], []
+    rng = np.random.default_rng(0)
+    for t in range(12):
+        if t == 6:
+            obs, _ = env.reset(seed=4)
+        else:
+            obs = env.step(rng.uniform(-1, 1, 6).astype(np.float32))[0]
+        kept += [obs, env.render()]
+        fresh += [physics.render(48, 48, camera_id=0).transpose(2, 0, 1), physics.render(64, 64, camera_id=0)]
+    assert all(np.array_equal(a, b) for a, b in zip(kept, fresh))
+    assert not np.array_equal(kept[1], kept[3])  # the video frames are separate arrays
+    env.close()
+
+
+def test_reach_duplo_video_follows_each_new_physics(gl_backend: str) -> None:
+    env = envs.make_env("reach_duplo", 0, frame_stack=1, fast_render=True, render_mode="rgb_array", render_size=64)
+    for seed in (0, 1):  # the composer env builds a new Physics at every reset
+        env.reset(seed=seed)
+        physics = env.unwrapped.physics
+        assert np.array_equal(env.render(), physics.render(64, 64, camera_id=env.unwrapped._camera()))
+    env.close()
