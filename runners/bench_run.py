@@ -4,6 +4,7 @@ count evaluation at the configured cadence.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -24,6 +25,19 @@ def episode_frames(cfg: Config) -> int:
     return 50 * cfg.action_repeat if cfg.task == "point_reach" else DMC_EPISODE_FRAMES
 
 
+def _cpu_seconds(pid: int | None = None) -> float | None:
+    """CPU seconds (user + system, all threads) used so far by this process or by `pid`; None where
+    /proc cannot say (not Linux)."""
+    if pid is None:
+        return time.process_time()
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class _InProcess:
     """The env a `num_envs=1` run steps, in this process, behind EnvWorker's send/recv."""
 
@@ -40,13 +54,16 @@ class _InProcess:
         self.env.close()
 
 
-def vec_env_fps(cfg: Config, num_envs: list[int], steps: int, rounds: int = 4) -> dict[int, float]:
+def vec_env_fps(cfg: Config, num_envs: list[int], steps: int, rounds: int = 4) -> dict[int, tuple[float, float | None]]:
     """Env frames per second for each N in `num_envs`, stepped as a run with `num_envs=N` steps
     them: N = 1 is the one env in this process; N > 1 is N worker processes in lock-step (every
     env one step, then the next vector step), each with its share of the cores for rendering.
     Random actions, faithful rendering, the sum over the N envs. Each N has its own envs (idle
     ones wait blocked), and the N are measured in interleaved rounds, so a change in the
-    machine's load moves every figure alike. Start-up and the first render are not timed."""
+    machine's load moves every figure alike. Start-up and the first render are not timed.
+    For each N: (frames/s, cores kept busy: the CPU seconds of this process and the workers per second; None
+    where unknown). One env's renderer may already keep more than one core busy (Mesa's llvmpipe
+    rasterizes on a thread per core), which bounds what more envs can add on few cores."""
     envs: dict[int, list] = {}
     try:
         for n in num_envs:
@@ -62,9 +79,12 @@ def vec_env_fps(cfg: Config, num_envs: list[int], steps: int, rounds: int = 4) -
                 w.recv()
         frames = {n: 0 for n in num_envs}
         seconds = {n: 0.0 for n in num_envs}
+        cpu: dict[int, float | None] = {n: 0.0 for n in num_envs}
         per_round = max(1, steps // rounds)
         for _ in range(rounds):
             for n, group in envs.items():
+                pids = [None] + [w.proc.pid for w in group if not isinstance(w, _InProcess)]  # None: this process
+                cpu0 = [_cpu_seconds(p) for p in pids]
                 t = time.perf_counter()
                 for _ in range(per_round):
                     for w in group:
@@ -76,7 +96,12 @@ def vec_env_fps(cfg: Config, num_envs: list[int], steps: int, rounds: int = 4) -
                             w.send("reset", None)
                             w.recv()
                 seconds[n] += time.perf_counter() - t
-        return {n: frames[n] / seconds[n] for n in num_envs}
+                cpu1 = [_cpu_seconds(p) for p in pids]
+                if cpu[n] is not None and None not in cpu0 + cpu1:
+                    cpu[n] += sum(b - a for a, b in zip(cpu0, cpu1))
+                else:
+                    cpu[n] = None
+        return {n: (frames[n] / seconds[n], None if cpu[n] is None else cpu[n] / seconds[n]) for n in num_envs}
     finally:
         for group in envs.values():
             for w in group:
@@ -125,8 +150,10 @@ def whole_run(cfg: Config, agent, num_envs: list[int], env_steps: int, evaluatio
     eval_workers they used); every env-stepping figure is taken in this one process run."""
     out: dict[str, Any] = {}
     if num_envs:
-        for n, fps in vec_env_fps(cfg, sorted(set(num_envs)), env_steps).items():
+        for n, (fps, busy) in vec_env_fps(cfg, sorted(set(num_envs)), env_steps).items():
             out[f"env_fps_envs_{n}"] = fps
+            if busy is not None:
+                out[f"env_cores_envs_{n}"] = busy
     if len(num_envs) > 1 and 1 in num_envs:
         for n in num_envs:
             if n != 1:

@@ -49,8 +49,9 @@ class Config:
     expl_steps: int = _f(2000, "agent steps of uniform random actions at the start")
     eval_every_frames: int = _f(10_000, "evaluate every this many frames")
     eval_episodes: int = _f(10, "episodes per evaluation (mean action, separate env)")
-    eval_workers: str = _f("auto", "processes that step the evaluation episodes, the policy acting on their observations "
-                                   "in one batch: N | auto (one per episode up to the cores) | 0 (in this process)")
+    eval_workers: str = _f("auto", "processes that step the evaluation episodes, the policy acting in this process (on the "
+                                   "CPU on each observation as it comes, on a GPU on all in one batch): N | auto (one per "
+                                   "episode up to the cores) | 0 (in this process)")
     save_video: bool = _f(True, "write an mp4 of the first episode of each evaluation")
     video_size: int = _f(256, "eval video height and width, rendered by the eval env's camera (observations keep image_size)")
     checkpoint_every_frames: int = _f(50_000, "checkpoint (with replay) at the first episode end after this many frames")
@@ -165,7 +166,7 @@ OFFLINE_TASK_PRESETS: dict[str, dict[str, Any]] = {
 UNHASHED = ("root", "run_dir", "frames", "device", "replay_device", "save_video", "video_size", "log_every_frames",
             "checkpoint_every_frames", "env_overlap", "cpu_malloc", "updates", "log_every_updates",
             "checkpoint_every_updates", "logger", "wandb_project", "wandb_entity", "wandb_group",
-            "eval_workers")  # eval_workers: the same episodes, actions equal to float rounding
+            "eval_workers")  # eval_workers: the same episodes (on a GPU: actions equal to float rounding)
 
 
 class ConfigError(ValueError):

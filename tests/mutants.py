@@ -416,6 +416,23 @@ MUTANTS = [
         ("runners/train.py", "close_all(self.train_workers)  # no training-env worker outlives its run",
          "pass", "training-env workers are never stopped"),
     ]],
+    # ------------------------------------------------------------ eval workers, render cores, kept cameras
+    *[M(path, o, r, w, ("tests/test_parallel_eval.py", "tests/test_envs.py")) for path, o, r, w in [
+        ("runners/parallel_eval.py", "observations[w] = reply[0]", "observations[w] = np.zeros_like(reply[0])",
+         "eval workers: the first action ignores the reset observation"),
+        ("runners/parallel_eval.py", "                    elif queue:\n", "                    elif False:\n",
+         "a freed eval worker never takes the next episode"),
+        ("runners/parallel_eval.py", "if count is not None and count < before:", "if False:",
+         "the learner's CPU threads are not handed to the eval workers"),
+        ("runners/workers.py", "return share if share > 1 else 0", "return share",
+         "one core per worker keeps a llvmpipe rasterizer thread"),
+        ("runners/workers.py", 'os.environ.setdefault("LP_NUM_THREADS", str(render_threads(count)))',
+         'os.environ["LP_NUM_THREADS"] = str(render_threads(count))', "the user's LP_NUM_THREADS is overridden"),
+        ("envs/dmc.py", "if camera is None or camera._physics is not physics:", "if camera is None:",
+         "a kept camera outlives its Physics (composer env reset)"),
+        ("envs/dmc.py", "return self._render(size, self._camera()).copy()", "return self._render(size, self._camera())",
+         "video frames share the kept camera's buffer"),
+    ]],
 ]
 
 

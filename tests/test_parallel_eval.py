@@ -20,7 +20,7 @@ from taco_rl.runners.config import config_hash, resolve
 from taco_rl.runners.parallel_eval import EvalPool, eval_worker_count, play_serial
 from taco_rl.runners.run import build_agent, env_kwargs
 from taco_rl.runners.train import Trainer
-from taco_rl.runners import workers
+from taco_rl.runners import parallel_eval, workers
 from taco_rl.runners.workers import EnvWorker, WorkerError, render_threads, share_render_cores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +100,24 @@ def _compare(task_args, seeds):
     np.testing.assert_allclose(batched, alone, rtol=0, atol=1e-5)
     assert two.lengths == serial.lengths and len(two.video) == len(serial.video)
     return serial, two
+
+
+def test_cpu_pool_acts_on_the_cores_the_workers_leave(monkeypatch):
+    cfg, kwargs, env, agent = _setup(TINY)
+    env.close()
+    seen, act_batch = [], agent.act_batch
+    monkeypatch.setattr(agent, "act_batch", lambda *a: seen.append(torch.get_num_threads()) or act_batch(*a))
+    monkeypatch.setattr(parallel_eval, "cores", lambda: 4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    pool = EvalPool(2, cfg.task, 7, kwargs)
+    try:
+        pool.play(agent, 10**6, [1, 2], video=False)
+    finally:
+        pool.close()
+        after = torch.get_num_threads()
+        torch.set_num_threads(threads)
+    assert set(seen) == {2} and after == 3  # 4 cores - 2 workers while it plays, then as before
 
 
 def test_point_reach_pool_plays_the_serial_episodes():
@@ -251,6 +269,7 @@ def test_bench_times_env_workers_and_evaluation(capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["env_fps_envs_1"] > 0 and r["env_fps_envs_2"] > 0
     assert r["env_speedup_envs_2"] == pytest.approx(r["env_fps_envs_2"] / r["env_fps_envs_1"])
+    assert 0 < r["env_cores_envs_1"] <= os.cpu_count() + 0.5 and 0 < r["env_cores_envs_2"] <= os.cpu_count() + 0.5
     assert r["eval_workers"] == 2 and r["eval_s_serial"] > 0 and r["eval_s_parallel"] > 0
     assert r["eval_parallel_vs_serial"] == pytest.approx(r["eval_s_parallel"] / r["eval_s_serial"])
     # hours per 1M frames count the measured evaluation (with eval_workers) at eval_every_frames
