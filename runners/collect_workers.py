@@ -10,11 +10,12 @@ rerun goes on from there.
 from __future__ import annotations
 
 import signal
+import time
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Callable
 
-from .workers import WorkerError, exit_text, share_render_cores, spawn, stop
+from .workers import WorkerError, answer_timeout, exit_text, share_render_cores, silent_text, spawn, stop, terminate
 
 
 def _collect(conn, cfg, agent_state, noise: float, seed: int, jobs: list[tuple[int, str]], siblings: int) -> None:
@@ -57,25 +58,36 @@ def collect_parallel(workers: int, cfg, agent_state: dict[str, Any] | None, nois
             procs.append(spawn(_collect, (cfg, agent_state, noise, seed, [(i, str(f)) for i, f in share], len(shares)),
                                f"collect{w}"))
         running = {conn: proc for proc, conn in procs}
+        heard = {conn: time.monotonic() for conn in running}  # its last episode (or its start)
+        limit = answer_timeout()  # per episode
         while running:
-            wait([*running, *(p.sentinel for p in running.values())])
+            left = None if limit is None else max(0.0, min(heard[c] for c in running) + limit - time.monotonic())
+            wait([*running, *(p.sentinel for p in running.values())], left)
             for conn, proc in list(running.items()):
                 try:
                     while conn.poll():
                         i = conn.recv()
+                        heard[conn] = time.monotonic()
                         if i is None:  # all its episodes written
                             del running[conn]
                             break
                         done(i)
                 except (EOFError, OSError):
                     pass
-                if conn in running and not proc.is_alive():
+                if conn not in running:
+                    continue
+                if not proc.is_alive():
                     proc.join()
-                    raise WorkerError(f"collect worker {proc.name} (pid {proc.pid}) {exit_text(proc.exitcode)}; the "
-                                      f"episodes finished are kept in {work}: rerun the same command to go on")
+                    what = exit_text(proc.exitcode)
+                elif limit is not None and time.monotonic() - heard[conn] >= limit:
+                    what = silent_text(limit)  # an episode each at the least
+                else:
+                    continue
+                raise WorkerError(f"collect worker {proc.name} (pid {proc.pid}) {what}; the episodes finished "
+                                  f"are kept in {work}: rerun the same command to go on")
     finally:
         for proc, conn in procs:
             if proc.is_alive() and proc.exitcode is None:
-                proc.terminate()  # stopped early (an error, Ctrl-C): its unfinished episode is dropped
+                terminate(proc)  # stopped early (an error, Ctrl-C): its unfinished episode is dropped
             stop(proc)
             conn.close()

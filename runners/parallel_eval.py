@@ -13,6 +13,7 @@ loop does.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .workers import EnvWorker, close_all, cores, start_workers
+from .workers import EnvWorker, answer_timeout, close_all, cores, start_workers
 
 
 @dataclass
@@ -121,10 +122,17 @@ class EvalPool:
 
     def _answered(self, playing: dict[int, Any]) -> list[int]:
         """The playing workers with a reply waiting (or that died: their recv says so), blocking
-        until there is one."""
+        until there is one. A worker silent for `answer_timeout()` seconds since its command is an
+        error even while the others go on answering."""
         busy = [self.workers[w] for w in sorted(playing)]
-        ready = set(wait([x for w in busy for x in (w.conn, w.proc.sentinel)]))
-        return [w for w in sorted(playing) if {self.workers[w].conn, self.workers[w].proc.sentinel} & ready]
+        limit = answer_timeout()
+        left = None if limit is None else max(0.0, min(w.sent_at for w in busy) + limit - time.monotonic())
+        ready = set(wait([x for w in busy for x in w.waits()], left))
+        now = time.monotonic()
+        for w in busy:
+            if not set(w.waits()) & ready and w.overdue(now, limit):
+                raise w.silent(limit)
+        return [w for w in sorted(playing) if set(self.workers[w].waits()) & ready]
 
     def close(self) -> None:
         close_all(self.workers)

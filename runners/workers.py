@@ -10,6 +10,9 @@ Failure modes, and what the parent sees:
 - the worker dies (segfault in the renderer, a kill, out of memory): WorkerError naming the exit
   code or signal, raised by the parent's next `recv` (it waits on the pipe and on the process
   together, so a dead worker never hangs the parent);
+- the worker hangs (alive, but silent: a deadlocked driver, a stopped process): WorkerError once
+  it has sent nothing for `answer_timeout()` seconds (TACO_WORKER_TIMEOUT, default 600); closing
+  it then terminates it at once;
 - the parent dies (even SIGKILL): the worker's next read of the pipe ends (EOF) and it exits;
 - Ctrl-C reaches the whole process group: workers ignore SIGINT; the parent's cleanup (`close`)
   stops them, terminating any that do not answer in time.
@@ -21,6 +24,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import time
 import traceback
 import types
 from multiprocessing.connection import wait
@@ -37,6 +41,30 @@ def cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+TIMEOUT_VARIABLE = "TACO_WORKER_TIMEOUT"
+DEFAULT_TIMEOUT_S = 600.0
+
+
+def answer_timeout() -> float | None:
+    """Seconds a worker may go without answering before it counts as hung: TACO_WORKER_TIMEOUT
+    (default 600; 0 waits forever). Read at each wait, so it can be changed between runs."""
+    text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{TIMEOUT_VARIABLE}={text!r}: expected the seconds a worker may stay silent, a number "
+                         f">= 0 (0 waits forever)")
+    return value or None
+
+
+def silent_text(seconds: float) -> str:
+    return f"sent nothing for {seconds:g} s (hung; {TIMEOUT_VARIABLE} sets this limit)"
 
 
 def render_threads(count: int) -> int:
@@ -136,11 +164,18 @@ def spawn(target, args: tuple, name: str):
     return proc, conn
 
 
+def terminate(proc) -> None:
+    """SIGTERM, and SIGCONT after it: a stopped process would hold the SIGTERM until continued."""
+    proc.terminate()
+    with contextlib.suppress(ProcessLookupError, TypeError):
+        os.kill(proc.pid, signal.SIGCONT)
+
+
 def stop(proc, timeout: float = 5.0) -> None:
     """End a worker process: wait `timeout`, then terminate, then kill."""
     proc.join(timeout)
     if proc.is_alive():
-        proc.terminate()
+        terminate(proc)
         proc.join(timeout)
     if proc.is_alive():
         proc.kill()
@@ -156,6 +191,8 @@ class EnvWorker:
         self.name = name
         self.proc, self.conn = spawn(_serve, (task, seed, kwargs, siblings), name)
         self.spaces = None
+        self.sent_at = time.monotonic()  # when the command now awaited was sent (start-up: the spawn)
+        self.hung = False
 
     def started(self) -> tuple:
         """Wait for the env to be built: (observation shape, action shape)."""
@@ -168,9 +205,21 @@ class EnvWorker:
             self.conn.send((cmd, arg, render))
         except (BrokenPipeError, ConnectionResetError, OSError):
             raise self.died() from None
+        self.sent_at = time.monotonic()
+
+    def waits(self) -> list:
+        """What `multiprocessing.connection.wait` watches for this worker: its reply, its end."""
+        return [self.conn, self.proc.sentinel]
+
+    def overdue(self, now: float, limit: float | None) -> bool:
+        return limit is not None and now - self.sent_at >= limit
 
     def recv(self) -> Any:
-        ready = wait([self.conn, self.proc.sentinel])
+        limit = answer_timeout()
+        left = None if limit is None else max(0.0, self.sent_at + limit - time.monotonic())
+        ready = wait(self.waits(), left)
+        if not ready:
+            raise self.silent(limit)
         if self.conn in ready:  # read what it sent before it ended, if anything
             try:
                 status, value = self.conn.recv()
@@ -185,9 +234,17 @@ class EnvWorker:
         self.proc.join(timeout=5)
         return WorkerError(f"env worker {self.name} (pid {self.proc.pid}) {exit_text(self.proc.exitcode)}")
 
+    def silent(self, limit: float) -> WorkerError:
+        """The error for a worker that has been silent for `limit` seconds; `close` will not wait on it."""
+        self.hung = True
+        return WorkerError(f"env worker {self.name} (pid {self.proc.pid}) {silent_text(limit)}")
+
     def close(self, timeout: float = 5.0) -> None:
-        """Close the env in the worker and end it; terminate (then kill) one that does not answer."""
-        if self.proc.is_alive():
+        """Close the env in the worker and end it; terminate (then kill) one that does not answer,
+        at once if it was found hung."""
+        if self.hung:
+            timeout = min(timeout, 1.0)
+        elif self.proc.is_alive():
             try:
                 self.conn.send(("close", None, False))
                 if wait([self.conn, self.proc.sentinel], timeout):

@@ -433,6 +433,22 @@ MUTANTS = [
         ("envs/dmc.py", "return self._render(size, self._camera()).copy()", "return self._render(size, self._camera())",
          "video frames share the kept camera's buffer"),
     ]],
+    # ------------------------------------------------------------ hung workers
+    *[M(path, o, r, w, ("tests/test_parallel_eval.py", "tests/test_num_envs.py", "tests/test_collect_workers.py"))
+      for path, o, r, w in [
+        ("runners/workers.py", "        if not ready:\n            raise self.silent(limit)\n", "",
+         "an env worker's recv does not notice a silent worker"),
+        ("runners/workers.py", "timeout = min(timeout, 1.0)", "timeout = timeout",
+         "a hung worker's close waits on it as on a live one"),
+        ("runners/workers.py", "os.kill(proc.pid, signal.SIGCONT)", "pass",
+         "terminate leaves a stopped worker holding its SIGTERM"),
+        ("runners/parallel_eval.py", "raise w.silent(limit)", "pass",
+         "an eval worker silent while the others answer is waited on for ever"),
+        ("runners/collect_workers.py", "elif limit is not None and time.monotonic() - heard[conn] >= limit:",
+         "elif False:", "a silent collect worker is waited on for ever"),
+        ("runners/workers.py", "    return value or None\n", "    return None\n",
+         "TACO_WORKER_TIMEOUT is ignored (wait for ever)"),
+    ]],
 ]
 
 

@@ -45,9 +45,8 @@ def test_random_collect_with_workers_has_the_serial_checksum(tmp_path):
     assert _collect(*common, "workers=0", f"out={tmp_path / 'zero'}") == 2
 
 
-def test_killed_collect_worker_is_an_error_and_a_rerun_finishes(tmp_path, monkeypatch, capsys):
-    common = ["task=point_reach", "policy=random", "episodes=12", "image_size=16", "seed=2"]
-    assert _collect(*common, f"out={tmp_path / 'ref'}") == 0
+def _signal_second_worker(monkeypatch, sig: int) -> list:
+    """collect's worker processes, the second one sent `sig` as soon as it is spawned."""
     started = []
     real_spawn = collect_workers.spawn
 
@@ -55,10 +54,18 @@ def test_killed_collect_worker_is_an_error_and_a_rerun_finishes(tmp_path, monkey
         proc, conn = real_spawn(*a, **kw)
         started.append(proc)
         if len(started) == 2:
-            os.kill(proc.pid, signal.SIGKILL)  # dies before its first episode
+            os.kill(proc.pid, sig)
         return proc, conn
 
     monkeypatch.setattr(collect_workers, "spawn", spawn)
+    return started
+
+
+def test_killed_collect_worker_is_an_error_and_a_rerun_finishes(tmp_path, monkeypatch, capsys):
+    common = ["task=point_reach", "policy=random", "episodes=12", "image_size=16", "seed=2"]
+    assert _collect(*common, f"out={tmp_path / 'ref'}") == 0
+    real_spawn = collect_workers.spawn
+    started = _signal_second_worker(monkeypatch, signal.SIGKILL)  # it dies before its first episode
     out = tmp_path / "out"
     with pytest.raises(WorkerError, match=r"collect worker collect1 \(pid \d+\) was killed by SIGKILL; the "
                                           r"episodes finished are kept in .*rerun the same command"):
@@ -82,3 +89,16 @@ def test_cli_reports_a_dead_worker_in_one_line(tmp_path, monkeypatch, capsys):
                     f"out={tmp_path / 'x'}") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "killed by SIGKILL" in err
+
+
+def test_hung_collect_worker_is_an_error_that_keeps_the_finished_episodes(tmp_path, monkeypatch):
+    started = _signal_second_worker(monkeypatch, signal.SIGSTOP)  # alive and silent from the start
+    monkeypatch.setenv("TACO_WORKER_TIMEOUT", "10")  # the other worker starts up within it
+    from taco_rl.runners.data_cli import collect
+
+    with pytest.raises(WorkerError, match=r"collect worker collect1 \(pid \d+\) sent nothing for 10 s "
+                                          r"\(hung; .*the episodes finished are kept in "):
+        collect("random", 12, str(tmp_path / "out"), seed=2, task="point_reach", env={"image_size": 16}, workers=2)
+    assert not any(p.is_alive() for p in started)
+    kept = sorted(f.name for f in (tmp_path / ".out.collecting").glob("episode_*.npz"))
+    assert kept == [f"episode_{i:06d}.npz" for i in range(0, 12, 2)]  # collect0's share, all of it

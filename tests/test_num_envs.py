@@ -104,6 +104,27 @@ def test_killed_worker_ends_the_run_then_rerun_equals_unkilled(tmp_path, monkeyp
     assert _rows(tmp_path / "full" / "eval.csv") == _rows(tmp_path / "split" / "eval.csv")
 
 
+def test_hung_worker_ends_the_run_with_a_clear_error(tmp_path, monkeypatch, capsys):
+    stopped = {}
+    record = Trainer.record
+
+    def stop_after(self, metrics, step):  # a worker stops answering mid-round, after the checkpoint at frame 100
+        record(self, metrics, step)
+        if step >= 150 and not stopped:
+            monkeypatch.setenv("TACO_WORKER_TIMEOUT", "2")
+            stopped["pid"] = self.train_workers[0].proc.pid
+            stopped["workers"] = list(self.train_workers)
+            os.kill(stopped["pid"], signal.SIGSTOP)
+
+    monkeypatch.setattr(Trainer, "record", stop_after)
+    assert main(["train", *TINY, "num_envs=2", "frames=400", f"run_dir={tmp_path}", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(
+        f": env worker train-env0 (pid {stopped['pid']}) sent nothing for 2 s (hung; TACO_WORKER_TIMEOUT sets this "
+        "limit); rerunning the same command resumes from frame 100 (the last checkpoint)"), err
+    assert not any(w.proc.is_alive() for w in stopped["workers"])
+
+
 def test_ctrl_c_stops_the_workers(tmp_path, monkeypatch):
     seen = {}
     record = Trainer.record

@@ -63,6 +63,41 @@ def test_render_threads_share_the_cores(monkeypatch):
     assert os.environ["LP_NUM_THREADS"] == "3"
 
 
+def _rasterizer_threads(pid: int) -> int:
+    task = Path(f"/proc/{pid}/task")
+    return sum((t / "comm").read_text().startswith("llvmpipe-") for t in task.iterdir())
+
+
+def _llvmpipe() -> bool:
+    env = make_env("cheetah_run", 0, image_size=16)
+    env.reset(seed=0)
+    from OpenGL import GL  # after dm_control has chosen PyOpenGL's platform
+
+    try:
+        with env.unwrapped.physics.contexts.gl.make_current() as ctx:
+            return b"llvmpipe" in ctx.call(GL.glGetString, GL.GL_RENDERER)
+    finally:
+        env.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts the worker's threads in /proc")
+def test_real_workers_start_their_share_of_rasterizer_threads(monkeypatch):
+    if not _llvmpipe():
+        pytest.skip("the GL driver is not Mesa llvmpipe (an accelerator's): no rasterizer threads to share")
+    monkeypatch.delenv("LP_NUM_THREADS", raising=False)
+    for siblings, user, expected in [(1, None, render_threads(1)), (2, None, render_threads(2)), (2, "1", 1)]:
+        if user is not None:
+            monkeypatch.setenv("LP_NUM_THREADS", user)
+        w = EnvWorker("cheetah_run", 0, dict(image_size=16), "t", siblings=siblings)
+        try:
+            w.started()
+            w.send("reset", 1)  # its first frame starts llvmpipe's pool
+            w.recv()
+            assert _rasterizer_threads(w.proc.pid) == expected, (siblings, user)
+        finally:
+            w.close()
+
+
 def test_eval_workers_keep_the_run_directory():
     assert config_hash(resolve(TINY)) == config_hash(resolve([*TINY, "eval_workers=0"]))
 
@@ -172,28 +207,78 @@ def test_worker_segfault_and_env_error_are_clear_errors():
     assert not w.proc.is_alive()
 
 
-def test_worker_killed_mid_run_ends_it_with_a_resumable_checkpoint(tmp_path, monkeypatch):
+def test_hung_worker_is_a_clear_error_and_is_ended_at_once(monkeypatch):
+    w = EnvWorker("point_reach", 0, dict(image_size=16, action_repeat=1), "t0")
+    try:
+        w.started()
+        monkeypatch.setenv("TACO_WORKER_TIMEOUT", "1")
+        os.kill(w.proc.pid, signal.SIGSTOP)  # alive, silent: what a deadlocked renderer looks like
+        w.send("reset", 1)
+        with pytest.raises(WorkerError, match=r"t0 \(pid \d+\) sent nothing for 1 s \(hung; TACO_WORKER_TIMEOUT"):
+            w.recv()
+        t = time.time()
+    finally:
+        w.close()
+    assert not w.proc.is_alive() and time.time() - t < 4  # not the 5 s + 5 s a close of a live worker may wait
+
+
+def test_terminate_ends_a_stopped_worker():
+    w = EnvWorker("point_reach", 0, dict(image_size=16, action_repeat=1), "t1")
+    try:
+        w.started()
+        os.kill(w.proc.pid, signal.SIGSTOP)
+        deadline = time.time() + 10  # stopped, not just sent the signal (a SIGTERM would overtake it)
+        while "stopped" not in _state(w.proc.pid) and time.time() < deadline:
+            time.sleep(0.01)
+        assert "stopped" in _state(w.proc.pid)
+        workers.terminate(w.proc)
+        w.proc.join(5)  # a stopped process holds SIGTERM until it is continued
+        assert w.proc.exitcode == -signal.SIGTERM
+    finally:
+        w.close()
+
+
+def test_worker_timeout_setting(monkeypatch):
+    monkeypatch.delenv("TACO_WORKER_TIMEOUT", raising=False)
+    assert workers.answer_timeout() == 600
+    for text, value in [("0", None), ("2.5", 2.5), (" 30 ", 30.0)]:
+        monkeypatch.setenv("TACO_WORKER_TIMEOUT", text)
+        assert workers.answer_timeout() == value
+    for bad in ["soon", "-1", "nan", "inf"]:
+        monkeypatch.setenv("TACO_WORKER_TIMEOUT", bad)
+        with pytest.raises(ValueError, match=f"TACO_WORKER_TIMEOUT='{bad}': expected the seconds a worker may "
+                                             r"stay silent, a number >= 0 \(0 waits forever\)"):
+            workers.answer_timeout()
+
+
+@pytest.mark.parametrize("fault", ["killed", "hung"])
+def test_worker_failing_mid_evaluation_ends_the_run_with_a_resumable_checkpoint(tmp_path, monkeypatch, fault):
     args = [*TINY, "frames=300", "eval_workers=2"]
     Trainer(resolve([*args, f"run_dir={tmp_path / 'ref'}"]), progress=False).train()
-    original, calls = EvalPool.play, []
+    original, calls, failed = EvalPool.play, [], []
 
     def play(self, *a, **kw):
         calls.append(1)
-        if len(calls) == 2:  # the second evaluation (frame 100): a worker dies under it
-            os.kill(self.workers[1].proc.pid, signal.SIGKILL)
+        if len(calls) == 2:  # the second evaluation (frame 100): a worker dies, or stops answering, under it
+            failed.append(self.workers[1].proc)
+            if fault == "hung":
+                monkeypatch.setenv("TACO_WORKER_TIMEOUT", "2")
+            os.kill(self.workers[1].proc.pid, signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
         return original(self, *a, **kw)
 
     monkeypatch.setattr(EvalPool, "play", play)
     run = tmp_path / "run"
-    with pytest.raises(WorkerError, match=r"evaluation at frame 100 stopped: env worker eval1 \(pid \d+\) was "
-                                          r"killed by SIGKILL; a checkpoint at frame 100 was written"):
+    how = r"was killed by SIGKILL" if fault == "killed" else r"sent nothing for 2 s \(hung; TACO_WORKER_TIMEOUT .*\)"
+    with pytest.raises(WorkerError, match=r"evaluation at frame 100 stopped: env worker eval1 \(pid \d+\) "
+                                          f"{how}; a checkpoint at frame 100 was written"):
         Trainer(resolve([*args, f"run_dir={run}"]), progress=False).train()
-    assert not mp.active_children()
+    assert not mp.active_children() and not failed[0].is_alive()
     monkeypatch.setattr(EvalPool, "play", original)
+    monkeypatch.delenv("TACO_WORKER_TIMEOUT", raising=False)
     resumed = Trainer(resolve([*args, f"run_dir={run}"]), progress=False)
     assert resumed.counters["frame"] == 100
     resumed.train()
-    assert _eval_returns(run) == _eval_returns(tmp_path / "ref")  # evaluated again at 100, then as unkilled
+    assert _eval_returns(run) == _eval_returns(tmp_path / "ref")  # evaluated again at 100, then as unfailed
 
 
 def _children(pid: int) -> list[int]:
