@@ -15,7 +15,8 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Callable
 
-from .workers import WorkerError, answer_timeout, exit_text, share_render_cores, silent_text, spawn, stop, terminate
+from .workers import (WorkerError, answer_timeout, exit_text, overdue, share_render_cores, silent_text, spawn, stop,
+                      terminate, time_left)
 
 
 def _collect(conn, cfg, agent_state, noise: float, seed: int, jobs: list[tuple[int, str]], siblings: int) -> None:
@@ -61,8 +62,7 @@ def collect_parallel(workers: int, cfg, agent_state: dict[str, Any] | None, nois
         heard = {conn: time.monotonic() for conn in running}  # its last episode (or its start)
         limit = answer_timeout()  # per episode
         while running:
-            left = None if limit is None else max(0.0, min(heard[c] for c in running) + limit - time.monotonic())
-            wait([*running, *(p.sentinel for p in running.values())], left)
+            wait([*running, *(p.sentinel for p in running.values())], time_left(min(heard[c] for c in running), limit))
             for conn, proc in list(running.items()):
                 try:
                     while conn.poll():
@@ -79,7 +79,7 @@ def collect_parallel(workers: int, cfg, agent_state: dict[str, Any] | None, nois
                 if not proc.is_alive():
                     proc.join()
                     what = exit_text(proc.exitcode)
-                elif limit is not None and time.monotonic() - heard[conn] >= limit:
+                elif overdue(heard[conn], limit):
                     what = silent_text(limit)  # an episode each at the least
                 else:
                     continue

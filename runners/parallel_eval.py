@@ -13,7 +13,6 @@ loop does.
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .workers import EnvWorker, answer_timeout, close_all, cores, start_workers
+from .workers import EnvWorker, answer_timeout, close_all, cores, overdue, start_workers, time_left
 
 
 @dataclass
@@ -126,11 +125,9 @@ class EvalPool:
         error even while the others go on answering."""
         busy = [self.workers[w] for w in sorted(playing)]
         limit = answer_timeout()
-        left = None if limit is None else max(0.0, min(w.sent_at for w in busy) + limit - time.monotonic())
-        ready = set(wait([x for w in busy for x in w.waits()], left))
-        now = time.monotonic()
+        ready = set(wait([x for w in busy for x in w.waits()], time_left(min(w.sent_at for w in busy), limit)))
         for w in busy:
-            if not set(w.waits()) & ready and w.overdue(now, limit):
+            if not set(w.waits()) & ready and overdue(w.sent_at, limit):
                 raise w.silent(limit)
         return [w for w in sorted(playing) if set(self.workers[w].waits()) & ready]
 

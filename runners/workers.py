@@ -63,6 +63,15 @@ def answer_timeout() -> float | None:
     return value or None
 
 
+def time_left(since: float, limit: float | None) -> float | None:
+    """Seconds (of time.monotonic) until `limit` after `since` is up, for `wait`; None: no limit."""
+    return None if limit is None else max(0.0, since + limit - time.monotonic())
+
+
+def overdue(since: float, limit: float | None) -> bool:
+    return limit is not None and time.monotonic() - since >= limit
+
+
 def silent_text(seconds: float) -> str:
     return f"sent nothing for {seconds:g} s (hung; {TIMEOUT_VARIABLE} sets this limit)"
 
@@ -211,13 +220,9 @@ class EnvWorker:
         """What `multiprocessing.connection.wait` watches for this worker: its reply, its end."""
         return [self.conn, self.proc.sentinel]
 
-    def overdue(self, now: float, limit: float | None) -> bool:
-        return limit is not None and now - self.sent_at >= limit
-
     def recv(self) -> Any:
         limit = answer_timeout()
-        left = None if limit is None else max(0.0, self.sent_at + limit - time.monotonic())
-        ready = wait(self.waits(), left)
+        ready = wait(self.waits(), time_left(self.sent_at, limit))
         if not ready:
             raise self.silent(limit)
         if self.conn in ready:  # read what it sent before it ended, if anything
@@ -247,7 +252,7 @@ class EnvWorker:
         elif self.proc.is_alive():
             try:
                 self.conn.send(("close", None, False))
-                if wait([self.conn, self.proc.sentinel], timeout):
+                if wait(self.waits(), timeout):
                     self.conn.recv()
             except (BrokenPipeError, EOFError, ConnectionResetError, OSError):
                 pass

@@ -444,7 +444,7 @@ MUTANTS = [
          "terminate leaves a stopped worker holding its SIGTERM"),
         ("runners/parallel_eval.py", "raise w.silent(limit)", "pass",
          "an eval worker silent while the others answer is waited on for ever"),
-        ("runners/collect_workers.py", "elif limit is not None and time.monotonic() - heard[conn] >= limit:",
+        ("runners/collect_workers.py", "elif overdue(heard[conn], limit):",
          "elif False:", "a silent collect worker is waited on for ever"),
         ("runners/workers.py", "    return value or None\n", "    return None\n",
          "TACO_WORKER_TIMEOUT is ignored (wait for ever)"),

@@ -207,12 +207,21 @@ def test_worker_segfault_and_env_error_are_clear_errors():
     assert not w.proc.is_alive()
 
 
+def _stop(pid: int) -> None:
+    """SIGSTOP `pid` and wait until it is stopped, not just signalled (a SIGTERM would overtake it)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.time() + 10
+    while "stopped" not in _state(pid) and time.time() < deadline:
+        time.sleep(0.01)
+    assert "stopped" in _state(pid)
+
+
 def test_hung_worker_is_a_clear_error_and_is_ended_at_once(monkeypatch):
     w = EnvWorker("point_reach", 0, dict(image_size=16, action_repeat=1), "t0")
     try:
         w.started()
         monkeypatch.setenv("TACO_WORKER_TIMEOUT", "1")
-        os.kill(w.proc.pid, signal.SIGSTOP)  # alive, silent: what a deadlocked renderer looks like
+        _stop(w.proc.pid)  # alive, silent: what a deadlocked renderer looks like
         w.send("reset", 1)
         with pytest.raises(WorkerError, match=r"t0 \(pid \d+\) sent nothing for 1 s \(hung; TACO_WORKER_TIMEOUT"):
             w.recv()
@@ -226,11 +235,7 @@ def test_terminate_ends_a_stopped_worker():
     w = EnvWorker("point_reach", 0, dict(image_size=16, action_repeat=1), "t1")
     try:
         w.started()
-        os.kill(w.proc.pid, signal.SIGSTOP)
-        deadline = time.time() + 10  # stopped, not just sent the signal (a SIGTERM would overtake it)
-        while "stopped" not in _state(w.proc.pid) and time.time() < deadline:
-            time.sleep(0.01)
-        assert "stopped" in _state(w.proc.pid)
+        _stop(w.proc.pid)
         workers.terminate(w.proc)
         w.proc.join(5)  # a stopped process holds SIGTERM until it is continued
         assert w.proc.exitcode == -signal.SIGTERM
