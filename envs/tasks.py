@@ -58,6 +58,7 @@ BENCHMARK_TASKS: tuple[TaskSpec, ...] = (
 # Easy tasks for quick checks (exploration std schedule over 100k steps).
 EASY_TASKS: tuple[TaskSpec, ...] = (
     _suite("cartpole_balance", "cartpole", "balance"),
+    _suite("cartpole_balance_sparse", "cartpole", "balance_sparse"),
     _suite("cartpole_swingup", "cartpole", "swingup"),
     _suite("reacher_easy", "reacher", "easy"),
     _suite("walker_walk", "walker", "walk"),

@@ -120,7 +120,7 @@ ONLINE_ONLY = ("frames", "seed_frames", "expl_steps", "eval_every_frames", "chec
                "log_every_frames", "capacity", "update_every_steps", "init_alpha", "env_overlap", "num_envs")
 
 # Every benchmark task is "medium" (exploration std over 500k steps); easy tasks use 100k.
-EASY_TASKS = ("cartpole_balance", "cartpole_swingup", "reacher_easy", "walker_walk", "cup_catch", "finger_spin")
+EASY_TASKS = ("cartpole_balance", "cartpole_balance_sparse", "cartpole_swingup", "reacher_easy", "walker_walk", "cup_catch", "finger_spin")
 TASK_PRESETS: dict[str, dict[str, Any]] = {
     **{t: {"std_schedule": "linear(1.0,0.1,100000)"} for t in EASY_TASKS},
     "walker_walk": {"std_schedule": "linear(1.0,0.1,100000)", "nstep": 1, "batch_size": 512},
