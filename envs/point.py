@@ -25,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 from taco_rl.envs.render import check_render_args
+from taco_rl.envs.wrappers import ActionRepeat, FrameStack
 
 __all__ = ["PointReach", "scripted_action", "measure_returns", "RANDOM_RETURN", "SCRIPTED_RETURN"]
 
@@ -147,9 +148,7 @@ def measure_returns(episodes: int = 200, seed: int = 0, image_size: int = 24) ->
     Episode i starts from reset(seed=seed+i) for both policies; random actions come
     from numpy's default_rng(seed).
     """
-    from taco_rl.envs.registry import make_env  # local import: registry imports this module
-
-    env = make_env("point_reach", seed, action_repeat=1, frame_stack=1, image_size=image_size)
+    env = FrameStack(ActionRepeat(PointReach(seed=seed, image_size=image_size), 1), 1)
     rng = np.random.default_rng(seed)
     random_return = _episode_returns(
         env, lambda: rng.uniform(-1.0, 1.0, size=2).astype(np.float32), episodes, seed)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = ["TaskSpec", "TASK_TABLE", "TASKS", "BENCHMARK_TASKS", "EASY_TASKS",
-           "UnknownTaskError", "get_task_spec"]
+           "UnknownTaskError", "get_task_spec", "max_return"]
 
 Kind = Literal["suite", "manipulation", "point"]
 
@@ -94,3 +94,14 @@ def get_task_spec(task: str) -> TaskSpec:
         return TASK_TABLE[task]
     except KeyError:
         raise UnknownTaskError(task) from None
+
+
+# The highest episode return a task can give (rewards lie in [0, 1] per simulator frame): the
+# normaliser of scores in reports and of Minari's ref_max_score.
+_MAX_RETURN = {"point_reach": 50.0, "reach_duplo": 250.0}
+_DEFAULT_MAX_RETURN = 1000.0
+
+
+def max_return(task: str) -> float:
+    """The task's best possible episode return (1000 for a 1000-frame DMC episode)."""
+    return _MAX_RETURN.get(task, _DEFAULT_MAX_RETURN)

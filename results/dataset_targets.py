@@ -23,8 +23,8 @@ import h5py
 import numpy as np
 import torch
 
-from taco_rl.runners.data_cli import import_dataset
-from taco_rl.runners.datasets import dataset_info, load_dataset
+from taco_rl.runners.data.convert import import_dataset
+from taco_rl.runners.data.datasets import dataset_info, load_dataset
 
 EPISODE = 500  # V-D4RL: 500 transitions per episode (501 records with the reset)
 

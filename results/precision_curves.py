@@ -11,8 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from taco_rl.runners.config import resolve
-from taco_rl.runners.train import Trainer
+from taco_rl.runners.core.config import resolve
+from taco_rl.runners.online.train import Trainer
 
 
 def curve(precision: str, seed: int, root: Path) -> list[dict[str, float]]:

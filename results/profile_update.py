@@ -12,9 +12,9 @@ import torch
 from tensordict import TensorDict
 from torch.profiler import ProfilerActivity, profile
 
-from taco_rl.runners.bench import as_reference
-from taco_rl.runners.config import resolve
-from taco_rl.runners.train import build_agent, resolve_device
+from taco_rl.runners.bench.bench import as_reference
+from taco_rl.runners.core.config import resolve
+from taco_rl.runners.online.train import build_agent, resolve_device
 
 
 def main(argv: list[str]) -> None:

@@ -26,9 +26,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from taco_rl.runners.bench import fill_replay
-from taco_rl.runners.config import resolve
-from taco_rl.runners.train import build_agent, make_replay
+from taco_rl.runners.bench.bench import fill_replay
+from taco_rl.runners.core.config import resolve
+from taco_rl.runners.online.train import build_agent, make_replay
 from taco_rl.sb3 import TacoSAC
 
 

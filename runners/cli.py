@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from .config import OFFLINE_AGENT_PRESETS, ConfigError, OfflineConfig, help_text, resolve
+from taco_rl.runners.core.config import OFFLINE_AGENT_PRESETS, ConfigError, OfflineConfig, help_text, resolve
 
 EPILOG = """config keys (key=value; presets per task and aux are applied first, your overrides last):
 {fields}
@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="time one evaluation (eval_episodes, video as set) in-process and with eval_workers")
     b.add_argument("--compile", action="store_true",
                    help="torch.compile the encoder first (an option for GPUs; unmeasured on CPU, off by default)")
-    from .data_cli import add_parser as add_data_parser
+    from taco_rl.runners.data.cli import add_parser as add_data_parser
 
     add_data_parser(sub)
     _add_sweep_parsers(sub, fmt)
@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_sweep_parsers(sub, fmt) -> None:
-    from .sweep import __doc__ as sweep_doc
+    from taco_rl.runners.study.sweep import __doc__ as sweep_doc
 
     s = sub.add_parser("sweep", help="run a grid of runs from a YAML file (rerunning skips finished runs)",
                        description=sweep_doc, formatter_class=fmt)
@@ -120,7 +120,7 @@ frame are listed in report.md and left out of every number."""
 
 
 def _sweep_main(args) -> int:
-    from .sweep import describe, load_sweep, run_local, run_ray
+    from taco_rl.runners.study.sweep import describe, load_sweep, run_local, run_ray
 
     sweep = load_sweep(args.file, args.overrides)
     if args.cpus is not None:
@@ -149,7 +149,7 @@ def _sweep_main(args) -> int:
 
 
 def _report_main(args) -> int:
-    from .report import report
+    from taco_rl.runners.study.report import report
 
     out = report(args.runs, args.out, frame=args.frame, metric=args.metric, compare=args.compare,
                  reps=args.reps, seed=args.seed)
@@ -160,10 +160,10 @@ def _report_main(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("sweep", "report"):
-        from .report import ReportError
-        from .sweep import SweepError
+        from taco_rl.runners.study.report import ReportError
+        from taco_rl.runners.study.sweep import SweepError
 
-        from .rundir import sigterm_as_interrupt
+        from taco_rl.runners.core.rundir import sigterm_as_interrupt
 
         try:
             with sigterm_as_interrupt():  # a preempted sweep stops its runs like Ctrl-C
@@ -176,11 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             return 130
     from taco_rl.envs import RenderBackendError, UnknownTaskError
 
-    from .checkpoint import CheckpointError, CheckpointWriteError
-    from .datasets import DatasetError
-    from .guard import NonFiniteError
-    from .rundir import RunDirError, RunInterrupted, sigterm_as_interrupt
-    from .workers import WorkerError
+    from taco_rl.runners.core.checkpoint import CheckpointError, CheckpointWriteError
+    from taco_rl.runners.data.datasets import DatasetError
+    from taco_rl.runners.core.guard import NonFiniteError
+    from taco_rl.runners.core.rundir import RunDirError, RunInterrupted, sigterm_as_interrupt
+    from taco_rl.runners.core.workers import WorkerError
 
     try:
         with sigterm_as_interrupt():  # a preempted job stops like Ctrl-C
@@ -213,10 +213,10 @@ def _num_envs(text: str) -> tuple[int, ...]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .cpu_memory import set_cpu_malloc
+    from taco_rl.runners.core.cpu_memory import set_cpu_malloc
 
     if args.command == "data":
-        from .data_cli import run as run_data
+        from taco_rl.runners.data.cli import run as run_data
 
         return run_data(args)
     overrides = [o for o in args.overrides if o not in ("mode=online", "mode=offline")]
@@ -224,21 +224,21 @@ def _run(args: argparse.Namespace) -> int:
     cfg = resolve(overrides, offline=offline)
     set_cpu_malloc(cfg.cpu_malloc)
     if args.command == "offline":
-        from .offline import train_offline
+        from taco_rl.runners.offline.train import train_offline
 
         run_dir = train_offline(cfg, progress=not args.no_progress)
         print(f"done: {run_dir}")
     elif args.command == "bench" and offline:
-        from .bench import bench_offline
+        from taco_rl.runners.bench.bench import bench_offline
 
         print(json.dumps(bench_offline(cfg, updates=args.updates, samples=args.samples, vs_online=args.vs_online)))
     elif args.command == "train":
-        from .train import train
+        from taco_rl.runners.online.train import train
 
         run_dir = train(cfg, progress=not args.no_progress)
         print(f"done: {run_dir}")
     else:
-        from .bench import bench
+        from taco_rl.runners.bench.bench import bench
 
         result = bench(cfg, updates=args.updates, samples=args.samples, env_steps=args.env_steps,
                        baseline=args.baseline, skip_env=args.skip_env, loop_steps=args.loop_steps,

@@ -8,7 +8,7 @@ import numpy as np
 
 from taco_rl.envs import make_env
 from taco_rl.envs.point import scripted_action
-from taco_rl.runners.datasets import new_replay, write_dataset
+from taco_rl.runners.data.datasets import new_replay, write_dataset
 
 
 def scripted_dataset(path: Path, episodes: int = 40, noise: float = 0.3, seed: int = 0, image_size: int = 32) -> Path:

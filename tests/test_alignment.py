@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from taco_rl.runners import run as run_mod
-from taco_rl.runners import train as train_mod
+from taco_rl.runners.core import run as run_mod
+from taco_rl.runners.online import train as train_mod
 from taco_rl.envs import ActionRepeat, FrameStack
-from taco_rl.runners.config import resolve
+from taco_rl.runners.core.config import resolve
 
 EPISODE = 23  # agent steps; not a multiple of anything in the test
 

@@ -8,12 +8,13 @@ import signal
 
 import pytest
 
-from taco_rl.runners import collect_workers, workers as workers_mod
+from taco_rl.runners.data import collect_workers
+from taco_rl.runners.core import workers as workers_mod
 from taco_rl.runners.cli import main
-from taco_rl.runners.config import resolve
-from taco_rl.runners.datasets import dataset_info, verify_checksum
-from taco_rl.runners.train import Trainer
-from taco_rl.runners.workers import WorkerError
+from taco_rl.runners.core.config import resolve
+from taco_rl.runners.data.datasets import dataset_info, verify_checksum
+from taco_rl.runners.online.train import Trainer
+from taco_rl.runners.core.workers import WorkerError
 
 TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100", "expl_steps=50",
         "eval_episodes=1", "save_video=false", "image_size=16", "feature_dim=8", "logger=none"]
@@ -69,7 +70,7 @@ def test_killed_collect_worker_is_an_error_and_a_rerun_finishes(tmp_path, monkey
     out = tmp_path / "out"
     with pytest.raises(WorkerError, match=r"collect worker collect1 \(pid \d+\) was killed by SIGKILL; the "
                                           r"episodes finished are kept in .*rerun the same command"):
-        from taco_rl.runners.data_cli import collect
+        from taco_rl.runners.data.collect import collect
 
         collect("random", 12, str(out), seed=2, task="point_reach", env={"image_size": 16}, workers=2)
     assert not any(p.is_alive() for p in started) and not out.exists()
@@ -94,7 +95,7 @@ def test_cli_reports_a_dead_worker_in_one_line(tmp_path, monkeypatch, capsys):
 def test_hung_collect_worker_is_an_error_that_keeps_the_finished_episodes(tmp_path, monkeypatch):
     started = _signal_second_worker(monkeypatch, signal.SIGSTOP)  # alive and silent from the start
     monkeypatch.setenv("TACO_WORKER_TIMEOUT", "10")  # the other worker starts up within it
-    from taco_rl.runners.data_cli import collect
+    from taco_rl.runners.data.collect import collect
 
     with pytest.raises(WorkerError, match=r"collect worker collect1 \(pid \d+\) sent nothing for 10 s "
                                           r"\(hung; .*the episodes finished are kept in "):

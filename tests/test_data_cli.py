@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from taco_rl.envs import make_env
-from taco_rl.runners import checkpoint as ckpt
+from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.cli import main
-from taco_rl.runners.config import resolve
-from taco_rl.runners.data_cli import load_run_config
-from taco_rl.runners.datasets import dataset_info, iter_episodes, load_dataset, verify_checksum
-from taco_rl.runners.replay import Replay
-from taco_rl.runners.run import build_agent
-from taco_rl.runners.rundir import RunLock
-from taco_rl.runners.train import Trainer
+from taco_rl.runners.core.config import resolve
+from taco_rl.runners.data.from_run import load_run_config
+from taco_rl.runners.data.datasets import dataset_info, iter_episodes, load_dataset, verify_checksum
+from taco_rl.runners.core.replay import Replay
+from taco_rl.runners.core.run import build_agent
+from taco_rl.runners.core.rundir import RunLock
+from taco_rl.runners.online.train import Trainer
 
 TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100", "expl_steps=50",
         "eval_episodes=1", "save_video=false", "image_size=16", "feature_dim=8"]
@@ -120,11 +120,11 @@ def test_from_run_keeps_the_replay(run_dir, tmp_path, capsys):
 
 
 def test_interrupted_collect_resumes(tmp_path, capsys, monkeypatch):
-    from taco_rl.runners import data_cli as data_cli
+    from taco_rl.runners.data import rollout as data_rollout
 
     args = ["collect", "task=point_reach", "policy=random", "episodes=4", "seed=3", "image_size=16"]
     assert _cli(*args, f"out={tmp_path / 'whole'}") == 0
-    real, calls = data_cli._rollout, []
+    real, calls = data_rollout._rollout, []
 
     def interrupted(*a, **k):
         calls.append(1)
@@ -132,10 +132,10 @@ def test_interrupted_collect_resumes(tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(data_cli, "_rollout", interrupted)
+    monkeypatch.setattr(data_rollout, "_rollout", interrupted)
     assert _cli(*args, f"out={tmp_path / 'cut'}") == 130
     assert not (tmp_path / "cut").exists()  # nothing that looks like a dataset
-    monkeypatch.setattr(data_cli, "_rollout", real)
+    monkeypatch.setattr(data_rollout, "_rollout", real)
     capsys.readouterr()
     assert _cli(*args[:-1], "image_size=24", f"out={tmp_path / 'cut'}") == 2  # other arguments: refused
     assert "interrupted collect with other arguments" in capsys.readouterr().err

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from taco_rl.runners.cli import main
-from taco_rl.runners.data_cli import import_dataset
-from taco_rl.runners.datasets import DatasetError, dataset_info, iter_episodes, load_dataset, verify_checksum
+from taco_rl.runners.data.convert import import_dataset
+from taco_rl.runners.data.datasets import DatasetError, dataset_info, iter_episodes, load_dataset, verify_checksum
 
 A = 3  # action size
 HW = 16  # frame size of the test files
@@ -302,7 +302,7 @@ def test_minari_inconsistent_frame_stacks_are_refused(tmp_path, monkeypatch, cap
 
 
 def test_minari_export_algorithm_names_hold_no_paths():
-    from taco_rl.runners.formats.minari import algorithm_name
+    from taco_rl.runners.data.formats.minari import algorithm_name
 
     assert algorithm_name({"kind": "collect", "policy": "random", "noise": 0.0, "seed": 1}) == "random"
     assert algorithm_name({"kind": "collect", "policy": "/home/u/runs/x", "agent": "drqv2", "aux": "taco",
@@ -316,7 +316,7 @@ def test_native_minari_native_round_trip_is_exact(tmp_path, monkeypatch):
     import minari
 
     from test_datasets import make_episodes, replay_of
-    from taco_rl.runners.datasets import write_dataset
+    from taco_rl.runners.data.datasets import write_dataset
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     eps = make_episodes([5, 9, 4])  # 8x8 frames; one ends in a terminal

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from taco_rl.runners import datasets
+from taco_rl.runners.data import datasets
 from taco_rl.runners.cli import main
-from taco_rl.runners.datasets import DatasetError, DatasetWriter, dataset_info, load_dataset, write_dataset
+from taco_rl.runners.data.datasets import DatasetError, DatasetWriter, dataset_info, load_dataset, write_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_datasets import make_episodes, replay_of  # noqa: E402
@@ -108,7 +108,7 @@ def test_checksum_is_computed_once_per_version_of_the_files(tmp_path, monkeypatc
 # ---------------------------------------------------------------------------- 2. partial folders
 _WRITER = """
 import sys, time
-from taco_rl.runners.datasets import DatasetWriter
+from taco_rl.runners.data.datasets import DatasetWriter
 import numpy as np
 w = DatasetWriter(sys.argv[1], 100, (3, 8, 8), 2)
 w.add_episode(np.zeros((6, 3, 8, 8), np.uint8), np.zeros((5, 2), np.float32), np.zeros(5, np.float32),

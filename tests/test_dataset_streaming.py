@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from test_data_formats import brute_vd4rl_hdf5, write_vd4rl_hdf5
-from taco_rl.runners.data_cli import concat, import_dataset
-from taco_rl.runners.datasets import DatasetError, DatasetWriter, dataset_info, new_replay, verify_checksum
+from taco_rl.runners.data.convert import concat, import_dataset
+from taco_rl.runners.data.datasets import DatasetError, DatasetWriter, dataset_info, new_replay, verify_checksum
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,8 +97,8 @@ def test_saved_ring_is_read_from_its_files(tmp_path):
     """from-run's path: a saved replay whose ring wrapped, read from its files, gives the same dataset."""
     from test_datasets import make_episodes, replay_of
 
-    from taco_rl.runners.datasets import write_dataset
-    from taco_rl.runners.replay import Replay
+    from taco_rl.runners.data.datasets import write_dataset
+    from taco_rl.runners.core.replay import Replay
 
     rb = replay_of(make_episodes([6, 7, 5, 8], seed=1), capacity=20)  # wraps; the first two episodes are gone
     rb.save(tmp_path / "ring")
@@ -111,9 +111,9 @@ def test_saved_ring_is_read_from_its_files(tmp_path):
 CHILD = textwrap.dedent("""
     import json, resource, sys
     import numpy as np
-    from taco_rl.runners.data_cli import concat, import_dataset
-    from taco_rl.runners.datasets import new_replay
-    from taco_rl.runners.formats import vd4rl
+    from taco_rl.runners.data.convert import concat, import_dataset
+    from taco_rl.runners.data.datasets import new_replay
+    from taco_rl.runners.data.formats import vd4rl
 
     src, out = sys.argv[1], sys.argv[2]
     def status(key):  # bytes; this process's own figures (getrusage's maxrss may carry the parent's

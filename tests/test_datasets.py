@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from taco_rl.runners.datasets import (DATASET_FILE, DatasetError, dataset_device, dataset_info, iter_episodes,
+from taco_rl.runners.data.datasets import (DATASET_FILE, DatasetError, dataset_device, dataset_info, iter_episodes,
                               load_dataset, verify_checksum, write_dataset)
-from taco_rl.runners.replay import Replay
+from taco_rl.runners.core.replay import Replay
 
 SHAPE = (3, 8, 8)
 
@@ -106,7 +106,7 @@ def test_refuses_existing_destination_and_is_atomic(tmp_path, monkeypatch):
     assert (tmp_path / "busy" / "x").read_text() == "keep"
 
     # an interrupted write leaves nothing that looks like a dataset
-    from taco_rl.runners import datasets as ds
+    from taco_rl.runners.data import datasets as ds
 
     def boom(*a, **k):
         raise KeyboardInterrupt

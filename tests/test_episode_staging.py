@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from taco_rl.runners.episode_staging import EpisodeStaging
-from taco_rl.runners.replay import Replay
+from taco_rl.runners.online.episode_staging import EpisodeStaging
+from taco_rl.runners.core.replay import Replay
 from test_replay import A, FRAME, GAMMA, S, Reference, check_against_reference, make_episode
 
 KINDS = ("truncated", "terminal", "random")

@@ -5,9 +5,9 @@ import imageio.v2 as imageio
 import numpy as np
 
 from taco_rl.envs import make_env
-from taco_rl.runners.config import resolve, run_directory
-from taco_rl.runners.run import EVAL_SEED_OFFSET
-from taco_rl.runners.train import Trainer
+from taco_rl.runners.core.config import resolve, run_directory
+from taco_rl.runners.core.run import EVAL_SEED_OFFSET
+from taco_rl.runners.online.train import Trainer
 
 TINY = ["task=point_reach", "image_size=16", "hidden_dim=32", "batch_size=16", "seed_frames=100",
         "expl_steps=50", "eval_episodes=1", "frames=100", "eval_every_frames=100"]

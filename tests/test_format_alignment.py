@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from taco_rl.runners.data_cli import import_dataset
-from taco_rl.runners.datasets import iter_episodes, load_dataset
+from taco_rl.runners.data.convert import import_dataset
+from taco_rl.runners.data.datasets import iter_episodes, load_dataset
 
 MARK = 200
 
@@ -162,7 +162,7 @@ def test_minari_import_alignment(tmp_path, monkeypatch):
 def test_minari_export_alignment_as_minari_reads_it(tmp_path, monkeypatch):
     import minari
 
-    from taco_rl.runners.formats.minari import export
+    from taco_rl.runners.data.formats.minari import export
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     lengths, hw, terminal = [5, 3, 8], 32, {1}

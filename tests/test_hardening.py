@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from taco_rl.runners import checkpoint as ckpt
+from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.cli import main
-from taco_rl.runners.config import RULES, Config, ConfigError, OfflineConfig, resolve
-from taco_rl.runners.guard import NonFiniteError, check_metrics, check_state
-from taco_rl.runners.rundir import RunDirError, RunInterrupted, RunLock
-from taco_rl.runners.train import Trainer
+from taco_rl.runners.core.config import RULES, Config, ConfigError, OfflineConfig, resolve
+from taco_rl.runners.core.guard import NonFiniteError, check_metrics, check_state
+from taco_rl.runners.core.rundir import RunDirError, RunInterrupted, RunLock
+from taco_rl.runners.online.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["task=point_reach", "hidden_dim=32", "feature_dim=16", "batch_size=16", "seed_frames=100",
@@ -357,7 +357,7 @@ def test_failed_save_keeps_the_previous_checkpoint_whole(tmp_path, monkeypatch, 
     calls = []
 
     if where == "replay":
-        from taco_rl.runners.replay import Replay
+        from taco_rl.runners.core.replay import Replay
 
         original = Replay.save
 
@@ -412,7 +412,7 @@ def test_too_little_disk_space_is_refused_before_writing(tmp_path, monkeypatch, 
 
 
 def test_bytes_to_save_counts_what_a_save_adds(tmp_path):
-    from taco_rl.runners.replay import Replay
+    from taco_rl.runners.core.replay import Replay
 
     replay = Replay(50, (3, 8, 8), 2, frame_stack=1, nstep=1)
     replay.add(torch.zeros(3, 8, 8, dtype=torch.uint8), first=True)

@@ -12,8 +12,8 @@ import csv
 import pytest
 
 from taco_rl.envs.point import RANDOM_RETURN, SCRIPTED_RETURN
-from taco_rl.runners.config import resolve
-from taco_rl.runners.train import Trainer
+from taco_rl.runners.core.config import resolve
+from taco_rl.runners.online.train import Trainer
 
 THRESHOLD = 35.0
 pytestmark = pytest.mark.slow

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from taco_rl.runners.cli import main
-from taco_rl.runners.config import UNHASHED, Config, ConfigError, config_hash, resolve
-from taco_rl.runners.rundir import RunInterrupted
-from taco_rl.runners.train import Trainer
-from taco_rl.runners.workers import EnvWorker
+from taco_rl.runners.core.config import UNHASHED, Config, ConfigError, config_hash, resolve
+from taco_rl.runners.core.rundir import RunInterrupted
+from taco_rl.runners.online.train import Trainer
+from taco_rl.runners.core.workers import EnvWorker
 from test_hardening import _cli, _wait_for
 
 TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100", "expl_steps=50",

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from taco_rl.envs.point import RANDOM_RETURN, SCRIPTED_RETURN
-from taco_rl.runners import checkpoint as ckpt
+from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.cli import main
-from taco_rl.runners.config import resolve
-from taco_rl.runners.offline import OfflineTrainer
+from taco_rl.runners.core.config import resolve
+from taco_rl.runners.offline.train import OfflineTrainer
 from tests.offline_data import scripted_dataset
 
 TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "eval_episodes=1", "save_video=false"]

@@ -90,7 +90,7 @@ def test_wheel_installs_only_taco_rl_at_the_top(wheel_and_venv):
     top = {n.split("/")[0] for n in names}
     assert top == {"taco_rl", "taco_rl-0.1.0.dist-info", "taco_rl-gymnasium.pth"}, top
     for module in ("taco_rl/__main__.py", "taco_rl/agents/taco.py", "taco_rl/envs/registry.py",
-                   "taco_rl/runners/cli.py", "taco_rl/runners/formats/minari.py", "taco_rl/sb3/sac.py"):
+                   "taco_rl/runners/cli.py", "taco_rl/runners/data/formats/minari.py", "taco_rl/sb3/sac.py"):
         assert module in names
     record = zipfile.ZipFile(wheel).read("taco_rl-0.1.0.dist-info/RECORD").decode()
     assert "taco_rl-gymnasium.pth,sha256=" in record  # pip removes it on uninstall

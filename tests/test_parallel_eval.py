@@ -16,12 +16,13 @@ import pytest
 import torch
 
 from taco_rl.envs import make_env
-from taco_rl.runners.config import config_hash, resolve
-from taco_rl.runners.parallel_eval import EvalPool, eval_worker_count, play_serial
-from taco_rl.runners.run import build_agent, env_kwargs
-from taco_rl.runners.train import Trainer
-from taco_rl.runners import parallel_eval, workers
-from taco_rl.runners.workers import EnvWorker, WorkerError, render_threads, share_render_cores
+from taco_rl.runners.core.config import config_hash, resolve
+from taco_rl.runners.core.evaluation import EvalPool, eval_worker_count, play_serial
+from taco_rl.runners.core.run import build_agent, env_kwargs
+from taco_rl.runners.online.train import Trainer
+from taco_rl.runners.core import evaluation as parallel_eval
+from taco_rl.runners.core import workers
+from taco_rl.runners.core.workers import EnvWorker, WorkerError, render_threads, share_render_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["task=point_reach", "image_size=16", "hidden_dim=32", "batch_size=16", "seed_frames=100",
@@ -309,7 +310,7 @@ def _state(pid: int) -> str:
 
 WORKER_PARENT = """
 import sys, time
-from taco_rl.runners.workers import EnvWorker
+from taco_rl.runners.core.workers import EnvWorker
 w = EnvWorker("point_reach", 0, dict(image_size=16, action_repeat=1), "orphan")
 w.started()
 print(w.proc.pid, flush=True)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from taco_rl.runners import checkpoint as ckpt
+from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.cli import main
-from taco_rl.runners.config import ConfigError, resolve
-from taco_rl.runners.report import default_out
+from taco_rl.runners.core.config import ConfigError, resolve
+from taco_rl.runners.study.report import default_out
 
 
 def _one_line_error(capsys) -> str:

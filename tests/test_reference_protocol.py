@@ -7,7 +7,7 @@ import torch
 
 from taco_rl.agents import CQL, TD3BC
 from taco_rl.agents.drqv2 import schedule
-from taco_rl.runners.config import resolve
+from taco_rl.runners.core.config import resolve
 from tests.test_learner_math import B, close, features, learner, make_batch
 
 VD4RL_SCHEDULE = "linear(1.0,0.1,250000)"  # V-D4RL's offline_dmc.yaml, read by LOOP step

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from taco_rl.runners.replay import Replay, ReplayFormatError
+from taco_rl.runners.core.replay import Replay, ReplayFormatError
 
 FRAME = (3, 4, 4)
 A = 2

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from taco_rl.runners import stats
+from taco_rl.runners.study import stats
 from taco_rl.runners.cli import main
-from taco_rl.runners.config import resolve, to_yaml
-from taco_rl.runners.report import ReportError, collect, report
+from taco_rl.runners.core.config import resolve, to_yaml
+from taco_rl.runners.study.report import ReportError, collect, report
 
 BUDGET = 1_000_000
 EVALS = (0, 500_000, 1_000_000)
@@ -132,7 +132,7 @@ def test_sweep_file_labels_runs(tmp_path):
     sweep.write_text(yaml.safe_dump({"tasks": ["point_reach"], "seeds": [1, 2], "overrides": {"root": str(root)},
                                      "variants": {"big_k": {"aux": "taco", "taco_k": 5}, "base": {"aux": "none"}},
                                      "compare": ["big_k", "base"]}, sort_keys=False))
-    from taco_rl.runners.sweep import load_sweep
+    from taco_rl.runners.study.sweep import load_sweep
 
     for run in load_sweep(sweep).runs:  # pretend the sweep ran: logs in the derived run dirs
         run.run_dir.mkdir(parents=True)

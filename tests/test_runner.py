@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from taco_rl.envs import UnknownTaskError
-from taco_rl.runners import checkpoint as ckpt
+from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.cli import main
-from taco_rl.runners.config import ConfigError, resolve, run_directory
-from taco_rl.runners.train import RunDirError, Trainer
+from taco_rl.runners.core.config import ConfigError, resolve, run_directory
+from taco_rl.runners.online.train import RunDirError, Trainer
 
 TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100", "expl_steps=50",
         "eval_episodes=1", "save_video=false"]

@@ -12,9 +12,9 @@ import yaml
 
 from taco_rl.agents.drqv2 import DrQV2, schedule
 from taco_rl.agents.sac import SAC
-from taco_rl.runners.config import resolve
-from taco_rl.runners.offline import OfflineTrainer
-from taco_rl.runners.sweep import load_sweep
+from taco_rl.runners.core.config import resolve
+from taco_rl.runners.offline.train import OfflineTrainer
+from taco_rl.runners.study.sweep import load_sweep
 from tests.offline_data import scripted_dataset
 
 A = 4

@@ -18,7 +18,7 @@ from tensordict import TensorDict
 
 from taco_rl.agents import SAC, DrQV2
 from taco_rl.agents.nets import hwc_to_chw_columns
-from taco_rl.runners.bench import as_reference, encoder_only, encoder_passes, feature_readers, flop_floor
+from taco_rl.runners.bench.bench import as_reference, encoder_only, encoder_passes, feature_readers, flop_floor
 
 OBS = (9, 24, 24)
 
@@ -165,8 +165,8 @@ TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100",
 def _run(tmp_path, overlap: str):
     import threading
 
-    from taco_rl.runners.config import resolve
-    from taco_rl.runners.train import Trainer
+    from taco_rl.runners.core.config import resolve
+    from taco_rl.runners.online.train import Trainer
 
     trainer = Trainer(resolve([*TINY, f"env_overlap={overlap}", f"run_dir={tmp_path / overlap}"]), progress=False)
     threads, step = set(), trainer.env.step
@@ -199,7 +199,7 @@ def test_env_overlap_is_bit_identical_to_the_serial_loop(tmp_path):
 
 
 def test_env_stepper_protocol():
-    from taco_rl.runners.stepper import EnvStepper
+    from taco_rl.runners.online.stepper import EnvStepper
 
     class Env:
         def step(self, action):
@@ -244,8 +244,8 @@ def test_bench_reports_encoder_floor_loop_and_projection(capsys):
 def test_cpu_malloc_setting():
     import sys
 
-    from taco_rl.runners.config import ConfigError, resolve
-    from taco_rl.runners.cpu_memory import set_cpu_malloc
+    from taco_rl.runners.core.config import ConfigError, resolve
+    from taco_rl.runners.core.cpu_memory import set_cpu_malloc
 
     with pytest.raises(ValueError, match="expected one of keep, system"):
         set_cpu_malloc("fast")
@@ -261,7 +261,7 @@ def test_cpu_malloc_setting():
 
 KEEP_PROBE = """
 import resource, torch
-from taco_rl.runners.cpu_memory import set_cpu_malloc
+from taco_rl.runners.core.cpu_memory import set_cpu_malloc
 from taco_rl.agents.nets import Encoder
 torch.set_num_threads(1)
 assert set_cpu_malloc("keep")
@@ -311,7 +311,7 @@ def test_env_stepper_thread_steps_a_rendering_dm_control_env_like_the_serial_loo
     import numpy as np
 
     from taco_rl.envs import make_env
-    from taco_rl.runners.stepper import EnvStepper
+    from taco_rl.runners.online.stepper import EnvStepper
 
     runs = []
     for overlap in (False, True):

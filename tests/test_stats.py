@@ -1,10 +1,10 @@
-"""taco_rl.runners.stats against hand-computed values."""
+"""taco_rl.runners.study.stats against hand-computed values."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from taco_rl.runners import stats
+from taco_rl.runners.study import stats
 
 
 def test_iqm_by_hand():

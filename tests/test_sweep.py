@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from taco_rl.runners.cli import main
-from taco_rl.runners.sweep import SweepError, load_sweep, run_local
+from taco_rl.runners.study.sweep import SweepError, load_sweep, run_local
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"image_size": 16, "hidden_dim": 32, "batch_size": 16, "seed_frames": 50, "expl_steps": 25, "eval_episodes": 1,
@@ -157,7 +157,7 @@ def test_shipped_ablations_set_what_they_say():
 
 # ---------------------------------------------------------------- running sweeps
 def test_local_worker_slots_take_gpus_in_turn(monkeypatch):
-    from taco_rl.runners.sweep import gpu_for_slot, visible_gpus
+    from taco_rl.runners.study.sweep import gpu_for_slot, visible_gpus
 
     assert [gpu_for_slot(s, 0.5, ["0", "1"]) for s in range(4)] == ["0", "1", "0", "1"]
     assert [gpu_for_slot(s, 1, ["2", "5", "7"]) for s in range(4)] == ["2", "5", "7", "2"]
@@ -181,8 +181,8 @@ def test_ray_address_nobody_listens_on(tmp_path, capsys):
 
 
 def test_offline_runs_plug_in(tmp_path, capsys):
-    from taco_rl.runners.report import report
-    from taco_rl.runners.sweep import execute
+    from taco_rl.runners.study.report import report
+    from taco_rl.runners.study.sweep import execute
     from tests.offline_data import scripted_dataset
 
     scripted_dataset(tmp_path / "data" / "point_reach", episodes=4, image_size=16)

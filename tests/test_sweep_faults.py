@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pa
 # a driver that starts one long child from a worker thread (as run_local does) and prints its pid
 _DRIVER = """
 import subprocess, sys, threading, time
-from taco_rl.runners.sweep import spawn_child
+from taco_rl.runners.study.sweep import spawn_child
 plain = sys.argv[1] == "plain"
 def start():
     argv = [sys.executable, "-c", "import time; time.sleep(120)"]
@@ -75,7 +75,7 @@ def test_killed_sweep_leaves_no_run_behind_and_a_rerun_resumes(tmp_path):
     budget = 250
     f = _write(tmp_path / "tiny.yaml", {"tasks": ["point_reach"], "seeds": [1],
                                         "overrides": {**TINY, "frames": budget, "root": str(tmp_path / "runs")}})
-    from taco_rl.runners.sweep import load_sweep
+    from taco_rl.runners.study.sweep import load_sweep
 
     (run,) = load_sweep(f).runs
     driver = subprocess.Popen([sys.executable, "-m", "taco_rl.runners.cli", "sweep", str(f)], env=_env(),

@@ -11,9 +11,9 @@ import pytest
 pytest.importorskip("wandb")
 from wandb.proto import wandb_internal_pb2  # noqa: E402
 
-from taco_rl.runners.config import ConfigError, resolve  # noqa: E402
-from taco_rl.runners.sweep import load_sweep  # noqa: E402
-from taco_rl.runners.train import Trainer  # noqa: E402
+from taco_rl.runners.core.config import ConfigError, resolve  # noqa: E402
+from taco_rl.runners.study.sweep import load_sweep  # noqa: E402
+from taco_rl.runners.online.train import Trainer  # noqa: E402
 
 TINY = ["task=point_reach", "hidden_dim=32", "feature_dim=16", "batch_size=16", "seed_frames=100",
         "expl_steps=50", "eval_episodes=1", "eval_every_frames=100", "checkpoint_every_frames=100",
@@ -126,7 +126,7 @@ def test_a_resumed_run_continues_the_same_wandb_run_and_logs_each_frame_once(tmp
 def test_resume_skips_what_an_earlier_process_sent_past_the_checkpoint(tmp_path, offline_wandb):
     """A run killed after logging frame 250 but checkpointed at 200 recomputes 200..250 exactly: W&B
     cannot drop points, so the resumed process sends only what comes after 250."""
-    from taco_rl.runners.wandb_log import WandbSink
+    from taco_rl.runners.core.wandb_log import WandbSink
 
     (tmp_path / "wandb.json").write_text(json.dumps({"id": "abcd1234", "logged_through": 250}))
     sink = WandbSink(tmp_path, resumed=True, axis="frame", project="p", entity="", group="", config={})
@@ -155,5 +155,5 @@ def test_sweep_groups_its_runs_and_bad_logger_values_are_refused(tmp_path):
         with pytest.raises(ConfigError, match="expected"):
             resolve(["task=point_reach", bad])
     # the W&B settings do not change the run directory
-    from taco_rl.runners.config import run_directory
+    from taco_rl.runners.core.config import run_directory
     assert run_directory(resolve(["task=point_reach"])) == run_directory(resolve(["task=point_reach", "logger=wandb"]))

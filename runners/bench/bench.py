@@ -8,7 +8,7 @@ per no-grad pass, a per-tensor loop Adam), interleaved with the others in the sa
 ratios are measured in one run. `--loop-steps` times the training loop itself (serial and with
 the env stepping overlapped). Env stepping is also timed in 1, 2 and 4 worker processes
 (`--num-envs`), and with `--eval` one evaluation in-process and with `eval_workers`
-(runners/bench_run.py); every result carries projected hours per 1M frames, evaluation included.
+(runners/bench/whole_run.py); every result carries projected hours per 1M frames, evaluation included.
 """
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ from taco_rl.agents.learner import set_adam_impl
 from taco_rl.agents.nets import hwc_to_chw_columns
 from taco_rl.envs import make_env
 
-from .bench_run import eval_hours, whole_run
-from .config import Config
-from .run import env_kwargs
-from .stepper import EnvStepper
-from .train import build_agent, make_replay, resolve_device
+from taco_rl.runners.bench.whole_run import eval_hours, whole_run
+from taco_rl.runners.core.config import Config
+from taco_rl.runners.core.run import env_kwargs
+from taco_rl.runners.online.stepper import EnvStepper
+from taco_rl.runners.online.train import build_agent, make_replay, resolve_device
 
 
 def _timed(fn: Callable[[], Any], repeats: int, warmup: int, device: torch.device) -> float:
@@ -146,7 +146,7 @@ def env_fps(cfg: Config, fast: bool, steps: int) -> float:
 
 def loop_fps(cfg: Config, agent, replay, step: int, steps: int, overlap: bool) -> float:
     """Frames per second of the online loop (act, env step, sample + update every
-    `update_every_steps` steps), as runners/train.py runs it; the replay holds synthetic frames."""
+    `update_every_steps` steps), as runners/online/train.py runs it; the replay holds synthetic frames."""
     env = make_env(cfg.task, cfg.seed, **env_kwargs(cfg))
     stepper = EnvStepper(env, overlap)
     stepper.call(env.reset, seed=cfg.seed)
@@ -303,9 +303,9 @@ def bench_offline(cfg, updates: int = 5, samples: int = 20, vs_online: bool = Fa
     import tempfile
     from pathlib import Path
 
-    from .config import AUX_PRESETS, Config
-    from .datasets import new_replay, write_dataset
-    from .offline import open_dataset
+    from taco_rl.runners.core.config import AUX_PRESETS, Config
+    from taco_rl.runners.data.datasets import new_replay, write_dataset
+    from taco_rl.runners.offline.train import open_dataset
 
     device, obs_shape, frame_shape, action_dim, gen, episodes, length = _setup(cfg)
     result: dict[str, Any] = {"mode": "offline"}

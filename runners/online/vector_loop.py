@@ -5,7 +5,7 @@ of episode index `episode + i`, so episodes are numbered over all envs), each ve
 running env the current policy's action for its observation and the learner updates while they step.
 An env whose episode ends waits for the others (dm_control episodes all have the same length, so
 none waits there); then each env's episode is written to the replay whole, in env order
-(runners/episode_staging.py), and the round's joint is where evaluation and checkpoints happen, as at
+(runners/online/episode_staging.py), and the round's joint is where evaluation and checkpoints happen, as at
 an episode end with one env. A checkpoint therefore holds no unfinished episode and pins the run's
 whole future: a resumed run continues exactly as one that never stopped.
 
@@ -23,9 +23,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .episode_staging import EpisodeStaging
-from .run import env_kwargs, progress_bar
-from .workers import WorkerError, start_workers
+from taco_rl.runners.online.episode_staging import EpisodeStaging
+from taco_rl.runners.core.run import env_kwargs, progress_bar
+from taco_rl.runners.core.workers import WorkerError, start_workers
 
 
 def vector_loop(tr) -> Path:

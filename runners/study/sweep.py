@@ -69,20 +69,20 @@ class Command:
 
 
 def _train(cfg: Any) -> Path:
-    from .train import train
+    from taco_rl.runners.online.train import train
 
     return train(cfg, progress=False)
 
 
 def _offline(cfg: Any) -> Path:
-    from .offline import train_offline
+    from taco_rl.runners.offline.train import train_offline
 
     return train_offline(cfg, progress=False)
 
 
 def commands() -> dict[str, Command]:
     """`taco train` (budget: frames) and `taco offline` (budget: learner updates)."""
-    from .config import resolve, run_directory
+    from taco_rl.runners.core.config import resolve, run_directory
 
     return {
         "train": Command("train", resolve, run_directory, lambda c: c.frames, "frame", _train),

@@ -1,5 +1,5 @@
 """Evaluation episodes: in-process one after another (`eval_workers=0`), or stepped in env worker
-processes (runners/workers.py), the policy acting in the learner's process.
+processes (runners/core/workers.py), the policy acting in the learner's process.
 
 Both play the same episodes: episode i starts from `reset(seed=seeds[i])`, which fixes the whole
 episode whichever env plays it (the task's random stream is reseeded in place). The policy is the
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .workers import EnvWorker, answer_timeout, close_all, cores, overdue, start_workers, time_left
+from taco_rl.runners.core.workers import EnvWorker, answer_timeout, close_all, cores, overdue, start_workers, time_left
 
 
 @dataclass

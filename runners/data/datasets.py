@@ -7,7 +7,7 @@ data, and the files are not sparse). ``dataset.json`` beside it says what it hol
 shape, action dim, episode and transition counts, return statistics, a sha256 checksum of the held
 arrays and a free-form ``source``.
 
-Learners never see file formats: importers (``runners/formats/``) and ``taco data`` stream
+Learners never see file formats: importers (``runners/data/formats/``) and ``taco data`` stream
 episodes into a :class:`DatasetWriter` (or hand a whole :class:`Replay` to :func:`write_dataset`),
 :func:`load_dataset` opens the result read-only with the learner's own frame stack, n-step, gamma
 and K (stacks and returns are built at sample time).
@@ -43,8 +43,8 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from .replay import Replay, ReplayFormatError
-from .rundir import try_flock
+from taco_rl.runners.core.replay import Replay, ReplayFormatError
+from taco_rl.runners.core.rundir import try_flock
 
 __all__ = [
     "DatasetError", "DATASET_FILE", "write_dataset", "dataset_info", "verify_checksum", "load_dataset",

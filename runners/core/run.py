@@ -3,8 +3,8 @@ device, the learner a config describes, the evaluation env and protocol, logs, v
 bar, the non-finite guard, and checkpoints of learner, optimizers, RNG and counters (two generations,
 written atomically, resumed exactly; `resume_from=` starts from another run's).
 
-A run is keyed on one counter, `clock`: env frames online (runners/train.py), learner updates
-offline (runners/offline.py). Subclasses build their data (the online replay and env, the offline
+A run is keyed on one counter, `clock`: env frames online (runners/online/train.py), learner updates
+offline (runners/offline/train.py). Subclasses build their data (the online replay and env, the offline
 dataset) inside `with self.releasing_lock():` and then call `open()`; they add to checkpoints
 through `checkpoint_extra` / `write_payload` / `restore_extra`, feed learner metrics through
 `record` / `drain_metrics`, and write their loop as `loop()` (`train()` wraps it: interrupts, cleanup).
@@ -21,13 +21,13 @@ import torch
 
 from taco_rl.envs import make_env
 
-from . import checkpoint as ckpt
-from .config import Config, ConfigError, config_hash, run_directory, to_yaml
-from .guard import NonFiniteError, check_metrics, check_state
-from .logger import Logger, mean_metrics, write_video
-from .parallel_eval import Episodes, EvalPool, eval_worker_count, play_serial
-from .rundir import RunDirError, RunInterrupted, RunLock, prepare_run_dir  # noqa: F401 (re-exported)
-from .workers import WorkerError
+from taco_rl.runners.core import checkpoint as ckpt
+from taco_rl.runners.core.config import Config, ConfigError, config_hash, run_directory, to_yaml
+from taco_rl.runners.core.guard import NonFiniteError, check_metrics, check_state
+from taco_rl.runners.core.logger import Logger, mean_metrics, write_video
+from taco_rl.runners.core.evaluation import Episodes, EvalPool, eval_worker_count, play_serial
+from taco_rl.runners.core.rundir import RunDirError, RunInterrupted, RunLock, prepare_run_dir  # noqa: F401 (re-exported)
+from taco_rl.runners.core.workers import WorkerError
 
 EVAL_SEED_OFFSET = 10_000
 
@@ -216,7 +216,7 @@ class Run:
         self.counters = dict(state["counters"])
 
     def save_checkpoint(self) -> None:
-        """A new checkpoint generation (see runners/checkpoint.py): the payload into the folder the
+        """A new checkpoint generation (see runners/core/checkpoint.py): the payload into the folder the
         newest state does not name, then the state atomically; a kill or a failed write leaves the
         previous one whole. Nothing is written from a state that holds NaN/inf."""
         self.check_finite(parameters=False)  # parameters: checked in Checkpoints.save

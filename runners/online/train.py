@@ -14,14 +14,14 @@ import torch
 
 from taco_rl.envs import make_env
 
-from . import checkpoint as ckpt
-from .config import Config
-from .replay import Replay, ReplayFormatError
-from .run import (EVAL_SEED_OFFSET, Run, RunDirError, build_agent, env_kwargs, prepare_run_dir,  # noqa: F401
+from taco_rl.runners.core import checkpoint as ckpt
+from taco_rl.runners.core.config import Config
+from taco_rl.runners.core.replay import Replay, ReplayFormatError
+from taco_rl.runners.core.run import (EVAL_SEED_OFFSET, Run, RunDirError, build_agent, env_kwargs, prepare_run_dir,  # noqa: F401
                   progress_bar, resolve_device, say)
-from .stepper import EnvStepper
-from .workers import close_all
-from .vector_loop import vector_loop
+from taco_rl.runners.online.stepper import EnvStepper
+from taco_rl.runners.core.workers import close_all
+from taco_rl.runners.online.vector_loop import vector_loop
 
 
 def env_overlap(cfg: Config, device: torch.device) -> bool:

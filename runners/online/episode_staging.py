@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .replay import Replay
+from taco_rl.runners.core.replay import Replay
 
 
 class EpisodeStaging:

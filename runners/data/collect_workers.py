@@ -15,7 +15,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Callable
 
-from .workers import (WorkerError, answer_timeout, exit_text, overdue, share_render_cores, silent_text, spawn, stop,
+from taco_rl.runners.core.workers import (WorkerError, answer_timeout, exit_text, overdue, share_render_cores, silent_text, spawn, stop,
                       terminate, time_left)
 
 
@@ -24,7 +24,7 @@ def _collect(conn, cfg, agent_state, noise: float, seed: int, jobs: list[tuple[i
     share_render_cores(siblings)
     from taco_rl.envs import make_env
 
-    from .data_cli import rollout_to_file
+    from taco_rl.runners.data.rollout import rollout_to_file
 
     env = make_env(cfg.task, seed, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack,
                    image_size=cfg.image_size, fast_render=cfg.fast_render)
@@ -33,7 +33,7 @@ def _collect(conn, cfg, agent_state, noise: float, seed: int, jobs: list[tuple[i
     if agent_state is not None:
         import torch
 
-        from .run import build_agent
+        from taco_rl.runners.core.run import build_agent
 
         torch.set_num_threads(1)
         agent = build_agent(cfg, env.observation_space.shape, action_dim, torch.device("cpu"))

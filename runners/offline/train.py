@@ -1,7 +1,7 @@
 """Offline training: a fixed dataset -> learner, evaluated in the live env.
 
 The run lifecycle (run directory, evaluation, logs, videos, progress bar, checkpoints and exact
-resume) is the online one (runners/run.py), keyed on learner updates instead of env frames.
+resume) is the online one (runners/core/run.py), keyed on learner updates instead of env frames.
 The dataset is sampled where it lives: copied to the learner's GPU when it fits, else read through
 its memory map on the CPU (never a DataLoader); batches are moved to the learner's device.
 A checkpoint holds no copy of the data, only the dataset's checksum: resuming on another dataset
@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from . import checkpoint as ckpt
-from .config import ConfigError, OfflineConfig
-from .datasets import DatasetError, dataset_device, load_dataset
-from .run import Run, build_agent, progress_bar, say
+from taco_rl.runners.core import checkpoint as ckpt
+from taco_rl.runners.core.config import ConfigError, OfflineConfig
+from taco_rl.runners.data.datasets import DatasetError, dataset_device, load_dataset
+from taco_rl.runners.core.run import Run, build_agent, progress_bar, say
 
 NORMALISER = 10.0  # DMC return / 10 = the normalised score offline RL papers report (SPEC 7)
 

@@ -22,8 +22,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..datasets import DatasetError
-from .common import (Episode, NpzFile, Plan, action_dim_of, actions, check_same, frame_shape, frames_chw, list_files,
+from taco_rl.runners.data.datasets import DatasetError
+from taco_rl.runners.data.formats.common import (Episode, NpzFile, Plan, action_dim_of, actions, check_same, frame_shape, frames_chw, list_files,
                      scan_files, split_firsts, vector)
 
 H5_KEYS = ("observation", "action", "reward", "step_type")

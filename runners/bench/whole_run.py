@@ -13,10 +13,10 @@ import torch
 
 from taco_rl.envs import make_env
 
-from .config import Config
-from .parallel_eval import EvalPool, eval_worker_count, play_serial
-from .run import EVAL_SEED_OFFSET, env_kwargs
-from .workers import close_all, start_workers
+from taco_rl.runners.core.config import Config
+from taco_rl.runners.core.evaluation import EvalPool, eval_worker_count, play_serial
+from taco_rl.runners.core.run import EVAL_SEED_OFFSET, env_kwargs
+from taco_rl.runners.core.workers import close_all, start_workers
 
 DMC_EPISODE_FRAMES = 1000  # dm_control's time limit (point_reach: 50 agent steps)
 

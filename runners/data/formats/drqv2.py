@@ -14,8 +14,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ..datasets import DatasetError
-from .common import Episode, NpzFile, Plan, action_dim_of, actions, frame_shape, frames_chw, scan_files, vector
+from taco_rl.runners.data.datasets import DatasetError
+from taco_rl.runners.data.formats.common import Episode, NpzFile, Plan, action_dim_of, actions, frame_shape, frames_chw, scan_files, vector
 
 KEYS = ("observation", "action", "reward", "discount")
 

@@ -24,12 +24,11 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from . import stats
+from taco_rl.envs.tasks import max_return
+from taco_rl.runners.study import stats
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "results"  # the repository's results/ (reference tables)
 # Maximum episode return per task (reward <= 1 per simulator frame): aggregates use score / max.
-MAX_RETURN = {"point_reach": 50.0, "reach_duplo": 250.0}
-DEFAULT_MAX_RETURN = 1000.0
 REFERENCE_METHOD = {("drqv2", "taco"): "TACO", ("drqv2", "none"): "DrQ-v2", ("sac", "none"): "DrQ"}
 # offline learners without an aux module, as named in V-D4RL's table (its scores are return / 10)
 OFFLINE_REFERENCE_METHOD = {"td3bc": "DrQ+BC", "cql": "CQL", "bc": "BC"}
@@ -112,7 +111,7 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
 
 def _default_label(config: dict[str, Any]) -> tuple[str, list[str]]:
     """`<agent>-<aux>` and the settings that differ from that task/agent/aux/preset's defaults."""
-    from .config import UNHASHED, resolve
+    from taco_rl.runners.core.config import UNHASHED, resolve
 
     label = f"{config.get('agent')}-{config.get('aux')}"
     try:
@@ -127,7 +126,7 @@ def _default_label(config: dict[str, Any]) -> tuple[str, list[str]]:
 def collect(items: Sequence[str], metric: str = "episode_return") -> tuple[list[RunLog], tuple[str, ...]]:
     """Run logs for run dirs, globs (folders holding runs are searched) and sweep files; also the
     sweep files' `compare` pair (the last one given)."""
-    from .sweep import load_sweep
+    from taco_rl.runners.study.sweep import load_sweep
 
     overrides = [i for i in items if _OVERRIDE.match(i) and not Path(i).exists()]
     runs: list[RunLog] = []
@@ -190,10 +189,6 @@ def collect(items: Sequence[str], metric: str = "episode_return") -> tuple[list[
 
 
 # ---------------------------------------------------------------------------- numbers
-def _max_return(task: str) -> float:
-    return MAX_RETURN.get(task, DEFAULT_MAX_RETURN)
-
-
 def _references(name: str = "reference_scores.csv") -> list[dict[str, str]]:
     path = RESULTS / name
     if not path.exists():
@@ -318,7 +313,7 @@ def report(items: Sequence[str], out: str | Path | None = None, frame: int | Non
     # aggregate table (normalised scores, stratified bootstrap over tasks)
     def normalised(label: str, only: Sequence[str] | None = None) -> tuple[list[str], list[np.ndarray]]:
         ts = [t for t in tasks if (t, label) in groups and (only is None or t in only)]
-        div = {t: (_max_return(t) if norm else 1.0) for t in ts}
+        div = {t: (max_return(t) if norm else 1.0) for t in ts}
         return ts, [np.array([r.score_at(at) for r in groups[(t, label)]]) / div[t] for t in ts]
 
     agg_rows, md_agg = [], []
@@ -382,7 +377,7 @@ def report(items: Sequence[str], out: str | Path | None = None, frame: int | Non
         pts = []
         for x in xs:  # IQM of normalised scores across tasks and seeds at each x, stratified CI
             scores = [np.array([r.y[np.nonzero(r.x == x)[0][-1]] for r in groups[(t, label)]])
-                      / (_max_return(t) if norm else 1.0) for t in ts]
+                      / (max_return(t) if norm else 1.0) for t in ts]
             pts.append(stats.aggregate(scores, stats.aggregate_iqm, reps=min(reps, 500), seed=seed))
         arr = np.array(pts)
         agg_series[f"{label} ({len(ts)} tasks)"] = (np.array(xs), arr[:, 0], arr[:, 1], arr[:, 2])

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..datasets import DatasetError, DatasetWriter
+from taco_rl.runners.data.datasets import DatasetError, DatasetWriter
 
 # One episode as the replay stores it: frames (T+1, 3, H, W) uint8 starting with the reset frame,
 # actions (T, A) float32, rewards (T,) float32, discounts (T,) float32 (0 only at a true terminal).

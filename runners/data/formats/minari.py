@@ -35,8 +35,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..datasets import DatasetError, iter_episodes, load_dataset
-from .common import Episode, Plan, actions, check_same, frame_shape, frames_chw, vector
+from taco_rl.runners.data.datasets import DatasetError, iter_episodes, load_dataset
+from taco_rl.runners.data.formats.common import Episode, Plan, actions, check_same, frame_shape, frames_chw, vector
 
 MAIN_FILE = "main_data.hdf5"
 METADATA_FILE = "metadata.json"
@@ -261,7 +261,7 @@ def export(dataset: str | os.PathLike, dataset_id: str, *, root: str | os.PathLi
     from minari.data_collector import EpisodeBuffer
     from minari.storage import get_dataset_path
 
-    from .common import _bar
+    from taco_rl.runners.data.formats.common import _bar
 
     replay, info = load_dataset(dataset, nstep=1, frame_stack=1)
     with _minari_root(root):
@@ -337,11 +337,9 @@ def algorithm_name(source: Any) -> str:
 def _reference_scores(task: str | None) -> tuple[float, float] | None:
     """(ref_min, ref_max) = the task's episode-return range where it is known, so that
     minari.get_normalized_score gives return / max (SPEC 7's normalised score / 100 on DMC)."""
-    from taco_rl.envs.tasks import TASKS
+    from taco_rl.envs.tasks import TASKS, max_return
 
-    from ..report import _max_return
-
-    return (0.0, float(_max_return(task))) if task in TASKS else None
+    return (0.0, float(max_return(task))) if task in TASKS else None
 
 
 def _env_spec(info: dict[str, Any], h: int, w: int) -> Any:
@@ -350,7 +348,7 @@ def _env_spec(info: dict[str, Any], h: int, w: int) -> Any:
     from taco_rl.envs.frame_env import frame_env_spec
     from taco_rl.envs.tasks import TASKS
 
-    from ..config import resolve
+    from taco_rl.runners.core.config import resolve
 
     task = info.get("task")
     if task not in TASKS or h != w:

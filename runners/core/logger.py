@@ -1,5 +1,5 @@
 """Run logs: CSV files (eval.csv, train.csv) and TensorBoard scalars (and, with `logger=wandb`, W&B:
-runners/wandb_log.py), all with frame and step columns.
+runners/core/wandb_log.py), all with frame and step columns.
 
 Every start makes the logs agree with the state being resumed: rows after the checkpoint's frame are
 dropped (all of them on a fresh start), and TensorBoard purges the events after it, so a run that died
@@ -82,7 +82,7 @@ class Logger:
             purge = 0 if resume_frame is None else resume_frame + 1
             self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
         if wandb is not None:
-            from .wandb_log import WandbSink
+            from taco_rl.runners.core.wandb_log import WandbSink
 
             self.wandb = WandbSink(run_dir, resumed=resume_frame is not None, axis=axis, **wandb)
 

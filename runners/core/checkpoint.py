@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from .guard import named_tensors, check_state
+from taco_rl.runners.core.guard import named_tensors, check_state
 
 STATE, PREV, DAMAGED = "state.pt", "state.prev.pt", "state.damaged.pt"
 PAYLOADS = ("replay_a", "replay_b")

@@ -1,0 +1,1 @@
+"""`taco bench`: update, sampling and memory figures (``bench``) and whole-run figures (``whole_run``)."""

@@ -1,0 +1,1 @@
+"""`taco offline`: a learner trained on a fixed dataset and evaluated in the live env (``train``)."""
