@@ -1,4 +1,5 @@
 """Learners and auxiliary modules: pure torch, no files, envs or loggers."""
+
 from .bc import BC
 from .cql import CQL
 from .drqv2 import DrQV2
@@ -11,5 +12,16 @@ from .td3bc import TD3BC
 AGENTS = {"drqv2": DrQV2, "sac": SAC}  # online learners
 OFFLINE_AGENTS = {"bc": BC, "td3bc": TD3BC, "cql": CQL, "iql": IQL}  # learners on a fixed dataset
 
-__all__ = ["AGENTS", "AUX_KINDS", "BC", "CQL", "DrQV2", "IQL", "OFFLINE_AGENTS", "PixelActorCritic", "SAC",
-           "TACO", "TD3BC"]
+__all__ = [
+    "AGENTS",
+    "AUX_KINDS",
+    "BC",
+    "CQL",
+    "DrQV2",
+    "IQL",
+    "OFFLINE_AGENTS",
+    "PixelActorCritic",
+    "SAC",
+    "TACO",
+    "TD3BC",
+]

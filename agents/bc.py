@@ -11,6 +11,7 @@ E[a] = y with |mu| > |y|: for data actions within c of +-1 its mean overshoots t
 the bound), where this one stops at y. Its logged loss also carries the noise variance (about
 E[clip(std * eps)^2] per dimension) that this one has not; the std schedule does not enter here.
 """
+
 from __future__ import annotations
 
 import torch

@@ -19,6 +19,7 @@ penalty's dip there can push the actor to one constant action (on point_reach it
 wall); a wide noise (std_schedule=1.0 std_clip=1.0) spreads them over the action box (see the CQL
 learning test in tests/test_offline.py).
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,8 +30,7 @@ from .drqv2 import DrQV2, schedule, truncated_normal_sample
 class CQL(DrQV2):
     options = DrQV2.options + ("cql_alpha", "cql_temp", "cql_samples")
 
-    def __init__(self, *args, cql_alpha: float = 10.0, cql_temp: float = 1.0, cql_samples: int = 10,
-                 **kwargs) -> None:
+    def __init__(self, *args, cql_alpha: float = 10.0, cql_temp: float = 1.0, cql_samples: int = 10, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if cql_temp <= 0 or cql_samples < 1:
             raise ValueError(f"CQL needs cql_temp > 0 and cql_samples >= 1, got {cql_temp}, {cql_samples}")
@@ -41,8 +41,10 @@ class CQL(DrQV2):
         """(B, 3N, |A|): N uniform random, N pi(s) and N pi(s') samples per state."""
         n, std = self.cql_samples, schedule(self.std_schedule, step)
         rand = torch.rand(feat.shape[0], n, self.action_dim, device=feat.device) * 2.0 - 1.0
-        policy = [truncated_normal_sample(self._mean(f).float().unsqueeze(1).expand(-1, n, -1), std, self.std_clip)
-                  for f in (feat, next_feat)]
+        policy = [
+            truncated_normal_sample(self._mean(f).float().unsqueeze(1).expand(-1, n, -1), std, self.std_clip)
+            for f in (feat, next_feat)
+        ]
         return torch.cat([rand, *policy], dim=1)
 
     def critic_loss(self, feat, batch, next_feat, step):
@@ -54,8 +56,13 @@ class CQL(DrQV2):
         penalty = self.conservative_penalty(q1) + self.conservative_penalty(q2)
         loss = td + penalty
         n = self.cql_samples  # Q1 at the random and at the policy actions: the penalty should keep both under critic_q1
-        metrics.update(critic_loss=loss.detach(), critic_td_loss=td.detach(), cql_penalty=penalty.detach(),
-                       cql_q_random=q1[:, 1:1 + n].detach().mean(), cql_q_policy=q1[:, 1 + n:].detach().mean())
+        metrics.update(
+            critic_loss=loss.detach(),
+            critic_td_loss=td.detach(),
+            cql_penalty=penalty.detach(),
+            cql_q_random=q1[:, 1 : 1 + n].detach().mean(),
+            cql_q_policy=q1[:, 1 + n :].detach().mean(),
+        )
         return loss, metrics
 
     def conservative_penalty(self, q: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 The shared update (critic step, actor step, target EMA, auxiliary step) is in learner.py; this file
 says what the policy is.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,9 @@ def schedule(spec: str | float, step: int) -> float:
     return (1.0 - mix) * init + mix * final
 
 
-def truncated_normal_sample(mean: torch.Tensor, std: float, clip: float | None = None,
-                            eps: float = 1e-6) -> torch.Tensor:
+def truncated_normal_sample(
+    mean: torch.Tensor, std: float, clip: float | None = None, eps: float = 1e-6
+) -> torch.Tensor:
     """mean + clipped Gaussian noise, clamped inside (-1, 1) with a straight-through gradient."""
     noise = torch.randn_like(mean) * std
     if clip is not None:
@@ -39,8 +41,7 @@ def truncated_normal_sample(mean: torch.Tensor, std: float, clip: float | None =
 class DrQV2(PixelActorCritic):
     options = ("std_schedule", "std_clip")  # config keys this learner takes beyond the shared ones
 
-    def __init__(self, *args, std_schedule: str = "linear(1.0,0.1,500000)", std_clip: float = 0.3,
-                 **kwargs) -> None:
+    def __init__(self, *args, std_schedule: str = "linear(1.0,0.1,500000)", std_clip: float = 0.3, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         schedule(std_schedule, 0)  # fail early on a malformed schedule
         self.std_schedule, self.std_clip = std_schedule, std_clip

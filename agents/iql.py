@@ -12,6 +12,7 @@ What differs from the shared update:
   step has just moved) only the target trunk's features are reused and the heads score the new code.
 The policy is a Gaussian around tanh(mean) with a state-dependent std; evaluation uses tanh(mean).
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,8 +48,16 @@ class IQL(PixelActorCritic):
     actor_out_mult = 2
     options = ("iql_expectile", "iql_beta", "iql_max_weight")
 
-    def __init__(self, obs_shape, action_dim, *, iql_expectile: float = 0.7, iql_beta: float = 3.0,
-                 iql_max_weight: float = 100.0, **kwargs) -> None:
+    def __init__(
+        self,
+        obs_shape,
+        action_dim,
+        *,
+        iql_expectile: float = 0.7,
+        iql_beta: float = 3.0,
+        iql_max_weight: float = 100.0,
+        **kwargs,
+    ) -> None:
         super().__init__(obs_shape, action_dim, **kwargs)
         if not 0.0 < iql_expectile < 1.0:
             raise ValueError(f"iql_expectile={iql_expectile}: expected 0 < tau < 1")
@@ -86,8 +95,11 @@ class IQL(PixelActorCritic):
         cached, self._q_data = getattr(self, "_q_data", None), None
         if cached is not None:
             cached_feat, cached_action, z, q = cached  # holding cached_feat keeps its storage from reuse
-            if cached_feat.data_ptr() == feat.data_ptr() and cached_feat.shape == feat.shape \
-                    and cached_action is batch["action"]:
+            if (
+                cached_feat.data_ptr() == feat.data_ptr()
+                and cached_feat.shape == feat.shape
+                and cached_action is batch["action"]
+            ):
                 return q if q is not None else self._data_q_target(feat, batch, z)
         return self._data_q_target(feat, batch)
 
@@ -105,8 +117,9 @@ class IQL(PixelActorCritic):
 
     def _actor_loss(self, feat, step, batch=None):
         with torch.no_grad():
-            weights = advantage_weights(self._take_data_q_target(feat, batch) - self.value(feat), self.beta,
-                                        self.max_weight)
+            weights = advantage_weights(
+                self._take_data_q_target(feat, batch) - self.value(feat), self.beta, self.max_weight
+            )
         log_prob = self._gaussian(feat).log_prob(batch["action"].float()).sum(-1, keepdim=True)
         loss = -(weights * log_prob).mean()
         return loss, {"actor_loss": loss.detach(), "adv_weight": weights.mean(), "log_prob": log_prob.detach().mean()}

@@ -16,6 +16,7 @@ what differs through the same hooks (`critic_loss` for a penalty or a value head
 the batch's dataset actions); a learner without a critic (`has_critic = False`, behaviour cloning)
 skips steps 2 and 4 and its actor loss trains the encoder.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,12 +64,30 @@ class PixelActorCritic:
     has_critic = True  # False: no critic, target or critic step; the actor loss trains the encoder
     options: tuple[str, ...] = ()  # config keys a subclass takes as keyword arguments
 
-    def __init__(self, obs_shape: tuple[int, int, int], action_dim: int, *, device: str | torch.device = "cpu",
-                 lr: float = 1e-4, feature_dim: int = 50, hidden_dim: int = 1024, critic_tau: float = 0.01,
-                 expl_steps: int = 2000, precision: str = "fp32", aux: str = "none", taco_k: int = 3,
-                 taco_weight: float = 1.0, curl_weight: float = 1.0, reward_weight: float = 1.0,
-                 latent_dim: int = 0, action_encoder: bool = True, latent_critic: bool = True,
-                 optimizer: str = "reference", batch_nograd: bool = True, adam_impl: str = "fused") -> None:
+    def __init__(
+        self,
+        obs_shape: tuple[int, int, int],
+        action_dim: int,
+        *,
+        device: str | torch.device = "cpu",
+        lr: float = 1e-4,
+        feature_dim: int = 50,
+        hidden_dim: int = 1024,
+        critic_tau: float = 0.01,
+        expl_steps: int = 2000,
+        precision: str = "fp32",
+        aux: str = "none",
+        taco_k: int = 3,
+        taco_weight: float = 1.0,
+        curl_weight: float = 1.0,
+        reward_weight: float = 1.0,
+        latent_dim: int = 0,
+        action_encoder: bool = True,
+        latent_critic: bool = True,
+        optimizer: str = "reference",
+        batch_nograd: bool = True,
+        adam_impl: str = "fused",
+    ) -> None:
         if aux not in AUX_KINDS:
             raise ValueError(f"aux={aux!r}: expected one of {AUX_KINDS}")
         if precision not in ("fp32", "bf16"):
@@ -101,9 +120,17 @@ class PixelActorCritic:
             raise ValueError("aux=taco with every weight 0 has no loss; use aux=none")
         if aux != "none":
             weights = (taco_weight, curl_weight, reward_weight) if aux == "taco" else (0.0, curl_weight, 0.0)
-            self.aux = TACO(repr_dim, action_dim, k=taco_k, feature_dim=feature_dim, hidden_dim=hidden_dim,
-                            action_encoder=self.tok, taco_weight=weights[0], curl_weight=weights[1],
-                            reward_weight=weights[2]).to(self.device)
+            self.aux = TACO(
+                repr_dim,
+                action_dim,
+                k=taco_k,
+                feature_dim=feature_dim,
+                hidden_dim=hidden_dim,
+                action_encoder=self.tok,
+                taco_weight=weights[0],
+                curl_weight=weights[1],
+                reward_weight=weights[2],
+            ).to(self.device)
         self.aug = RandomShift(pad=4)
 
         shared = list(self.encoder.parameters()) + (list(self.tok.parameters()) if self.tok else [])
@@ -189,8 +216,11 @@ class PixelActorCritic:
 
     def td_loss(self, q1: torch.Tensor, q2: torch.Tensor, target_q: torch.Tensor):
         loss = F.mse_loss(q1.float(), target_q.float()) + F.mse_loss(q2.float(), target_q.float())
-        return loss, {"critic_loss": loss.detach(), "critic_q1": q1.detach().float().mean(),
-                      "critic_target_q": target_q.detach().float().mean()}
+        return loss, {
+            "critic_loss": loss.detach(),
+            "critic_q1": q1.detach().float().mean(),
+            "critic_target_q": target_q.detach().float().mean(),
+        }
 
     def update_actor(self, feat: torch.Tensor, step: int, batch=None) -> dict[str, torch.Tensor]:
         with self.autocast():
@@ -250,8 +280,10 @@ class PixelActorCritic:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         expected = set(self.state_dict())
         if set(state) != expected:
-            raise ValueError(f"checkpoint holds {sorted(state)}, this learner expects {sorted(expected)}: "
-                             "was it written by a different agent/aux configuration?")
+            raise ValueError(
+                f"checkpoint holds {sorted(state)}, this learner expects {sorted(expected)}: "
+                "was it written by a different agent/aux configuration?"
+            )
         for k, m in self.modules().items():
             m.load_state_dict(state[f"net/{k}"])
         for k, o in self.opts.items():

@@ -4,6 +4,7 @@ Frames reach the learner as uint8; augmentation and normalisation happen here, o
 device, so the replay never stores floats. Convolutions run channels_last (faster on CPU and on
 tensor-core GPUs); the flattened features keep NCHW order so the math is that of the reference.
 """
+
 from __future__ import annotations
 
 import torch
@@ -81,15 +82,20 @@ class Encoder(nn.Module):
         super().__init__()
         c, h, w = obs_shape
         self.convnet = nn.Sequential(
-            nn.Conv2d(c, 32, 3, stride=2), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c, 32, 3, stride=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, stride=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, stride=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, stride=1),
+            nn.ReLU(inplace=True),
         )
         oh, ow = encoder_out_size(h), encoder_out_size(w)
         if oh < 1 or ow < 1:
-            raise ValueError(f"image {h}x{w} is too small for the encoder (needs at least "
-                             f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE})")
+            raise ValueError(
+                f"image {h}x{w} is too small for the encoder (needs at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE})"
+            )
         self.repr_dim = 32 * oh * ow
         self.out_shape = (32, oh, ow)
         self.channels_last = True
@@ -140,8 +146,7 @@ def trunk(repr_dim: int, feature_dim: int) -> nn.Sequential:
 class Actor(nn.Module):
     """trunk -> MLP -> `out_mult * |A|` outputs; the learner decides what they mean."""
 
-    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int,
-                 out_mult: int = 1) -> None:
+    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int, out_mult: int = 1) -> None:
         super().__init__()
         self.trunk = trunk(repr_dim, feature_dim)
         self.policy = mlp(feature_dim, hidden_dim, out_mult * action_dim)
@@ -202,9 +207,15 @@ def cat_rows(parts: list[torch.Tensor]) -> torch.Tensor:
     first = parts[0]
     offset, adjacent = first.storage_offset(), True
     for p in parts:
-        adjacent = (adjacent and not p.requires_grad and p.is_contiguous() and p.dtype == first.dtype
-                    and p.shape[1:] == first.shape[1:] and p.storage_offset() == offset
-                    and p.untyped_storage().data_ptr() == first.untyped_storage().data_ptr())
+        adjacent = (
+            adjacent
+            and not p.requires_grad
+            and p.is_contiguous()
+            and p.dtype == first.dtype
+            and p.shape[1:] == first.shape[1:]
+            and p.storage_offset() == offset
+            and p.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+        )
         offset += p.numel()
     if not adjacent:
         return torch.cat(parts)

@@ -3,6 +3,7 @@ learned temperature. Same encoder, augmentation, critic, target EMA and auxiliar
 (learner.py). As in DrQ-v2 the target features come from the online encoder under no-grad, so SAC
 and DrQ-v2 differ only in the policy and its losses: TACO's effect compares across both bases.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,9 @@ class SAC(PixelActorCritic):
     actor_out_mult = 2
     options = ("init_alpha",)
 
-    def __init__(self, obs_shape, action_dim, *, init_alpha: float = 0.1, alpha_lr: float | None = None,
-                 **kwargs) -> None:
+    def __init__(
+        self, obs_shape, action_dim, *, init_alpha: float = 0.1, alpha_lr: float | None = None, **kwargs
+    ) -> None:
         super().__init__(obs_shape, action_dim, **kwargs)
         self.temperature = Temperature(init_alpha).to(self.device)
         self.target_entropy = -float(action_dim)
@@ -48,7 +50,7 @@ class SAC(PixelActorCritic):
         mu, log_std = self.actor(feat).float().chunk(2, dim=-1)
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)
         x = mu + log_std.exp() * torch.randn_like(mu)
-        log_prob = (-0.5 * ((x - mu) / log_std.exp()).pow(2) - log_std - 0.5 * math.log(2 * math.pi))
+        log_prob = -0.5 * ((x - mu) / log_std.exp()).pow(2) - log_std - 0.5 * math.log(2 * math.pi)
         # log(1 - tanh(x)^2) = 2 (log 2 - x - softplus(-2x)), stable for large |x|
         log_prob = log_prob - 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))
         return torch.tanh(x), log_prob.sum(-1, keepdim=True), torch.tanh(mu)

@@ -10,6 +10,7 @@ This file is the only place the auxiliary math lives. Learners talk to it throug
 
 With `taco_weight = reward_weight = 0` it is the CURL baseline (no action encoder, no G, no R).
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,9 +21,19 @@ from .nets import ActionEncoder, cat_rows, mlp, trunk, weight_init
 
 
 class TACO(nn.Module):
-    def __init__(self, repr_dim: int, action_dim: int, *, k: int = 3, feature_dim: int = 50,
-                 hidden_dim: int = 1024, action_encoder: ActionEncoder | None = None,
-                 taco_weight: float = 1.0, curl_weight: float = 1.0, reward_weight: float = 1.0) -> None:
+    def __init__(
+        self,
+        repr_dim: int,
+        action_dim: int,
+        *,
+        k: int = 3,
+        feature_dim: int = 50,
+        hidden_dim: int = 1024,
+        action_encoder: ActionEncoder | None = None,
+        taco_weight: float = 1.0,
+        curl_weight: float = 1.0,
+        reward_weight: float = 1.0,
+    ) -> None:
         super().__init__()
         self.k = k
         self.taco_weight, self.curl_weight, self.reward_weight = taco_weight, curl_weight, reward_weight
@@ -67,13 +78,16 @@ class TACO(nn.Module):
         codes = self.tok(action_seq) if self.tok is not None else action_seq
         return self.seq(codes.flatten(1))
 
-    def loss(self, batch, anchor: torch.Tensor, targets: list[torch.Tensor]
-             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, batch, anchor: torch.Tensor, targets: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         z = self.proj_s(anchor).float()
         zt: dict[str, torch.Tensor] = {}
         if targets:
             with torch.no_grad():
-                zt = dict(zip(self.nograd_keys, self.proj_s(cat_rows(targets)).float().chunk(len(targets))))
+                zt = dict(
+                    zip(self.nograd_keys, self.proj_s(cat_rows(targets)).float().chunk(len(targets)), strict=True)
+                )
         labels = torch.arange(z.shape[0], device=z.device)
         total = z.new_zeros(())
         metrics: dict[str, torch.Tensor] = {}

@@ -12,6 +12,7 @@ Logged as V-D4RL logs DrQ+BC: `actor_loss` is the policy-improvement term -mean(
 (unweighted), `bc_loss` the MSE term (V-D4RL's `actor_bc_loss`), `bc_lambda` the weight and
 `actor_total_loss` the loss the actor steps on.
 """
+
 from __future__ import annotations
 
 import torch.nn.functional as F
@@ -31,5 +32,10 @@ class TD3BC(DrQV2):
         lam = self.bc_alpha / q.detach().abs().mean()
         bc = F.mse_loss(action.float(), batch["action"].float())
         loss = -lam * q.mean() + bc
-        return loss, {"actor_loss": -q.detach().mean(), "actor_total_loss": loss.detach(), "bc_loss": bc.detach(),
-                      "bc_lambda": lam.detach(), "actor_q": q.detach().mean()}
+        return loss, {
+            "actor_loss": -q.detach().mean(),
+            "actor_total_loss": loss.detach(),
+            "bc_loss": bc.detach(),
+            "bc_lambda": lam.detach(),
+            "actor_q": q.detach().mean(),
+        }

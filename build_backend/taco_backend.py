@@ -7,6 +7,7 @@ editable) therefore also holds ``taco_rl-gymnasium.pth``, one line that imports
 the ids right after gymnasium itself is first imported. pip records the file in the wheel's RECORD
 and removes it on uninstall like any other.
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,8 +38,7 @@ def _with_pth(wheel_dir: str, name: str) -> str:
             if info.filename != record:
                 dst.writestr(info, src.read(info))
         dst.writestr(PTH_NAME, PTH_TEXT)
-        dst.writestr(src.getinfo(record),
-                     src.read(record) + f"{PTH_NAME},sha256={digest},{len(PTH_TEXT)}\n".encode())
+        dst.writestr(src.getinfo(record), src.read(record) + f"{PTH_NAME},sha256={digest},{len(PTH_TEXT)}\n".encode())
     os.replace(path + ".part", path)
     return name
 
@@ -48,5 +48,4 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 
 
 def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
-    return _with_pth(wheel_directory,
-                     _setuptools.build_editable(wheel_directory, config_settings, metadata_directory))
+    return _with_pth(wheel_directory, _setuptools.build_editable(wheel_directory, config_settings, metadata_directory))

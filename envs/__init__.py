@@ -10,7 +10,8 @@ frames, wrapped ActionRepeat -> FrameStack:
 
 The same tasks are registered with gymnasium under the ids
 ``taco/<task>-v0`` (on ``import taco_rl.envs``, and in any process of an environment where
-taco-rl is installed, as soon as gymnasium is imported: see taco_rl/_gymnasium_hook.py), following gymnasium's conventions: ``gymnasium.make("taco/cheetah_run-v0")``
+taco-rl is installed, as soon as gymnasium is imported: see taco_rl/_gymnasium_hook.py), following
+gymnasium's conventions: ``gymnasium.make("taco/cheetah_run-v0")``
 needs no arguments and is seeded by ``reset(seed=...)`` (so SB3's ``make_vec_env``
 and gymnasium's env checkers work); keyword arguments go to make_env, e.g.
 ``gymnasium.make("taco/cheetah_run-v0", seed=0, action_repeat=2)``.  ``close()``
@@ -46,10 +47,20 @@ from taco_rl.envs.tasks import TASK_TABLE, TASKS, TaskSpec, UnknownTaskError, ge
 from taco_rl.envs.wrappers import ActionRepeat, FrameStack
 
 __all__ = [
-    "TASKS", "TASK_TABLE", "TaskSpec", "UnknownTaskError", "get_task_spec",
-    "RenderBackendError", "probe_render_backend",
-    "make_env", "make_base_env", "gym_id",
-    "ActionRepeat", "FrameStack", "PointReach", "rescale_action",
+    "TASKS",
+    "TASK_TABLE",
+    "TaskSpec",
+    "UnknownTaskError",
+    "get_task_spec",
+    "RenderBackendError",
+    "probe_render_backend",
+    "make_env",
+    "make_base_env",
+    "gym_id",
+    "ActionRepeat",
+    "FrameStack",
+    "PointReach",
+    "rescale_action",
 ]
 
 register_gymnasium()

@@ -10,6 +10,7 @@ set ``MUJOCO_GL`` (dm_control fixes its GL backend when first imported).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import gymnasium as gym
@@ -23,8 +24,9 @@ __all__ = ["DMCPixelEnv", "rescale_action", "apply_fast_render"]
 MANIPULATION_IMAGE_SIZE = 84  # dm_control's *_vision manipulation cameras are 84x84
 
 
-def rescale_action(action: np.ndarray, minimum: np.ndarray, maximum: np.ndarray,
-                   dtype: np.dtype | type = np.float64) -> np.ndarray:
+def rescale_action(
+    action: np.ndarray, minimum: np.ndarray, maximum: np.ndarray, dtype: np.dtype | type = np.float64
+) -> np.ndarray:
     """Clip ``action`` to [-1, 1] and map it linearly onto [minimum, maximum].
 
     -1 -> minimum, +1 -> maximum; the result is cast to ``dtype`` (the spec's
@@ -62,8 +64,15 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 100}
 
-    def __init__(self, spec: TaskSpec, seed: int | None = None, image_size: int = 84, fast_render: bool = False,
-                 render_mode: str | None = None, render_size: int = 256) -> None:
+    def __init__(
+        self,
+        spec: TaskSpec,
+        seed: int | None = None,
+        image_size: int = 84,
+        fast_render: bool = False,
+        render_mode: str | None = None,
+        render_size: int = 256,
+    ) -> None:
         check_render_args(render_mode, render_size)
         if spec.kind == "manipulation" and image_size != MANIPULATION_IMAGE_SIZE:
             # Its camera observable is fixed at 84x84; resizing would change the task's pixels.
@@ -163,7 +172,9 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
             pixels = self._render(self.image_size, self.task_spec.camera_id)
         return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.uint8)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         if seed is not None:
             self._reseed(seed)
@@ -200,7 +211,7 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
                 camera._scene.free()  # noqa: SLF001 - what physics.render does with its own
             self._cameras.clear()
             self._env.close()
-            try:  # free the GL context now, on this thread (it is bound to the one that rendered)
+            # free the GL context now, on this thread (it is bound to the one that rendered); a composer
+            # env (reach_duplo) freed its physics on close already
+            with contextlib.suppress(ReferenceError):
                 self._env.physics.free()
-            except ReferenceError:  # a composer env (reach_duplo) freed its physics on close
-                pass

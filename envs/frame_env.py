@@ -5,6 +5,7 @@ Minari datasets exported by taco-rl hold single HWC frames, so their env spec na
 space equals the dataset's, and ``MinariDataset.recover_environment()`` builds it. Stack frames
 yourself (or use ``gymnasium.make("taco/<task>-v0")``) to feed a learner.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -31,15 +32,35 @@ class HWCFrame(gym.ObservationWrapper):
         return np.ascontiguousarray(observation.transpose(1, 2, 0))
 
 
-def make_frame_env(task: str, seed: int | None = None, *, action_repeat: int = 2, image_size: int = 84,
-                   fast_render: bool = False, **kwargs: Any) -> gym.Env:
+def make_frame_env(
+    task: str,
+    seed: int | None = None,
+    *,
+    action_repeat: int = 2,
+    image_size: int = 84,
+    fast_render: bool = False,
+    **kwargs: Any,
+) -> gym.Env:
     """``task`` with single HWC frames: make_env(frame_stack=1), transposed to (H, W, 3)."""
-    return HWCFrame(make_env(task, seed, action_repeat=action_repeat, frame_stack=1, image_size=image_size,
-                             fast_render=fast_render, **kwargs))
+    return HWCFrame(
+        make_env(
+            task,
+            seed,
+            action_repeat=action_repeat,
+            frame_stack=1,
+            image_size=image_size,
+            fast_render=fast_render,
+            **kwargs,
+        )
+    )
 
 
-def frame_env_spec(task: str, *, action_repeat: int, image_size: int, fast_render: bool = False) -> gym.envs.registration.EnvSpec:
+def frame_env_spec(
+    task: str, *, action_repeat: int, image_size: int, fast_render: bool = False
+) -> gym.envs.registration.EnvSpec:
     """The env spec of ``make_frame_env`` with these settings (usable by ``gymnasium.make`` unregistered)."""
     return gym.envs.registration.EnvSpec(
-        id=f"{GYM_NAMESPACE}/{task}-frame-v0", entry_point=ENTRY_POINT,
-        kwargs={"task": task, "action_repeat": action_repeat, "image_size": image_size, "fast_render": fast_render})
+        id=f"{GYM_NAMESPACE}/{task}-frame-v0",
+        entry_point=ENTRY_POINT,
+        kwargs={"task": task, "action_repeat": action_repeat, "image_size": image_size, "fast_render": fast_render},
+    )

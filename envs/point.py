@@ -19,7 +19,8 @@ recomputes both.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -47,8 +48,14 @@ class PointReach(gym.Env[np.ndarray, np.ndarray]):
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 25}
 
-    def __init__(self, seed: int | None = None, image_size: int = 84, random_target: bool = False,
-                 render_mode: str | None = None, render_size: int = 256) -> None:
+    def __init__(
+        self,
+        seed: int | None = None,
+        image_size: int = 84,
+        random_target: bool = False,
+        render_mode: str | None = None,
+        render_size: int = 256,
+    ) -> None:
         if image_size < 8:
             raise ValueError(f"image_size must be >= 8 for point_reach, got {image_size}")
         check_render_args(render_mode, render_size)
@@ -78,10 +85,10 @@ class PointReach(gym.Env[np.ndarray, np.ndarray]):
         m = self.marker if size == self.image_size else max(2, math.ceil(size / 10))
         frame = np.zeros((3, size, size), np.uint8)
         row, col = self._to_pixel(self.target, size, m)
-        frame[1, row:row + m, col:col + m] = 255
+        frame[1, row : row + m, col : col + m] = 255
         row, col = self._to_pixel(self.position, size, m)
-        frame[:, row:row + m, col:col + m] = 0  # the point is drawn over the target
-        frame[0, row:row + m, col:col + m] = 255
+        frame[:, row : row + m, col : col + m] = 0  # the point is drawn over the target
+        frame[0, row : row + m, col : col + m] = 255
         return frame
 
     def render_rgb(self, size: int | None = None) -> np.ndarray:
@@ -98,7 +105,9 @@ class PointReach(gym.Env[np.ndarray, np.ndarray]):
     def _reward(self) -> float:
         return max(0.0, 1.0 - float(np.linalg.norm(self.position - self.target)))
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         if seed is None:
             seed, self._pending_seed = self._pending_seed, None
         super().reset(seed=seed)
@@ -150,7 +159,6 @@ def measure_returns(episodes: int = 200, seed: int = 0, image_size: int = 24) ->
     """
     env = FrameStack(ActionRepeat(PointReach(seed=seed, image_size=image_size), 1), 1)
     rng = np.random.default_rng(seed)
-    random_return = _episode_returns(
-        env, lambda: rng.uniform(-1.0, 1.0, size=2).astype(np.float32), episodes, seed)
+    random_return = _episode_returns(env, lambda: rng.uniform(-1.0, 1.0, size=2).astype(np.float32), episodes, seed)
     scripted_return = _episode_returns(env, lambda: scripted_action(env), episodes, seed)
     return random_return, scripted_return

@@ -20,8 +20,15 @@ __all__ = ["make_env", "make_base_env", "gym_id", "register_gymnasium"]
 GYM_NAMESPACE = "taco"
 
 
-def make_base_env(task: str, seed: int | None = None, *, image_size: int = 84, fast_render: bool = False,
-                  render_mode: str | None = None, render_size: int = 256) -> gym.Env:
+def make_base_env(
+    task: str,
+    seed: int | None = None,
+    *,
+    image_size: int = 84,
+    fast_render: bool = False,
+    render_mode: str | None = None,
+    render_size: int = 256,
+) -> gym.Env:
     """The unwrapped env of ``task``: single (3, image_size, image_size) uint8 frames."""
     spec = get_task_spec(task)
     check_render_args(render_mode, render_size)
@@ -30,13 +37,22 @@ def make_base_env(task: str, seed: int | None = None, *, image_size: int = 84, f
     probe_render_backend()  # sets MUJOCO_GL before dm_control is first imported
     from taco_rl.envs.dmc import DMCPixelEnv
 
-    return DMCPixelEnv(spec, seed, image_size=image_size, fast_render=fast_render,
-                       render_mode=render_mode, render_size=render_size)
+    return DMCPixelEnv(
+        spec, seed, image_size=image_size, fast_render=fast_render, render_mode=render_mode, render_size=render_size
+    )
 
 
-def make_env(task: str, seed: int | None = None, *, action_repeat: int = 2, frame_stack: int = 3,
-             image_size: int = 84, fast_render: bool = False,
-             render_mode: str | None = None, render_size: int = 256) -> gym.Env:
+def make_env(
+    task: str,
+    seed: int | None = None,
+    *,
+    action_repeat: int = 2,
+    frame_stack: int = 3,
+    image_size: int = 84,
+    fast_render: bool = False,
+    render_mode: str | None = None,
+    render_size: int = 256,
+) -> gym.Env:
     """Build ``task`` as a pixel env: observations (3*frame_stack, S, S) uint8, actions in [-1, 1].
 
     ``seed`` seeds the first reset (and everything it randomises); ``seed=None``
@@ -46,8 +62,9 @@ def make_env(task: str, seed: int | None = None, *, action_repeat: int = 2, fram
     makes ``env.render()`` return the current state as (render_size,
     render_size, 3) uint8 for videos; observations do not change.
     """
-    base = make_base_env(task, seed, image_size=image_size, fast_render=fast_render,
-                         render_mode=render_mode, render_size=render_size)
+    base = make_base_env(
+        task, seed, image_size=image_size, fast_render=fast_render, render_mode=render_mode, render_size=render_size
+    )
     return FrameStack(ActionRepeat(base, action_repeat), frame_stack)
 
 
@@ -57,7 +74,8 @@ def gym_id(task: str) -> str:
 
 
 def register_gymnasium() -> None:
-    """Register every task with gymnasium (idempotent; runs on ``import taco_rl.envs`` and from taco_rl._gymnasium_hook)."""
+    """Register every task with gymnasium (idempotent; runs on ``import taco_rl.envs`` and from
+    taco_rl._gymnasium_hook)."""
     for task in TASKS:
         env_id = gym_id(task)
         if env_id not in gym.registry:

@@ -10,8 +10,16 @@ import difflib
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["TaskSpec", "TASK_TABLE", "TASKS", "BENCHMARK_TASKS", "EASY_TASKS",
-           "UnknownTaskError", "get_task_spec", "max_return"]
+__all__ = [
+    "TaskSpec",
+    "TASK_TABLE",
+    "TASKS",
+    "BENCHMARK_TASKS",
+    "EASY_TASKS",
+    "UnknownTaskError",
+    "get_task_spec",
+    "max_return",
+]
 
 Kind = Literal["suite", "manipulation", "point"]
 
@@ -51,8 +59,7 @@ BENCHMARK_TASKS: tuple[TaskSpec, ...] = (
     _suite("reacher_hard", "reacher", "hard"),
     # dm_control.manipulation (composer): pixels from its own 84x84 `front_close`
     # camera; its built-in time limit is 10 s = 250 frames (125 steps at repeat 2).
-    TaskSpec(name="reach_duplo", kind="manipulation", task="reach_duplo_vision",
-             pixels_key="front_close"),
+    TaskSpec(name="reach_duplo", kind="manipulation", task="reach_duplo_vision", pixels_key="front_close"),
 )
 
 # Easy tasks for quick checks (exploration std schedule over 100k steps).
@@ -67,8 +74,7 @@ EASY_TASKS: tuple[TaskSpec, ...] = (
 )
 
 TASK_TABLE: dict[str, TaskSpec] = {
-    spec.name: spec
-    for spec in BENCHMARK_TASKS + EASY_TASKS + (TaskSpec(name="point_reach", kind="point"),)
+    spec.name: spec for spec in BENCHMARK_TASKS + EASY_TASKS + (TaskSpec(name="point_reach", kind="point"),)
 }
 
 TASKS: tuple[str, ...] = tuple(TASK_TABLE)

@@ -90,15 +90,15 @@ class FrameStack(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
         assert isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
         channels, height, width = space.shape
         self.num_frames = num_frames
-        self.observation_space = gym.spaces.Box(
-            0, 255, (channels * num_frames, height, width), np.uint8
-        )
+        self.observation_space = gym.spaces.Box(0, 255, (channels * num_frames, height, width), np.uint8)
         self._frames: deque[np.ndarray] = deque(maxlen=num_frames)
 
     def _observation(self) -> np.ndarray:
         return np.concatenate(self._frames, axis=0)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         frame, info = self.env.reset(seed=seed, options=options)
         for _ in range(self.num_frames):
             self._frames.append(frame)

@@ -7,6 +7,7 @@ Reports: seconds to import the HDF5 shards (scan, read, checksum, write), the da
 256 on the CPU from the memory-mapped dataset with DrQ-v2 settings (frame stack 3, n-step 3) and TACO
 settings (n-step 3, K = 3). Targets: import < 60 s, disk <= 2.2 GB, sampling <= 15 ms.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -92,14 +93,21 @@ def main() -> None:
         info = dataset_info(tmp / "ds")
         allocated, apparent = disk_bytes(tmp / "ds")
         result = {
-            "transitions": info["transitions"], "episodes": info["episodes"], "frame_shape": info["frame_shape"],
-            "import_s": round(import_s, 1), "generate_files_s": round(gen_s, 1),
-            "disk_gb": round(allocated / 1e9, 3), "disk_apparent_gb": round(apparent / 1e9, 3),
+            "transitions": info["transitions"],
+            "episodes": info["episodes"],
+            "frame_shape": info["frame_shape"],
+            "import_s": round(import_s, 1),
+            "generate_files_s": round(gen_s, 1),
+            "disk_gb": round(allocated / 1e9, 3),
+            "disk_apparent_gb": round(apparent / 1e9, 3),
             "bytes_per_transition": round(allocated / info["transitions"], 1),
             "sample_256_drqv2_cpu": time_samples(tmp / "ds", args.samples, frame_stack=3, nstep=3),
             "sample_256_taco_cpu": time_samples(tmp / "ds", args.samples, frame_stack=3, nstep=3, seq_len=3),
-            "load_average_1min": round(os.getloadavg()[0], 2), "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "machine": platform.processor() or
-            platform.machine(), "torch": torch.__version__,
+            "load_average_1min": round(os.getloadavg()[0], 2),
+            "torch_threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+            "machine": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
             "targets": {"import_s": "< 60", "disk_gb": "<= 2.2", "sample_ms": "<= 15"},
         }
     finally:

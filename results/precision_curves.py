@@ -4,6 +4,7 @@
 
 Each run: DrQ-v2 + TACO, batch 64, 3000 frames, train.csv logged every 250 frames.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,17 +17,38 @@ from taco_rl.runners.online.train import Trainer
 
 
 def curve(precision: str, seed: int, root: Path) -> list[dict[str, float]]:
-    cfg = resolve(["task=point_reach", "aux=taco", "batch_size=64", "frames=3000", "eval_every_frames=3000",
-                   "eval_episodes=10", "save_video=false", "log_every_frames=250", f"seed={seed}",
-                   f"precision={precision}", f"run_dir={root / f'{precision}-{seed}'}"])
+    cfg = resolve(
+        [
+            "task=point_reach",
+            "aux=taco",
+            "batch_size=64",
+            "frames=3000",
+            "eval_every_frames=3000",
+            "eval_episodes=10",
+            "save_video=false",
+            "log_every_frames=250",
+            f"seed={seed}",
+            f"precision={precision}",
+            f"run_dir={root / f'{precision}-{seed}'}",
+        ]
+    )
     trainer = Trainer(cfg, progress=False)
     trainer.train()
     with open(trainer.run_dir / "train.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("taco_loss")]
     with open(trainer.run_dir / "eval.csv", newline="") as f:
         final = float(list(csv.DictReader(f))[-1]["episode_return"])
-    return [{"precision": precision, "seed": seed, "frame": int(r["frame"]), "taco_loss": float(r["taco_loss"]),
-             "curl_loss": float(r["curl_loss"]), "final_return": final} for r in rows]
+    return [
+        {
+            "precision": precision,
+            "seed": seed,
+            "frame": int(r["frame"]),
+            "taco_loss": float(r["taco_loss"]),
+            "curl_loss": float(r["curl_loss"]),
+            "final_return": final,
+        }
+        for r in rows
+    ]
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ Builds the learner `taco bench` would (same config keys), runs two warm-up updat
 with torch.profiler and prints the top operators by self CPU time (and CUDA time on a GPU).
 Add `--plain` to profile the reference-style path (`taco bench --baseline`).
 """
+
 from __future__ import annotations
 
 import sys
@@ -27,11 +28,18 @@ def main(argv: list[str]) -> None:
     if plain:
         as_reference(agent)
     frames = lambda: torch.randint(0, 256, (b, *obs_shape), dtype=torch.uint8, device=device)  # noqa: E731
-    batch = TensorDict({"obs": frames(), "next_obs": frames(), "future_obs": frames(),
-                        "action": torch.rand(b, action_dim, device=device) * 2 - 1,
-                        "action_seq": torch.rand(b, cfg.taco_k, action_dim, device=device) * 2 - 1,
-                        "reward": torch.rand(b, 1, device=device), "discount": torch.ones(b, 1, device=device)},
-                       batch_size=[b])
+    batch = TensorDict(
+        {
+            "obs": frames(),
+            "next_obs": frames(),
+            "future_obs": frames(),
+            "action": torch.rand(b, action_dim, device=device) * 2 - 1,
+            "action_seq": torch.rand(b, cfg.taco_k, action_dim, device=device) * 2 - 1,
+            "reward": torch.rand(b, 1, device=device),
+            "discount": torch.ones(b, 1, device=device),
+        },
+        batch_size=[b],
+    )
     step = cfg.expl_steps + 1
     for _ in range(2):
         agent.update(batch, step)

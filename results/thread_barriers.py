@@ -8,6 +8,7 @@ the same machine load. Prints one JSON line: median ms per update for each, thei
 load average (the effect is large only when other work competes for the cores: each OpenMP parallel
 region waits at a barrier for every worker, and a descheduled worker costs a scheduler slice).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,18 @@ from taco_rl.agents import DrQV2
 
 def batch(b: int = 16, a: int = 2, k: int = 3) -> TensorDict:
     frames = lambda: torch.randint(0, 256, (b, 9, 32, 32), dtype=torch.uint8)  # noqa: E731
-    return TensorDict({"obs": frames(), "next_obs": frames(), "future_obs": frames(),
-                       "action": torch.rand(b, a) * 2 - 1, "action_seq": torch.rand(b, k, a) * 2 - 1,
-                       "reward": torch.rand(b, 1), "discount": torch.full((b, 1), 0.99)}, batch_size=[b])
+    return TensorDict(
+        {
+            "obs": frames(),
+            "next_obs": frames(),
+            "future_obs": frames(),
+            "action": torch.rand(b, a) * 2 - 1,
+            "action_seq": torch.rand(b, k, a) * 2 - 1,
+            "reward": torch.rand(b, 1),
+            "discount": torch.full((b, 1), 0.99),
+        },
+        batch_size=[b],
+    )
 
 
 def main() -> None:
@@ -47,9 +57,19 @@ def main() -> None:
                 agent.update(data, 10)
             times[threads].append((time.perf_counter() - start) / args.updates * 1e3)
     one, two = statistics.median(times[1]), statistics.median(times[2])
-    print(json.dumps({"update_ms_1_thread": round(one, 2), "update_ms_2_threads": round(two, 2),
-                      "ratio_2_over_1": round(two / one, 2), "load_average_1min": os.getloadavg()[0],
-                      "cpus": os.cpu_count(), "rounds": args.rounds, "updates_per_round": args.updates}))
+    print(
+        json.dumps(
+            {
+                "update_ms_1_thread": round(one, 2),
+                "update_ms_2_threads": round(two, 2),
+                "ratio_2_over_1": round(two / one, 2),
+                "load_average_1min": os.getloadavg()[0],
+                "cpus": os.cpu_count(),
+                "rounds": args.rounds,
+                "updates_per_round": args.updates,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

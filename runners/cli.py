@@ -1,4 +1,6 @@
-"""The `taco` command: `taco train|offline|bench key=value ...`, `taco sweep FILE.yaml`, `taco report RUNS --out DIR`."""
+"""The `taco` command: `taco train|offline|bench key=value ...`, `taco data ...`, `taco sweep FILE.yaml`,
+`taco report RUNS --out DIR`."""
+
 from __future__ import annotations
 
 import argparse
@@ -36,44 +38,80 @@ examples:
 
 
 def _offline_epilog() -> str:
-    agents = "\n".join(f"  agent={a}: " + ", ".join(f"{k}={v}" for k, v in p.items())
-                       for a, p in OFFLINE_AGENT_PRESETS.items())
+    agents = "\n".join(
+        f"  agent={a}: " + ", ".join(f"{k}={v}" for k, v in p.items()) for a, p in OFFLINE_AGENT_PRESETS.items()
+    )
     return OFFLINE_EPILOG.format(fields=help_text(OfflineConfig), agents=agents)
 
 
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    p = argparse.ArgumentParser(prog="taco", description="TACO / DrQ-v2 / SAC from pixels.",
-                                epilog=EPILOG.format(fields=help_text()), formatter_class=fmt)
+    p = argparse.ArgumentParser(
+        prog="taco",
+        description="TACO / DrQ-v2 / SAC from pixels.",
+        epilog=EPILOG.format(fields=help_text()),
+        formatter_class=fmt,
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train online (rerunning the same command resumes)",
-                       epilog=EPILOG.format(fields=help_text()), formatter_class=fmt)
+    t = sub.add_parser(
+        "train",
+        help="train online (rerunning the same command resumes)",
+        epilog=EPILOG.format(fields=help_text()),
+        formatter_class=fmt,
+    )
     t.add_argument("overrides", nargs="*", metavar="key=value")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (eval lines still print)")
-    o = sub.add_parser("offline", help="train on a fixed dataset, evaluate in the live env (rerunning resumes)",
-                       epilog=_offline_epilog(), formatter_class=fmt)
+    o = sub.add_parser(
+        "offline",
+        help="train on a fixed dataset, evaluate in the live env (rerunning resumes)",
+        epilog=_offline_epilog(),
+        formatter_class=fmt,
+    )
     o.add_argument("overrides", nargs="*", metavar="key=value")
     o.add_argument("--no-progress", action="store_true", help="no progress bar (eval lines still print)")
-    b = sub.add_parser("bench", help="time sampling, updates and env stepping; prints one JSON object",
-                       epilog=EPILOG.format(fields=help_text()), formatter_class=fmt)
+    b = sub.add_parser(
+        "bench",
+        help="time sampling, updates and env stepping; prints one JSON object",
+        epilog=EPILOG.format(fields=help_text()),
+        formatter_class=fmt,
+    )
     b.add_argument("overrides", nargs="*", metavar="key=value")
     b.add_argument("--updates", type=int, default=5, help="timed learner updates (median reported)")
     b.add_argument("--samples", type=int, default=20, help="timed replay samples (median reported)")
     b.add_argument("--env-steps", type=int, default=200, help="env steps per fps measurement")
-    b.add_argument("--baseline", action="store_true",
-                   help="also time the reference implementation's way of computing the same update")
+    b.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also time the reference implementation's way of computing the same update",
+    )
     b.add_argument("--skip-env", action="store_true", help="skip the env fps measurements")
-    b.add_argument("--vs-online", action="store_true",
-                   help="mode=offline: also time the online DrQ-v2 update with the same aux and batch size")
+    b.add_argument(
+        "--vs-online",
+        action="store_true",
+        help="mode=offline: also time the online DrQ-v2 update with the same aux and batch size",
+    )
     b.epilog += "\nmode=offline (first override) times an offline learner: offline keys as in `taco offline --help`\n"
-    b.add_argument("--loop-steps", type=int, default=0,
-                   help="also time this many steps of the training loop, serial and with env_overlap=thread")
-    b.add_argument("--num-envs", default="1,2,4",
-                   help="env frames/s with this many envs in worker processes (comma list; empty: none)")
-    b.add_argument("--eval", action="store_true",
-                   help="time one evaluation (eval_episodes, video as set) in-process and with eval_workers")
-    b.add_argument("--compile", action="store_true",
-                   help="torch.compile the encoder first (an option for GPUs; unmeasured on CPU, off by default)")
+    b.add_argument(
+        "--loop-steps",
+        type=int,
+        default=0,
+        help="also time this many steps of the training loop, serial and with env_overlap=thread",
+    )
+    b.add_argument(
+        "--num-envs",
+        default="1,2,4",
+        help="env frames/s with this many envs in worker processes (comma list; empty: none)",
+    )
+    b.add_argument(
+        "--eval",
+        action="store_true",
+        help="time one evaluation (eval_episodes, video as set) in-process and with eval_workers",
+    )
+    b.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the encoder first (an option for GPUs; unmeasured on CPU, off by default)",
+    )
     from taco_rl.runners.data.cli import add_parser as add_data_parser
 
     add_data_parser(sub)
@@ -84,30 +122,60 @@ def _parser() -> argparse.ArgumentParser:
 def _add_sweep_parsers(sub, fmt) -> None:
     from taco_rl.runners.study.sweep import __doc__ as sweep_doc
 
-    s = sub.add_parser("sweep", help="run a grid of runs from a YAML file (rerunning skips finished runs)",
-                       description=sweep_doc, formatter_class=fmt)
+    s = sub.add_parser(
+        "sweep",
+        help="run a grid of runs from a YAML file (rerunning skips finished runs)",
+        description=sweep_doc,
+        formatter_class=fmt,
+    )
     s.add_argument("file", help="sweep file (see ablations/)")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run (e.g. root=)")
     s.add_argument("--dry-run", action="store_true", help="list the runs (status, run dir, command) and exit")
     s.add_argument("--workers", type=int, default=1, help="local backend: runs at a time")
-    s.add_argument("--backend", choices=("local", "ray"), default="local",
-                   help="local subprocesses (default) or tasks on a Ray cluster")
+    s.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local subprocesses (default) or tasks on a Ray cluster",
+    )
     s.add_argument("--address", default="auto", help="Ray cluster address: auto | HOST:PORT")
     s.add_argument("--cpus", type=float, default=None, help="CPUs per run (overrides the file's resources)")
-    s.add_argument("--gpus", type=float, default=None,
-                   help="GPUs per run, fractions share a card (overrides the file's resources)")
-    r = sub.add_parser("report", help="tables (IQM, bootstrap CIs), learning curves and a markdown summary",
-                       formatter_class=fmt, description=REPORT_HELP)
-    r.add_argument("runs", nargs="+", metavar="RUN_DIR|GLOB|SWEEP.yaml",
-                   help="run directories, globs of them, or sweep files (their runs, labelled by variant); "
-                        "key=value items are overrides applied when expanding sweep files")
-    r.add_argument("--out", default=None, help="output folder (report.md, CSV tables, PNG figures); default: "
-                   "reports/<sweep file name> for a sweep file, else reports/runs")
-    r.add_argument("--frame", type=int, default=None,
-                   help="score runs at this frame (offline: update); default: the largest budget among the runs")
+    s.add_argument(
+        "--gpus", type=float, default=None, help="GPUs per run, fractions share a card (overrides the file's resources)"
+    )
+    r = sub.add_parser(
+        "report",
+        help="tables (IQM, bootstrap CIs), learning curves and a markdown summary",
+        formatter_class=fmt,
+        description=REPORT_HELP,
+    )
+    r.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR|GLOB|SWEEP.yaml",
+        help="run directories, globs of them, or sweep files (their runs, labelled by variant); "
+        "key=value items are overrides applied when expanding sweep files",
+    )
+    r.add_argument(
+        "--out",
+        default=None,
+        help="output folder (report.md, CSV tables, PNG figures); default: "
+        "reports/<sweep file name> for a sweep file, else reports/runs",
+    )
+    r.add_argument(
+        "--frame",
+        type=int,
+        default=None,
+        help="score runs at this frame (offline: update); default: the largest budget among the runs",
+    )
     r.add_argument("--metric", default="episode_return", help="eval.csv column to aggregate")
-    r.add_argument("--compare", nargs=2, metavar=("X", "Y"), default=None,
-                   help="variants for the probability of improvement P(X > Y) (default: the sweep file's compare)")
+    r.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("X", "Y"),
+        default=None,
+        help="variants for the probability of improvement P(X > Y) (default: the sweep file's compare)",
+    )
     r.add_argument("--reps", type=int, default=2000, help="bootstrap replicates")
     r.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
 
@@ -135,14 +203,17 @@ def _sweep_main(args) -> int:
         try:
             print(describe(sweep), flush=True)
         except BrokenPipeError:  # `taco sweep FILE --dry-run | head`
-            sys.stdout = open(os.devnull, "w")
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open as stdout until exit
         return 0
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: expected a positive integer")
     failed = run_local(sweep, args.workers) if args.backend == "local" else run_ray(sweep, args.address)
     if failed:
-        print(f"taco: error: {len(failed)} of {len(sweep.runs)} runs failed: "
-              + ", ".join(str(r.run_dir) for r in failed), file=sys.stderr)
+        print(
+            f"taco: error: {len(failed)} of {len(sweep.runs)} runs failed: "
+            + ", ".join(str(r.run_dir) for r in failed),
+            file=sys.stderr,
+        )
         return 1
     print(f"done: {len(sweep.runs)} runs of {args.file} finished")
     return 0
@@ -151,8 +222,9 @@ def _sweep_main(args) -> int:
 def _report_main(args) -> int:
     from taco_rl.runners.study.report import report
 
-    out = report(args.runs, args.out, frame=args.frame, metric=args.metric, compare=args.compare,
-                 reps=args.reps, seed=args.seed)
+    out = report(
+        args.runs, args.out, frame=args.frame, metric=args.metric, compare=args.compare, reps=args.reps, seed=args.seed
+    )
     print(f"report: {out}")
     return 0
 
@@ -160,10 +232,9 @@ def _report_main(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("sweep", "report"):
+        from taco_rl.runners.core.rundir import sigterm_as_interrupt
         from taco_rl.runners.study.report import ReportError
         from taco_rl.runners.study.sweep import SweepError
-
-        from taco_rl.runners.core.rundir import sigterm_as_interrupt
 
         try:
             with sigterm_as_interrupt():  # a preempted sweep stops its runs like Ctrl-C
@@ -175,12 +246,11 @@ def main(argv: list[str] | None = None) -> int:
             print("taco: interrupted; rerun the same command to resume the unfinished runs", file=sys.stderr)
             return 130
     from taco_rl.envs import RenderBackendError, UnknownTaskError
-
     from taco_rl.runners.core.checkpoint import CheckpointError, CheckpointWriteError
-    from taco_rl.runners.data.datasets import DatasetError
     from taco_rl.runners.core.guard import NonFiniteError
     from taco_rl.runners.core.rundir import RunDirError, RunInterrupted, sigterm_as_interrupt
     from taco_rl.runners.core.workers import WorkerError
+    from taco_rl.runners.data.datasets import DatasetError
 
     try:
         with sigterm_as_interrupt():  # a preempted job stops like Ctrl-C
@@ -188,8 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     except (NonFiniteError, CheckpointWriteError, WorkerError) as e:  # the run failed; what is on disk is whole
         print(f"taco: error: {e}", file=sys.stderr)
         return 1
-    except (ConfigError, UnknownTaskError, RenderBackendError, RunDirError, CheckpointError,
-            DatasetError) as e:
+    except (ConfigError, UnknownTaskError, RenderBackendError, RunDirError, CheckpointError, DatasetError) as e:
         print(f"taco: error: {e}", file=sys.stderr)
         return 2
     except RunInterrupted as e:
@@ -240,9 +309,18 @@ def _run(args: argparse.Namespace) -> int:
     else:
         from taco_rl.runners.bench.bench import bench
 
-        result = bench(cfg, updates=args.updates, samples=args.samples, env_steps=args.env_steps,
-                       baseline=args.baseline, skip_env=args.skip_env, loop_steps=args.loop_steps,
-                       compile_encoder=args.compile, num_envs=_num_envs(args.num_envs), evaluation=args.eval)
+        result = bench(
+            cfg,
+            updates=args.updates,
+            samples=args.samples,
+            env_steps=args.env_steps,
+            baseline=args.baseline,
+            skip_env=args.skip_env,
+            loop_steps=args.loop_steps,
+            compile_encoder=args.compile,
+            num_envs=_num_envs(args.num_envs),
+            evaluation=args.eval,
+        )
         print(json.dumps(result))
     return 0
 

@@ -21,9 +21,17 @@ What it adds to SB3's SAC (stable_baselines3.SAC):
 "CnnPolicy" is ``TacoSACPolicy`` (any CHW uint8 frames the encoder takes, 32x32 and 84x84 alike).
 This package is the only place the suite imports stable_baselines3 (the ``sb3`` extra).
 """
+
 from taco_rl.sb3.buffer import TacoReplayBuffer, TacoReplayBufferSamples
 from taco_rl.sb3.policy import SuiteEncoder, TacoActor, TacoCritic, TacoSACPolicy
 from taco_rl.sb3.sac import TacoSAC
 
-__all__ = ["TacoSAC", "TacoSACPolicy", "TacoReplayBuffer", "TacoReplayBufferSamples", "SuiteEncoder",
-           "TacoActor", "TacoCritic"]
+__all__ = [
+    "TacoSAC",
+    "TacoSACPolicy",
+    "TacoReplayBuffer",
+    "TacoReplayBufferSamples",
+    "SuiteEncoder",
+    "TacoActor",
+    "TacoCritic",
+]

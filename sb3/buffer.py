@@ -18,6 +18,7 @@ Memory: each observation is stored once (next observations are read from the fol
 only the final observation of each episode is kept aside), about half of SB3's default ReplayBuffer.
 At 9x84x84 uint8 that is 63.5 KB per transition: 100k transitions ~ 6.4 GB, SB3's default 1M ~ 64 GB.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -38,14 +39,14 @@ class TacoReplayBufferSamples(NamedTuple):
 
     observations: th.Tensor
     actions: th.Tensor
-    next_observations: th.Tensor      # s_{t+n}
-    dones: th.Tensor                  # 1 only for a true terminal at step t+n-1
-    rewards: th.Tensor                # n-step return sum_{i<n} gamma^i r_{t+i} (r_t when n_steps=1)
-    discounts: th.Tensor              # gamma^n
-    taco_observations: th.Tensor      # s_t'
-    action_seq: th.Tensor             # (B, K, |A|): a_t' .. a_{t'+K-1}
-    future_observations: th.Tensor    # s_{t'+K}
-    taco_rewards: th.Tensor           # n-step return from t' (the target of TACO's reward head)
+    next_observations: th.Tensor  # s_{t+n}
+    dones: th.Tensor  # 1 only for a true terminal at step t+n-1
+    rewards: th.Tensor  # n-step return sum_{i<n} gamma^i r_{t+i} (r_t when n_steps=1)
+    discounts: th.Tensor  # gamma^n
+    taco_observations: th.Tensor  # s_t'
+    action_seq: th.Tensor  # (B, K, |A|): a_t' .. a_{t'+K-1}
+    future_observations: th.Tensor  # s_{t'+K}
+    taco_rewards: th.Tensor  # n-step return from t' (the target of TACO's reward head)
 
 
 class TacoReplayBuffer(ReplayBuffer):
@@ -57,15 +58,32 @@ class TacoReplayBuffer(ReplayBuffer):
     :param optimize_memory_usage: ignored: observations are always stored once
     """
 
-    def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
-                 device: th.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
-                 handle_timeout_termination: bool = True, *, k: int = 3, n_steps: int = 1,
-                 gamma: float = 0.99) -> None:
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: th.device | str = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+        *,
+        k: int = 3,
+        n_steps: int = 1,
+        gamma: float = 0.99,
+    ) -> None:
         if k < 1 or n_steps < 1:
             raise ValueError(f"k and n_steps must be >= 1, got k={k}, n_steps={n_steps}")
         # SB3's memory-optimised layout (no next_observations array); timeouts are handled below
-        super().__init__(buffer_size, observation_space, action_space, device, n_envs,
-                         optimize_memory_usage=True, handle_timeout_termination=False)
+        super().__init__(
+            buffer_size,
+            observation_space,
+            action_space,
+            device,
+            n_envs,
+            optimize_memory_usage=True,
+            handle_timeout_termination=False,
+        )
         self.optimize_memory_usage = False  # SB3's own variant is not used: sample() is ours
         self.handle_timeout_termination = handle_timeout_termination
         self.k, self.n_steps, self.gamma = k, n_steps, gamma
@@ -73,8 +91,15 @@ class TacoReplayBuffer(ReplayBuffer):
         self._pending_next: np.ndarray | None = None  # next_obs of the newest step, not yet stored
 
     # ------------------------------------------------------------------ writing
-    def add(self, obs: np.ndarray, next_obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
-            done: np.ndarray, infos: list[dict[str, Any]]) -> None:
+    def add(
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
         obs = np.asarray(obs).reshape((self.n_envs, *self.obs_shape))
         next_obs = np.asarray(next_obs).reshape((self.n_envs, *self.obs_shape))
         prev = (self.pos - 1) % self.buffer_size
@@ -90,8 +115,9 @@ class TacoReplayBuffer(ReplayBuffer):
         self.actions[self.pos] = np.asarray(action).reshape((self.n_envs, self.action_dim))
         self.rewards[self.pos] = np.asarray(reward)
         self.dones[self.pos] = np.asarray(done)
-        self.timeouts[self.pos] = [bool(self.handle_timeout_termination and info.get("TimeLimit.truncated", False))
-                                   for info in infos]
+        self.timeouts[self.pos] = [
+            bool(self.handle_timeout_termination and info.get("TimeLimit.truncated", False)) for info in infos
+        ]
         for env in np.flatnonzero(self.dones[self.pos]):
             self.final_obs[(self.pos, int(env))] = next_obs[env].copy()
         self._pending_next = next_obs.copy()
@@ -136,7 +162,8 @@ class TacoReplayBuffer(ReplayBuffer):
         if not ok.all():
             raise RuntimeError(
                 f"the replay buffer holds {stored} steps per env but (almost) none with {span} steps left in "
-                f"its episode (K={self.k}, n_steps={self.n_steps}): collect more (learning_starts) before sampling")
+                f"its episode (K={self.k}, n_steps={self.n_steps}): collect more (learning_starts) before sampling"
+            )
         return ((self.pos if self.full else 0) + u) % self.buffer_size, env_ids
 
     def _returns(self, t: np.ndarray, e: np.ndarray, env: VecNormalize | None) -> np.ndarray:
@@ -157,7 +184,7 @@ class TacoReplayBuffer(ReplayBuffer):
             self._normalize_obs(self._obs_after(last, e), env),
             (self.dones[last, e] * (1.0 - self.timeouts[last, e])).reshape(-1, 1),
             self._returns(t, e, env).astype(np.float32),
-            np.full((batch_size, 1), self.gamma ** n, np.float32),
+            np.full((batch_size, 1), self.gamma**n, np.float32),
         )
         sac_t = [self._tensor(x) for x in sac]
         if k <= n:  # TACO's sequences fit in SAC's draw

@@ -11,6 +11,7 @@
   and frames reach it as uint8 (SB3's float conversion is skipped); any observation size the encoder
   takes works (32x32 point_reach frames included), which SB3's NatureCNN does not.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -55,9 +56,17 @@ def _features(model: BaseModel, obs: th.Tensor, features_extractor: BaseFeatures
 class TacoActor(Actor):
     """SB3's squashed-Gaussian SAC actor with a trunk in front, reading detached encoder features."""
 
-    def __init__(self, observation_space: spaces.Space, action_space: spaces.Box, net_arch: list[int],
-                 features_extractor: BaseFeaturesExtractor, features_dim: int, *, feature_dim: int = 50,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        net_arch: list[int],
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int,
+        *,
+        feature_dim: int = 50,
+        **kwargs: Any,
+    ) -> None:
         # Actor builds its MLP on `features_dim` inputs: give it the trunk's width, then put the trunk in front
         super().__init__(observation_space, action_space, net_arch, features_extractor, feature_dim, **kwargs)
         self.features_dim, self.feature_dim = features_dim, feature_dim
@@ -88,9 +97,18 @@ class TacoActor(Actor):
 class TacoCritic(ContinuousCritic):
     """Clipped double Q on trunk(features) and the action code tok(a) (raw actions without ``tok``)."""
 
-    def __init__(self, observation_space: spaces.Space, action_space: spaces.Box, net_arch: list[int],
-                 features_extractor: BaseFeaturesExtractor, features_dim: int, *, feature_dim: int = 50,
-                 action_encoder: ActionEncoder | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        net_arch: list[int],
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int,
+        *,
+        feature_dim: int = 50,
+        action_encoder: ActionEncoder | None = None,
+        **kwargs: Any,
+    ) -> None:
         code_dim = action_encoder.latent_dim if action_encoder is not None else get_action_dim(action_space)
         # ContinuousCritic sizes each Q head for (features_dim + |A|) inputs; ours see feature_dim + code_dim
         head_inputs = feature_dim + code_dim - get_action_dim(action_space)
@@ -143,17 +161,35 @@ class TacoSACPolicy(SACPolicy):
     critic: TacoCritic
     critic_target: TacoCritic
 
-    def __init__(self, observation_space: spaces.Box, action_space: spaces.Box, lr_schedule,
-                 net_arch: list[int] | dict[str, list[int]] | None = None, activation_fn: type[nn.Module] = nn.ReLU,
-                 use_sde: bool = False, log_std_init: float = -3, use_expln: bool = False, clip_mean: float = 2.0,
-                 features_extractor_class: type[BaseFeaturesExtractor] = SuiteEncoder,
-                 features_extractor_kwargs: dict[str, Any] | None = None, normalize_images: bool = False,
-                 optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
-                 optimizer_kwargs: dict[str, Any] | None = None, n_critics: int = 2,
-                 share_features_extractor: bool = True, *, feature_dim: int = 50, taco_k: int = 3,
-                 taco_weight: float = 1.0, curl_weight: float = 1.0, reward_weight: float = 1.0,
-                 action_encoder: bool = True, latent_dim: int = 0, taco_hidden_dim: int | None = None,
-                 augment: bool = True) -> None:
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        action_space: spaces.Box,
+        lr_schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        use_sde: bool = False,
+        log_std_init: float = -3,
+        use_expln: bool = False,
+        clip_mean: float = 2.0,
+        features_extractor_class: type[BaseFeaturesExtractor] = SuiteEncoder,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = False,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        n_critics: int = 2,
+        share_features_extractor: bool = True,
+        *,
+        feature_dim: int = 50,
+        taco_k: int = 3,
+        taco_weight: float = 1.0,
+        curl_weight: float = 1.0,
+        reward_weight: float = 1.0,
+        action_encoder: bool = True,
+        latent_dim: int = 0,
+        taco_hidden_dim: int | None = None,
+        augment: bool = True,
+    ) -> None:
         if use_sde:
             raise ValueError("TacoSAC does not support gSDE (use_sde=True); its actor is SB3's squashed Gaussian")
         if not share_features_extractor:
@@ -161,18 +197,34 @@ class TacoSACPolicy(SACPolicy):
         if taco_k < 1:
             raise ValueError(f"taco_k must be >= 1, got {taco_k}")
         if normalize_images and getattr(features_extractor_class, "takes_uint8", False):
-            raise ValueError(f"{features_extractor_class.__name__} scales uint8 frames itself: "
-                             "leave normalize_images=False (it is for extractors such as NatureCNN)")
+            raise ValueError(
+                f"{features_extractor_class.__name__} scales uint8 frames itself: "
+                "leave normalize_images=False (it is for extractors such as NatureCNN)"
+            )
         if min(taco_weight, curl_weight, reward_weight) < 0:
             raise ValueError("taco_weight, curl_weight and reward_weight must be >= 0")
         self.feature_dim, self.taco_k = feature_dim, taco_k
         self.taco_weights = (float(taco_weight), float(curl_weight), float(reward_weight))
         self.use_action_encoder, self.latent_dim = action_encoder, latent_dim
         self.taco_hidden_dim, self.augment = taco_hidden_dim, augment
-        super().__init__(observation_space, action_space, lr_schedule,
-                         [1024, 1024] if net_arch is None else net_arch, activation_fn, use_sde, log_std_init,
-                         use_expln, clip_mean, features_extractor_class, features_extractor_kwargs,
-                         normalize_images, optimizer_class, optimizer_kwargs, n_critics, share_features_extractor)
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            [1024, 1024] if net_arch is None else net_arch,
+            activation_fn,
+            use_sde,
+            log_std_init,
+            use_expln,
+            clip_mean,
+            features_extractor_class,
+            features_extractor_kwargs,
+            normalize_images,
+            optimizer_class,
+            optimizer_kwargs,
+            n_critics,
+            share_features_extractor,
+        )
 
     def _build(self, lr_schedule) -> None:
         action_dim = get_action_dim(self.action_space)
@@ -196,19 +248,29 @@ class TacoSACPolicy(SACPolicy):
         shared_ids = {id(p) for p in encoder.parameters()}
         lr = lr_schedule(1)
         self.actor.optimizer = self.optimizer_class(
-            [p for p in self.actor.parameters() if id(p) not in shared_ids], lr=lr, **self.optimizer_kwargs)
+            [p for p in self.actor.parameters() if id(p) not in shared_ids], lr=lr, **self.optimizer_kwargs
+        )
         self.critic.optimizer = self.optimizer_class(self.critic.parameters(), lr=lr, **self.optimizer_kwargs)
 
         self.taco: TACO | None = None
         if max(self.taco_weights) > 0:
             _, critic_arch = get_actor_critic_arch(self.net_arch)
             hidden = self.taco_hidden_dim or max(critic_arch, default=1024)
-            self.taco = TACO(encoder.features_dim, action_dim, k=self.taco_k, feature_dim=self.feature_dim,
-                             hidden_dim=hidden, action_encoder=self.action_encoder, taco_weight=taco_w,
-                             curl_weight=curl_w, reward_weight=reward_w)
+            self.taco = TACO(
+                encoder.features_dim,
+                action_dim,
+                k=self.taco_k,
+                feature_dim=self.feature_dim,
+                hidden_dim=hidden,
+                action_encoder=self.action_encoder,
+                taco_weight=taco_w,
+                curl_weight=curl_w,
+                reward_weight=reward_w,
+            )
             # the reference's second Adam: the auxiliary loss steps encoder, tok and TACO's own heads
-            self.taco.optimizer = self.optimizer_class(shared + self.taco.own_parameters(), lr=lr,
-                                                       **self.optimizer_kwargs)
+            self.taco.optimizer = self.optimizer_class(
+                shared + self.taco.own_parameters(), lr=lr, **self.optimizer_kwargs
+            )
 
     def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> TacoActor:
         kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
@@ -216,8 +278,7 @@ class TacoSACPolicy(SACPolicy):
 
     def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> TacoCritic:
         kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
-        return TacoCritic(**kwargs, feature_dim=self.feature_dim,
-                          action_encoder=self.action_encoder).to(self.device)
+        return TacoCritic(**kwargs, feature_dim=self.feature_dim, action_encoder=self.action_encoder).to(self.device)
 
     def encode(self, obs: th.Tensor) -> th.Tensor:
         """Encoder features of (already augmented) observations, with gradients."""
@@ -232,9 +293,17 @@ class TacoSACPolicy(SACPolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         taco_w, curl_w, reward_w = self.taco_weights
-        data.update(feature_dim=self.feature_dim, taco_k=self.taco_k, taco_weight=taco_w, curl_weight=curl_w,
-                    reward_weight=reward_w, action_encoder=self.use_action_encoder, latent_dim=self.latent_dim,
-                    taco_hidden_dim=self.taco_hidden_dim, augment=self.augment)
+        data.update(
+            feature_dim=self.feature_dim,
+            taco_k=self.taco_k,
+            taco_weight=taco_w,
+            curl_weight=curl_w,
+            reward_weight=reward_w,
+            action_encoder=self.use_action_encoder,
+            latent_dim=self.latent_dim,
+            taco_hidden_dim=self.taco_hidden_dim,
+            augment=self.augment,
+        )
         return data
 
 

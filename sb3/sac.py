@@ -1,4 +1,5 @@
 """TacoSAC: SB3's SAC from pixels with the DrQ-style encoder flow and the suite's TACO loss."""
+
 from __future__ import annotations
 
 import math
@@ -43,23 +44,49 @@ class TacoSAC(SAC):
     policy: TacoSACPolicy
     replay_buffer: TacoReplayBuffer
 
-    def __init__(self, policy: str | type[TacoSACPolicy], env, learning_rate: float = 1e-4,
-                 buffer_size: int = 1_000_000, learning_starts: int = 1000, batch_size: int = 256,
-                 tau: float = 0.01, gamma: float = 0.99, *, taco_k: int = 3, taco_weight: float = 1.0,
-                 curl_weight: float = 1.0, reward_weight: float = 1.0, action_encoder: bool = True,
-                 feature_dim: int = 50, augment: bool = True, n_steps: int = 1, ent_coef: str | float = "auto_0.1",
-                 replay_buffer_class: type[TacoReplayBuffer] | None = None,
-                 replay_buffer_kwargs: dict[str, Any] | None = None, policy_kwargs: dict[str, Any] | None = None,
-                 _init_setup_model: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        policy: str | type[TacoSACPolicy],
+        env,
+        learning_rate: float = 1e-4,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 1000,
+        batch_size: int = 256,
+        tau: float = 0.01,
+        gamma: float = 0.99,
+        *,
+        taco_k: int = 3,
+        taco_weight: float = 1.0,
+        curl_weight: float = 1.0,
+        reward_weight: float = 1.0,
+        action_encoder: bool = True,
+        feature_dim: int = 50,
+        augment: bool = True,
+        n_steps: int = 1,
+        ent_coef: str | float = "auto_0.1",
+        replay_buffer_class: type[TacoReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        _init_setup_model: bool = True,
+        **kwargs: Any,
+    ) -> None:
         if isinstance(policy, str) and policy not in self.policy_aliases:
-            raise ValueError(f"TacoSAC takes image observations with policy 'CnnPolicy' (or a TacoSACPolicy "
-                             f"subclass), got {policy!r}")
+            raise ValueError(
+                f"TacoSAC takes image observations with policy 'CnnPolicy' (or a TacoSACPolicy "
+                f"subclass), got {policy!r}"
+            )
         if taco_k < 1 or n_steps < 1:
             raise ValueError(f"taco_k and n_steps must be >= 1, got taco_k={taco_k}, n_steps={n_steps}")
         policy_kwargs = dict(policy_kwargs or {})
-        for key, value in dict(taco_k=taco_k, taco_weight=taco_weight, curl_weight=curl_weight,
-                               reward_weight=reward_weight, action_encoder=action_encoder,
-                               feature_dim=feature_dim, augment=augment).items():
+        for key, value in dict(
+            taco_k=taco_k,
+            taco_weight=taco_weight,
+            curl_weight=curl_weight,
+            reward_weight=reward_weight,
+            action_encoder=action_encoder,
+            feature_dim=feature_dim,
+            augment=augment,
+        ).items():
             policy_kwargs.setdefault(key, value)
         for key in ("taco_weight", "curl_weight", "reward_weight"):
             value = policy_kwargs[key]
@@ -73,21 +100,34 @@ class TacoSAC(SAC):
             raise ValueError(f"feature_dim={policy_kwargs['feature_dim']!r}: expected a positive integer")
         replay_buffer_class = replay_buffer_class or TacoReplayBuffer
         if not issubclass(replay_buffer_class, TacoReplayBuffer):
-            raise ValueError(f"TacoSAC needs a TacoReplayBuffer (it samples action sequences), "
-                             f"got {replay_buffer_class.__name__}")
+            raise ValueError(
+                f"TacoSAC needs a TacoReplayBuffer (it samples action sequences), got {replay_buffer_class.__name__}"
+            )
         replay_buffer_kwargs = dict(replay_buffer_kwargs or {})
         replay_buffer_kwargs.setdefault("k", policy_kwargs["taco_k"])
         replay_buffer_kwargs.setdefault("n_steps", n_steps)
         replay_buffer_kwargs.setdefault("gamma", gamma)
         if replay_buffer_kwargs["k"] != policy_kwargs["taco_k"]:
-            raise ValueError(f"replay_buffer_kwargs k={replay_buffer_kwargs['k']} differs from "
-                             f"taco_k={policy_kwargs['taco_k']}")
+            raise ValueError(
+                f"replay_buffer_kwargs k={replay_buffer_kwargs['k']} differs from taco_k={policy_kwargs['taco_k']}"
+            )
         # n-step returns live in TacoReplayBuffer (replay_buffer_kwargs), so SB3's own n_steps stays 1
-        super().__init__(policy, env, learning_rate=learning_rate, buffer_size=buffer_size,
-                         learning_starts=learning_starts, batch_size=batch_size, tau=tau, gamma=gamma,
-                         ent_coef=ent_coef, replay_buffer_class=replay_buffer_class,
-                         replay_buffer_kwargs=replay_buffer_kwargs, policy_kwargs=policy_kwargs,
-                         _init_setup_model=False, **kwargs)
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            tau=tau,
+            gamma=gamma,
+            ent_coef=ent_coef,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            policy_kwargs=policy_kwargs,
+            _init_setup_model=False,
+            **kwargs,
+        )
         if _init_setup_model:
             self._setup_model()
 
@@ -105,11 +145,24 @@ class TacoSAC(SAC):
         return [*super()._excluded_save_params(), "taco_optimizer"]
 
     # ------------------------------------------------------------------ learning
-    def learn(self, total_timesteps: int, callback=None, log_interval: int = 4, tb_log_name: str = "TacoSAC",
-              reset_num_timesteps: bool = True, progress_bar: bool = False) -> TacoSAC:
+    def learn(
+        self,
+        total_timesteps: int,
+        callback=None,
+        log_interval: int = 4,
+        tb_log_name: str = "TacoSAC",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> TacoSAC:
         """SB3's SAC.learn; TensorBoard runs are named TacoSAC_<n>."""
-        return super().learn(total_timesteps, callback=callback, log_interval=log_interval, tb_log_name=tb_log_name,
-                             reset_num_timesteps=reset_num_timesteps, progress_bar=progress_bar)
+        return super().learn(
+            total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         if not self.replay_buffer.ready():  # e.g. learning goes on after load() without the old buffer
@@ -178,8 +231,12 @@ class TacoSAC(SAC):
     def _taco_step(self, data: TacoReplayBufferSamples) -> dict[str, th.Tensor]:
         """The suite's TACO loss (with its CURL and reward terms) on fresh augmentations."""
         policy, taco = self.policy, self.policy.taco
-        batch = {"obs": data.taco_observations, "future_obs": data.future_observations,
-                 "action_seq": data.action_seq, "reward": data.taco_rewards}
+        batch = {
+            "obs": data.taco_observations,
+            "future_obs": data.future_observations,
+            "action_seq": data.action_seq,
+            "reward": data.taco_rewards,
+        }
         anchor = policy.encode(policy.aug(batch["obs"]))
         targets = policy.encode_nograd([batch[key] for key in taco.nograd_keys])
         loss, metrics = taco.loss(batch, anchor, targets)

@@ -7,6 +7,7 @@ One import package: ``taco_rl.agents`` (learners), ``taco_rl.envs`` (pixel envs)
 (pyproject.toml maps them). Run from a source checkout (``PYTHONPATH=<checkout>``, or an editable
 install), this package finds them beside itself.
 """
+
 from __future__ import annotations
 
 import os as _os
@@ -15,8 +16,10 @@ __version__ = "0.1.0"
 
 _here = _os.path.dirname(_os.path.abspath(__file__))
 _checkout = _os.path.dirname(_here)
-if (not _os.path.isdir(_os.path.join(_here, "agents"))
-        and _os.path.isfile(_os.path.join(_checkout, "pyproject.toml"))
-        and _os.path.isfile(_os.path.join(_checkout, "agents", "__init__.py"))):
+if (
+    not _os.path.isdir(_os.path.join(_here, "agents"))
+    and _os.path.isfile(_os.path.join(_checkout, "pyproject.toml"))
+    and _os.path.isfile(_os.path.join(_checkout, "agents", "__init__.py"))
+):
     # source checkout: the subpackages are the checkout's top-level folders
     __path__.append(_checkout)  # type: ignore[name-defined]  # noqa: F821

@@ -1,4 +1,5 @@
 """``python -m taco_rl ...`` is the ``taco`` command."""
+
 import sys
 
 from taco_rl.runners.cli import main

@@ -7,6 +7,7 @@ the finder removes itself and registers the ids (about 10 ms: taco_rl.envs impor
 dm_control nor torch). Nothing here may raise: a failure is a warning, and ``import taco_rl.envs``
 registers the ids again anyway.
 """
+
 from __future__ import annotations
 
 import sys

@@ -8,6 +8,7 @@ took 60 s with one thread and had not finished after 20 minutes with torch's def
 every stack sampled inside libgomp's barrier. Set here, before torch is first imported, so that
 subprocesses the tests start (CLI runs, sweep workers) inherit it. An explicit OMP_NUM_THREADS wins.
 """
+
 from __future__ import annotations
 
 import os

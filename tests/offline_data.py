@@ -1,5 +1,6 @@
 """point_reach datasets for offline tests: the scripted straight-to-target policy plus Gaussian
 action noise (clipped to [-1, 1]), written as a taco-rl dataset."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,7 +30,7 @@ def scripted_dataset(path: Path, episodes: int = 40, noise: float = 0.3, seed: i
         actions.append(np.stack(ep_actions))
         rewards.append(np.asarray(ep_rewards, np.float32))
     replay = new_replay(sum(len(f) for f in frames), (3, image_size, image_size), 2)
-    for f, a, r in zip(frames, actions, rewards):
+    for f, a, r in zip(frames, actions, rewards, strict=True):
         replay.add_episode(f, a, r, np.ones(len(r), np.float32))
     write_dataset(replay, path, task="point_reach", source={"policy": "scripted", "noise": noise, "seed": seed})
     return path

@@ -2,6 +2,7 @@
 truncated normal (straight-through clamp, as the reference's TruncatedNormal) and SAC's tanh squash
 (the log-prob's tanh correction in its stable form). The actor's raw outputs are a leaf tensor and
 the critic a known function of the action, so the expected gradient is written out by hand."""
+
 from __future__ import annotations
 
 import math
@@ -86,12 +87,16 @@ def test_sac_actor_gradient_through_a_saturated_tanh():
     x = mu.double() + std.double() * eps.double()
     a = torch.tanh(x)
     # log pi = sum[N(eps) - log_std - log(1 - tanh(x)^2)], with log(1 - tanh^2) = 2 (log 2 - x - softplus(-2x))
-    logp = (-0.5 * eps.double() ** 2 - log_std.double() - 0.5 * math.log(2 * math.pi)
-            - 2 * (math.log(2) - x - torch.nn.functional.softplus(-2 * x))).sum(-1)
+    logp = (
+        -0.5 * eps.double() ** 2
+        - log_std.double()
+        - 0.5 * math.log(2 * math.pi)
+        - 2 * (math.log(2) - x - torch.nn.functional.softplus(-2 * x))
+    ).sum(-1)
     q = 10.0 - (a - C.double()).pow(2).sum(-1)
     torch.testing.assert_close(loss.double(), (0.5 * logp - q).mean(), rtol=1e-5, atol=1e-5)
     # d/dx of -log(1 - tanh^2 x) is 2 tanh(x) (about +-2 where the tanh saturates, never 0 or inf)
-    dx = (0.5 * 2 * a + 2 * (a - C.double()) * (1 - a ** 2)) / B
+    dx = (0.5 * 2 * a + 2 * (a - C.double()) * (1 - a**2)) / B
     g_mu = dx
     g_log_std = (0.5 * -1.0) / B + dx * std.double() * eps.double()
     g_pre = g_log_std * 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (1 - torch.tanh(pre.double()) ** 2)

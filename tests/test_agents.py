@@ -1,4 +1,5 @@
 """Learner and TACO behaviour: gradient routing, target immutability, InfoNCE math, batched passes."""
+
 from __future__ import annotations
 
 import copy
@@ -18,11 +19,18 @@ OBS = (9, 24, 24)  # small frames keep these tests fast; the math does not depen
 def make_batch(b: int = 8, a: int = 2, k: int = 3, obs=OBS, seed: int = 0) -> TensorDict:
     g = torch.Generator().manual_seed(seed)
     frames = lambda: torch.randint(0, 256, (b, *obs), dtype=torch.uint8, generator=g)  # noqa: E731
-    return TensorDict({
-        "obs": frames(), "next_obs": frames(), "future_obs": frames(),
-        "action": torch.rand(b, a, generator=g) * 2 - 1, "action_seq": torch.rand(b, k, a, generator=g) * 2 - 1,
-        "reward": torch.rand(b, 1, generator=g), "discount": torch.full((b, 1), 0.97),
-    }, batch_size=[b])
+    return TensorDict(
+        {
+            "obs": frames(),
+            "next_obs": frames(),
+            "future_obs": frames(),
+            "action": torch.rand(b, a, generator=g) * 2 - 1,
+            "action_seq": torch.rand(b, k, a, generator=g) * 2 - 1,
+            "reward": torch.rand(b, 1, generator=g),
+            "discount": torch.full((b, 1), 0.97),
+        },
+        batch_size=[b],
+    )
 
 
 def learner(cls=DrQV2, aux="taco", **kw):
@@ -128,8 +136,14 @@ def test_aux_loss_routing():
     anchor = ag.encoder(ag.aug(batch["obs"]))
     loss, _ = ag.aux.loss(batch, anchor, ag.encode_nograd([batch[k] for k in ag.aux.nograd_keys]))
     loss.backward()
-    for name, mod in [("encoder", ag.encoder), ("tok", ag.tok), ("seq", ag.aux.seq), ("proj_s", ag.aux.proj_s),
-                      ("G", ag.aux.G), ("R", ag.aux.R)]:
+    for name, mod in [
+        ("encoder", ag.encoder),
+        ("tok", ag.tok),
+        ("seq", ag.aux.seq),
+        ("proj_s", ag.aux.proj_s),
+        ("G", ag.aux.G),
+        ("R", ag.aux.R),
+    ]:
         assert grads(mod), name
     assert ag.aux.W.grad is not None and ag.aux.W.grad.abs().sum() > 0
     assert not grads(ag.actor) and not grads(ag.critic)
@@ -207,7 +221,7 @@ def same(x, y) -> bool:
     if isinstance(x, dict):
         return isinstance(y, dict) and x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
     if isinstance(x, (list, tuple)):
-        return isinstance(y, (list, tuple)) and len(x) == len(y) and all(same(a, b) for a, b in zip(x, y))
+        return isinstance(y, (list, tuple)) and len(x) == len(y) and all(same(a, b) for a, b in zip(x, y, strict=True))
     if isinstance(x, torch.Tensor):
         return isinstance(y, torch.Tensor) and x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y)
     return x == y
@@ -314,9 +328,11 @@ def test_cat_rows_is_a_view_of_adjacent_splits_and_a_copy_otherwise():
     parts = list(whole.split([4, 6]))
     joined = cat_rows(parts)
     assert torch.equal(joined, whole) and joined.data_ptr() == whole.data_ptr()
-    for other in ([parts[1], parts[0]],  # out of order
-                  [whole[:4], whole[5:]],  # a gap
-                  [whole[:4], torch.randn(6, 3, 4)]):  # another tensor
+    for other in (
+        [parts[1], parts[0]],  # out of order
+        [whole[:4], whole[5:]],  # a gap
+        [whole[:4], torch.randn(6, 3, 4)],
+    ):  # another tensor
         joined = cat_rows(other)
         assert torch.equal(joined, torch.cat(other)) and joined.data_ptr() != whole.data_ptr()
     grad = torch.randn(6, 2, requires_grad=True)

@@ -4,6 +4,7 @@ A counter env draws its step index and episode index into every frame and record
 receives; the Trainer collects with it (random actions, no updates), then sampled batches are
 checked against the env's records.
 """
+
 from __future__ import annotations
 
 import gymnasium as gym
@@ -11,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from taco_rl.runners.core import run as run_mod
-from taco_rl.runners.online import train as train_mod
 from taco_rl.envs import ActionRepeat, FrameStack
+from taco_rl.runners.core import run as run_mod
 from taco_rl.runners.core.config import resolve
+from taco_rl.runners.online import train as train_mod
 
 EPISODE = 23  # agent steps; not a multiple of anything in the test
 
@@ -53,26 +54,41 @@ def test_future_obs_and_action_seq_follow_the_env(tmp_path, monkeypatch, k, n):
 
     monkeypatch.setattr(train_mod, "make_env", make_env)
     monkeypatch.setattr(run_mod, "make_env", make_env)  # the eval env (shared run lifecycle)
-    cfg = resolve(["task=point_reach", "aux=taco", f"taco_k={k}", f"nstep={n}", "gamma=0.5", "frames=200",
-                   "seed_frames=100000", "expl_steps=100000", "eval_every_frames=100000", "eval_episodes=1",
-                   "save_video=false", "hidden_dim=32", "batch_size=8", f"run_dir={tmp_path}"])
+    cfg = resolve(
+        [
+            "task=point_reach",
+            "aux=taco",
+            f"taco_k={k}",
+            f"nstep={n}",
+            "gamma=0.5",
+            "frames=200",
+            "seed_frames=100000",
+            "expl_steps=100000",
+            "eval_every_frames=100000",
+            "eval_episodes=1",
+            "save_video=false",
+            "hidden_dim=32",
+            "batch_size=8",
+            f"run_dir={tmp_path}",
+        ]
+    )
     trainer = train_mod.Trainer(cfg, progress=False)
     trainer.train()
     log = logs[0]
     torch.manual_seed(0)
     batch = trainer.replay.sample(256)
-    t = batch["obs"][:, -3].flatten(1)[:, 0].long()        # step index of the newest obs frame
+    t = batch["obs"][:, -3].flatten(1)[:, 0].long()  # step index of the newest obs frame
     ep = batch["obs"][:, -2].flatten(1)[:, 0].long()
-    assert (batch["future_obs"][:, -3].flatten(1)[:, 0].long() == t + k).all()   # exactly K steps later
-    assert (batch["future_obs"][:, -2].flatten(1)[:, 0].long() == ep).all()      # same episode
+    assert (batch["future_obs"][:, -3].flatten(1)[:, 0].long() == t + k).all()  # exactly K steps later
+    assert (batch["future_obs"][:, -2].flatten(1)[:, 0].long() == ep).all()  # same episode
     assert (batch["next_obs"][:, -3].flatten(1)[:, 0].long() == t + n).all()
-    assert (t + max(n, k) <= EPISODE).all()                                      # never past the end
+    assert (t + max(n, k) <= EPISODE).all()  # never past the end
     # older frames of the stack: one step earlier each, the first frame repeated at episode start
     assert (batch["obs"][:, 0].flatten(1)[:, 0].long() == (t - 2).clamp(min=0)).all()
     for i in range(len(t)):
         e, s = int(ep[i]), int(t[i])
         assert np.allclose(batch["action"][i].numpy(), log[(e, s)])
-        expected = np.stack([log[(e, s + j)] for j in range(k)])                 # a_t .. a_{t+K-1}
+        expected = np.stack([log[(e, s + j)] for j in range(k)])  # a_t .. a_{t+K-1}
         assert np.allclose(batch["action_seq"][i].numpy(), expected)
         # reward r_{t+i} = t+i+1 here; n-step return with gamma 0.5
         assert float(batch["reward"][i]) == pytest.approx(sum(0.5**j * (s + j + 1) for j in range(n)))

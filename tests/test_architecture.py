@@ -1,6 +1,7 @@
 """The networks against the reference's published shape (DrQ-v2's drqv2.py, TACO's taco.py): per-module
 parameter counts for 9x84x84 inputs and 6-d actions, layer order and types, the trunk's LayerNorm,
 the initialisation, and the encoder's normalisation computed without the suite's own modules."""
+
 from __future__ import annotations
 
 import math
@@ -68,8 +69,13 @@ def test_reference_layer_order_and_types(drqv2):
     trunk = [("Linear", (50, 39200), True), ("LayerNorm", (50,), True), ("Tanh",)]
 
     def head(inp, out):
-        return [("Linear", (1024, inp), True), ("ReLU",), ("Linear", (1024, 1024), True), ("ReLU",),
-                ("Linear", (out, 1024), True)]
+        return [
+            ("Linear", (1024, inp), True),
+            ("ReLU",),
+            ("Linear", (1024, 1024), True),
+            ("ReLU",),
+            ("Linear", (out, 1024), True),
+        ]
 
     assert layers(drqv2.actor) == trunk + head(50, A)
     assert layers(drqv2.critic) == trunk + head(50 + A, 1) + head(50 + A, 1)
@@ -113,7 +119,7 @@ def test_initialisation_orthogonal_zero_bias():
             w = m.weight.detach().flatten(1)
             gain = math.sqrt(2.0) if isinstance(m, nn.Conv2d) else 1.0
             small = w if w.shape[0] <= w.shape[1] else w.T
-            torch.testing.assert_close(small @ small.T, gain ** 2 * torch.eye(small.shape[0]), atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(small @ small.T, gain**2 * torch.eye(small.shape[0]), atol=1e-4, rtol=1e-4)
             assert torch.count_nonzero(m.bias) == 0
 
 
@@ -129,7 +135,7 @@ def test_encoder_sees_obs_over_255_minus_half(channels_last):
     obs = torch.randint(0, 256, (3, 9, 20, 20), dtype=torch.uint8)
     h = obs.double() / 255.0 - 0.5
     convs = [c for c in enc.convnet if isinstance(c, nn.Conv2d)]
-    for c, stride in zip(convs, (2, 1, 1, 1)):
+    for c, stride in zip(convs, (2, 1, 1, 1), strict=True):
         h = F.relu(F.conv2d(h, c.weight.double(), c.bias.double(), stride=stride))
     out = enc(obs).double()
     want = h.permute(0, 2, 3, 1).flatten(1) if channels_last else h.flatten(1)

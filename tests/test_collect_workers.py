@@ -1,5 +1,6 @@
 """`taco data collect workers=N`: the dataset of workers=1, and a dead worker is a clear error
 that keeps the finished episodes for a rerun."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -8,16 +9,26 @@ import signal
 
 import pytest
 
-from taco_rl.runners.data import collect_workers
-from taco_rl.runners.core import workers as workers_mod
 from taco_rl.runners.cli import main
+from taco_rl.runners.core import workers as workers_mod
 from taco_rl.runners.core.config import resolve
+from taco_rl.runners.core.workers import WorkerError
+from taco_rl.runners.data import collect_workers
 from taco_rl.runners.data.datasets import dataset_info, verify_checksum
 from taco_rl.runners.online.train import Trainer
-from taco_rl.runners.core.workers import WorkerError
 
-TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100", "expl_steps=50",
-        "eval_episodes=1", "save_video=false", "image_size=16", "feature_dim=8", "logger=none"]
+TINY = [
+    "task=point_reach",
+    "hidden_dim=32",
+    "batch_size=16",
+    "seed_frames=100",
+    "expl_steps=50",
+    "eval_episodes=1",
+    "save_video=false",
+    "image_size=16",
+    "feature_dim=8",
+    "logger=none",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +43,14 @@ def _collect(*args):
 
 def test_policy_collect_with_workers_has_the_serial_checksum(run_dir, tmp_path):
     assert _collect(f"policy={run_dir}", "episodes=5", "noise=0.2", "seed=3", f"out={tmp_path / 'one'}") == 0
-    assert _collect(f"policy={run_dir}", "episodes=5", "noise=0.2", "seed=3", "workers=2", f"out={tmp_path / 'two'}") == 0
-    assert dataset_info(tmp_path / "two")["checksum"] == dataset_info(tmp_path / "one")["checksum"] == \
-        verify_checksum(tmp_path / "two")
+    assert (
+        _collect(f"policy={run_dir}", "episodes=5", "noise=0.2", "seed=3", "workers=2", f"out={tmp_path / 'two'}") == 0
+    )
+    assert (
+        dataset_info(tmp_path / "two")["checksum"]
+        == dataset_info(tmp_path / "one")["checksum"]
+        == verify_checksum(tmp_path / "two")
+    )
     assert not mp.active_children()
 
 
@@ -68,8 +84,11 @@ def test_killed_collect_worker_is_an_error_and_a_rerun_finishes(tmp_path, monkey
     real_spawn = collect_workers.spawn
     started = _signal_second_worker(monkeypatch, signal.SIGKILL)  # it dies before its first episode
     out = tmp_path / "out"
-    with pytest.raises(WorkerError, match=r"collect worker collect1 \(pid \d+\) was killed by SIGKILL; the "
-                                          r"episodes finished are kept in .*rerun the same command"):
+    with pytest.raises(
+        WorkerError,
+        match=r"collect worker collect1 \(pid \d+\) was killed by SIGKILL; the "
+        r"episodes finished are kept in .*rerun the same command",
+    ):
         from taco_rl.runners.data.collect import collect
 
         collect("random", 12, str(out), seed=2, task="point_reach", env={"image_size": 16}, workers=2)
@@ -86,8 +105,12 @@ def test_cli_reports_a_dead_worker_in_one_line(tmp_path, monkeypatch, capsys):
         return proc, conn
 
     monkeypatch.setattr(collect_workers, "spawn", spawn)
-    assert _collect("task=point_reach", "policy=random", "episodes=4", "image_size=16", "workers=2",
-                    f"out={tmp_path / 'x'}") == 1
+    assert (
+        _collect(
+            "task=point_reach", "policy=random", "episodes=4", "image_size=16", "workers=2", f"out={tmp_path / 'x'}"
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "killed by SIGKILL" in err
 
@@ -97,8 +120,11 @@ def test_hung_collect_worker_is_an_error_that_keeps_the_finished_episodes(tmp_pa
     monkeypatch.setenv("TACO_WORKER_TIMEOUT", "10")  # the other worker starts up within it
     from taco_rl.runners.data.collect import collect
 
-    with pytest.raises(WorkerError, match=r"collect worker collect1 \(pid \d+\) sent nothing for 10 s "
-                                          r"\(hung; .*the episodes finished are kept in "):
+    with pytest.raises(
+        WorkerError,
+        match=r"collect worker collect1 \(pid \d+\) sent nothing for 10 s "
+        r"\(hung; .*the episodes finished are kept in ",
+    ):
         collect("random", 12, str(tmp_path / "out"), seed=2, task="point_reach", env={"image_size": 16}, workers=2)
     assert not any(p.is_alive() for p in started)
     kept = sorted(f.name for f in (tmp_path / ".out.collecting").glob("episode_*.npz"))

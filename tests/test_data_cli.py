@@ -1,4 +1,5 @@
 """`taco data collect | from-run | concat | info` on a tiny point_reach run's checkpoint."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,18 +7,27 @@ import pytest
 import torch
 
 from taco_rl.envs import make_env
-from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.cli import main
+from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.core.config import resolve
-from taco_rl.runners.data.from_run import load_run_config
-from taco_rl.runners.data.datasets import dataset_info, iter_episodes, load_dataset, verify_checksum
 from taco_rl.runners.core.replay import Replay
 from taco_rl.runners.core.run import build_agent
 from taco_rl.runners.core.rundir import RunLock
+from taco_rl.runners.data.datasets import dataset_info, iter_episodes, load_dataset, verify_checksum
+from taco_rl.runners.data.from_run import load_run_config
 from taco_rl.runners.online.train import Trainer
 
-TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100", "expl_steps=50",
-        "eval_episodes=1", "save_video=false", "image_size=16", "feature_dim=8"]
+TINY = [
+    "task=point_reach",
+    "hidden_dim=32",
+    "batch_size=16",
+    "seed_frames=100",
+    "expl_steps=50",
+    "eval_episodes=1",
+    "save_video=false",
+    "image_size=16",
+    "feature_dim=8",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +46,12 @@ def test_collect_rolls_out_the_checkpoint(run_dir, tmp_path, capsys):
     assert _cli("collect", f"policy={run_dir}", "episodes=3", "noise=0.2", "seed=4", f"out={out}") == 0
     printed = capsys.readouterr().out
     info = dataset_info(out)
-    assert (info["task"], info["episodes"], info["transitions"], info["frame_shape"]) == ("point_reach", 3, 150, [3, 16, 16])
+    assert (info["task"], info["episodes"], info["transitions"], info["frame_shape"]) == (
+        "point_reach",
+        3,
+        150,
+        [3, 16, 16],
+    )
     assert info["checksum"] in printed and "episodes     3" in printed
 
     # brute force: the same seeds and the stored actions reproduce every stored frame and reward
@@ -71,17 +86,22 @@ def test_collect_rolls_out_the_checkpoint(run_dir, tmp_path, capsys):
 def test_collect_random_and_concat(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     assert _cli("collect", "task=point_reach", "policy=random", "episodes=2", "image_size=16", f"out={a}") == 0
-    assert _cli("collect", "task=point_reach", "policy=random", "episodes=1", "seed=1", "image_size=16", f"out={b}") == 0
+    assert (
+        _cli("collect", "task=point_reach", "policy=random", "episodes=1", "seed=1", "image_size=16", f"out={b}") == 0
+    )
     assert _cli("concat", str(a), str(b), f"out={tmp_path / 'ab'}") == 0
     ab = dataset_info(tmp_path / "ab")
     assert (ab["episodes"], ab["transitions"]) == (3, 150)
     got = list(iter_episodes(load_dataset(tmp_path / "ab", nstep=1)[0]))
     want = [*iter_episodes(load_dataset(a, nstep=1)[0]), *iter_episodes(load_dataset(b, nstep=1)[0])]
-    assert all(all(torch.equal(x, y) for x, y in zip(g, w)) for g, w in zip(got, want))
+    assert all(all(torch.equal(x, y) for x, y in zip(g, w, strict=True)) for g, w in zip(got, want, strict=True))
     verify_checksum(tmp_path / "ab")
 
     # mismatched shapes are refused, and nothing is written
-    assert _cli("collect", "task=point_reach", "policy=random", "episodes=1", "image_size=24", f"out={tmp_path / 'c'}") == 0
+    assert (
+        _cli("collect", "task=point_reach", "policy=random", "episodes=1", "image_size=24", f"out={tmp_path / 'c'}")
+        == 0
+    )
     capsys.readouterr()
     assert _cli("concat", str(a), str(tmp_path / "c"), f"out={tmp_path / 'bad'}") == 2
     err = capsys.readouterr().err
@@ -100,13 +120,23 @@ def test_from_run_keeps_the_replay(run_dir, tmp_path, capsys):
     assert (info["episodes"], info["transitions"], info["source"]["kind"]) == (5, 230, "from-run")
     got = list(iter_episodes(load_dataset(tmp_path / "mr", nstep=1)[0]))
     want = list(iter_episodes(replay))
-    assert len(got) == 5 and all(all(torch.equal(x, y) for x, y in zip(g, w)) for g, w in zip(got, want))
+    assert len(got) == 5 and all(
+        all(torch.equal(x, y) for x, y in zip(g, w, strict=True)) for g, w in zip(got, want, strict=True)
+    )
 
     capsys.readouterr()
     assert _cli("info", str(tmp_path / "mr"), "verify=true") == 0
     printed = capsys.readouterr().out
-    for text in ("point_reach", "16x16", "action dim   2", "episodes     5", "transitions  230", info["checksum"],
-                 "(verified)", f"min {info['return']['min']:.2f}"):
+    for text in (
+        "point_reach",
+        "16x16",
+        "action dim   2",
+        "episodes     5",
+        "transitions  230",
+        info["checksum"],
+        "(verified)",
+        f"min {info['return']['min']:.2f}",
+    ):
         assert text in printed, text
     assert _cli("from-run", str(tmp_path), f"out={tmp_path / 'x'}") == 2
     assert "config.yaml: missing" in capsys.readouterr().err

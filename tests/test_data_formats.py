@@ -1,5 +1,6 @@
 """Importers (V-D4RL hdf5/npz, DrQ-v2 npz, Minari) against brute-force readings of files the tests write
 in the published layouts, the Minari export round trip, and one-line CLI errors for bad input."""
+
 from __future__ import annotations
 
 import json
@@ -70,9 +71,17 @@ def write_vd4rl_npz(folder, lengths, seed=0):
         last[-1] = True
         term = np.zeros(t + 1, bool)
         term[-1] = k == 1  # one episode ends in a true terminal
-        np.savez_compressed(folder / f"2022-ep{k}-500.npz", image=g.integers(0, 256, (t + 1, HW, HW, 3), dtype=np.uint8),
-                            action=act, reward=rew, discount=1.0 - term, is_first=first, is_last=last,
-                            is_terminal=term, logprob=np.zeros(t + 1))
+        np.savez_compressed(
+            folder / f"2022-ep{k}-500.npz",
+            image=g.integers(0, 256, (t + 1, HW, HW, 3), dtype=np.uint8),
+            action=act,
+            reward=rew,
+            discount=1.0 - term,
+            is_first=first,
+            is_last=last,
+            is_terminal=term,
+            logprob=np.zeros(t + 1),
+        )
 
 
 def brute_npz(folder, frames_key, to_frame, discount_of):
@@ -101,14 +110,15 @@ def write_drqv2(folder, lengths, seed=0):
         rew = g.normal(size=(t + 1, 1)).astype(np.float32)
         rew[0] = 0
         disc = np.ones((t + 1, 1), np.float32)
-        np.savez(folder / f"20230101T0000{k:02d}_{k}_{t + 7}.npz", observation=stacks, action=act, reward=rew,
-                 discount=disc)
+        np.savez(
+            folder / f"20230101T0000{k:02d}_{k}_{t + 7}.npz", observation=stacks, action=act, reward=rew, discount=disc
+        )
 
 
 def assert_episodes(path, expected):
     got = list(iter_episodes(load_dataset(path, nstep=1, frame_stack=1)[0]))
     assert len(got) == len(expected)
-    for (f, a, r, d), (ef, ea, er, ed) in zip(got, expected):
+    for (f, a, r, d), (ef, ea, er, ed) in zip(got, expected, strict=True):
         assert torch.equal(f, torch.from_numpy(np.stack(ef)))
         assert torch.equal(a, torch.from_numpy(np.stack(ea).astype(np.float32)))
         assert torch.equal(r, torch.from_numpy(np.asarray(er, np.float32)))
@@ -134,7 +144,7 @@ def _split_like_vd4rl(src, dst, parts):
     """V-D4RL's conversion_scripts/split_hdf5_shards.py: np.array_split of every key, files 0.hdf5, 1.hdf5, ..."""
     dst.mkdir()
     with h5py.File(next(src.glob("*.hdf5")), "r") as f:
-        data = {k: f[k][()] for k in f.keys()}
+        data = {k: f[k][()] for k in f}
     for i in range(parts):
         with h5py.File(dst / f"{i}.hdf5", "w") as f:
             for k, v in data.items():
@@ -150,7 +160,7 @@ def test_vd4rl_hdf5_shards_split_mid_episode_are_stitched(tmp_path):
     assert_episodes(tmp_path / "ds", brute_vd4rl_hdf5(tmp_path / "whole"))  # 10.hdf5 after 9.hdf5, not 1.hdf5
     cuts = np.cumsum([len(x) for x in np.array_split(np.arange(42), 12)])[:-1]
     ends = np.cumsum([t + 1 for t in (4, 7, 5, 3, 6, 8, 2)])
-    spanning = sum(any(s < c < e for c in cuts) for s, e in zip(np.r_[0, ends[:-1]], ends))
+    spanning = sum(any(s < c < e for c in cuts) for s, e in zip(np.r_[0, ends[:-1]], ends, strict=True))
     assert dataset_info(tmp_path / "ds")["source"]["stitched_episodes"] == spanning >= 5
 
 
@@ -159,8 +169,17 @@ def test_vd4rl_hdf5_mid_episode_after_a_last_step_names_both_files(tmp_path, cap
     second = sorted((tmp_path / "src").glob("*.hdf5"))[1]
     with h5py.File(second, "a") as f:
         f["step_type"][0] = 1  # shard 0 ends with a last step (2); shard 1 starts mid-episode
-    code = main(["data", "import", "vd4rl", str(tmp_path / "src"), "task=walker_walk", f"out={tmp_path / 'ds'}",
-                 "--no-progress"])
+    code = main(
+        [
+            "data",
+            "import",
+            "vd4rl",
+            str(tmp_path / "src"),
+            "task=walker_walk",
+            f"out={tmp_path / 'ds'}",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "cannot stitch" in err, err
     assert str(second) in err and "shard_0_len999.hdf5" in err, err
@@ -168,8 +187,11 @@ def test_vd4rl_hdf5_mid_episode_after_a_last_step_names_both_files(tmp_path, cap
 
 def test_import_of_a_missing_path_says_it_does_not_exist(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    for fmt, says in (("vd4rl", "no such file or folder"), ("drqv2", "no such file or folder"),
-                      ("minari", "no such folder, and no local Minari dataset")):
+    for fmt, says in (
+        ("vd4rl", "no such file or folder"),
+        ("drqv2", "no such file or folder"),
+        ("minari", "no such folder, and no local Minari dataset"),
+    ):
         code = main(["data", "import", fmt, str(tmp_path / "nowhere"), f"out={tmp_path / 'ds'}", "--no-progress"])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1, err
@@ -179,8 +201,9 @@ def test_import_of_a_missing_path_says_it_does_not_exist(tmp_path, capsys, monke
 def test_vd4rl_npz_episodes(tmp_path):
     write_vd4rl_npz(tmp_path / "64px", [5, 8, 3])
     import_dataset("vd4rl", str(tmp_path / "64px"), str(tmp_path / "ds"), task="cheetah_run")
-    expected = brute_npz(tmp_path / "64px", "image", lambda x: x.transpose(2, 0, 1),
-                         lambda d, i: 0.0 if d["is_terminal"][i] else 1.0)
+    expected = brute_npz(
+        tmp_path / "64px", "image", lambda x: x.transpose(2, 0, 1), lambda d, i: 0.0 if d["is_terminal"][i] else 1.0
+    )
     assert_episodes(tmp_path / "ds", expected)
     assert dataset_info(tmp_path / "ds")["source"]["format"] == "vd4rl-npz"
 
@@ -188,8 +211,7 @@ def test_vd4rl_npz_episodes(tmp_path):
 def test_drqv2_episodes_keep_one_frame(tmp_path):
     write_drqv2(tmp_path / "buffer", [6, 4, 9])
     import_dataset("drqv2", str(tmp_path / "buffer"), str(tmp_path / "ds"), task="cheetah_run")
-    expected = brute_npz(tmp_path / "buffer", "observation", lambda x: x[-3:],
-                         lambda d, i: d["discount"][i, 0])
+    expected = brute_npz(tmp_path / "buffer", "observation", lambda x: x[-3:], lambda d, i: d["discount"][i, 0])
     assert_episodes(tmp_path / "ds", expected)
     assert dataset_info(tmp_path / "ds")["slots"] == 6 + 4 + 9 + 3  # one frame per step, not a stack
 
@@ -213,15 +235,26 @@ def _minari_dataset(root, dataset_id, lengths, jpeg, seed=0, monkeypatch=None):
         term = np.zeros(t, bool)
         term[-1] = t % 2 == 1
         trunc = ~term & (np.arange(t) == t - 1)
-        bufs.append(EpisodeBuffer(observations=g.integers(0, 256, (t + 1, 32, 32, 3), dtype=np.uint8),
-                                  actions=g.uniform(-1, 1, (t, A)).astype(np.float32),
-                                  rewards=g.normal(size=t), terminations=term, truncations=trunc))
+        bufs.append(
+            EpisodeBuffer(
+                observations=g.integers(0, 256, (t + 1, 32, 32, 3), dtype=np.uint8),
+                actions=g.uniform(-1, 1, (t, A)).astype(np.float32),
+                rewards=g.normal(size=t),
+                terminations=term,
+                truncations=trunc,
+            )
+        )
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        minari.create_dataset_from_buffers(dataset_id, bufs, observation_space=gym.spaces.Box(0, 255, (32, 32, 3), np.uint8),
-                                           action_space=gym.spaces.Box(-1, 1, (A,), np.float32), jpeg_encoding=jpeg)
+        minari.create_dataset_from_buffers(
+            dataset_id,
+            bufs,
+            observation_space=gym.spaces.Box(0, 255, (32, 32, 3), np.uint8),
+            action_space=gym.spaces.Box(-1, 1, (A,), np.float32),
+            jpeg_encoding=jpeg,
+        )
     return minari.load_dataset(dataset_id)
 
 
@@ -229,8 +262,14 @@ def brute_minari(ds):
     eps = []
     for ep in ds.iterate_episodes():
         obs = ep.observations
-        eps.append(([o.transpose(2, 0, 1) for o in obs], list(ep.actions), list(np.float32(ep.rewards)),
-                    [np.float32(0.0 if t else 1.0) for t in ep.terminations]))
+        eps.append(
+            (
+                [o.transpose(2, 0, 1) for o in obs],
+                list(ep.actions),
+                list(np.float32(ep.rewards)),
+                [np.float32(0.0 if t else 1.0) for t in ep.terminations],
+            )
+        )
     return eps
 
 
@@ -269,12 +308,24 @@ def _record_taco_env(root, dataset_id, monkeypatch, episodes=2, damage=None):
         if damage is not None and ep == 1:
             damage(obs)
         recorded.append((obs, np.stack(acts), np.array(rews), np.array(terms)))
-        bufs.append(EpisodeBuffer(observations=obs, actions=np.stack(acts), rewards=np.array(rews),
-                                  terminations=np.array(terms), truncations=np.array(truncs)))
+        bufs.append(
+            EpisodeBuffer(
+                observations=obs,
+                actions=np.stack(acts),
+                rewards=np.array(rews),
+                terminations=np.array(terms),
+                truncations=np.array(truncs),
+            )
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        minari.create_dataset_from_buffers(dataset_id, bufs, observation_space=env.observation_space,
-                                           action_space=env.action_space, algorithm_name="random")
+        minari.create_dataset_from_buffers(
+            dataset_id,
+            bufs,
+            observation_space=env.observation_space,
+            action_space=env.action_space,
+            algorithm_name="random",
+        )
     env.close()
     return recorded
 
@@ -284,19 +335,28 @@ def test_minari_frame_stacks_of_the_suites_env_import(tmp_path, monkeypatch):
     with h5py.File(tmp_path / "minari" / "taco" / "point_reach-random-v0" / "data" / "main_data.hdf5") as f:
         assert f["episode_0/observations"].shape == recorded[0][0].shape == (26, 9, 32, 32)  # CHW stacks, raw
     import_dataset("minari", "taco/point_reach-random-v0", str(tmp_path / "ds"), task="point_reach")
-    expected = [([f[-3:] for f in obs], list(acts), list(np.float32(rews)), [np.float32(not t) for t in terms])
-                for obs, acts, rews, terms in recorded]  # the newest frame of each stack
+    expected = [
+        ([f[-3:] for f in obs], list(acts), list(np.float32(rews)), [np.float32(not t) for t in terms])
+        for obs, acts, rews, terms in recorded
+    ]  # the newest frame of each stack
     assert_episodes(tmp_path / "ds", expected)
 
 
-@pytest.mark.parametrize("damage, says", [
-    (lambda obs: obs.__setitem__((0, slice(0, 3)), 255 - obs[0, :3]), "record 0 is a frame stack whose frames differ"),
-    (lambda obs: obs.__setitem__((7, slice(0, 3)), 255 - obs[7, :3]), "record 7: its older frames"),
-])
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        (
+            lambda obs: obs.__setitem__((0, slice(0, 3)), 255 - obs[0, :3]),
+            "record 0 is a frame stack whose frames differ",
+        ),
+        (lambda obs: obs.__setitem__((7, slice(0, 3)), 255 - obs[7, :3]), "record 7: its older frames"),
+    ],
+)
 def test_minari_inconsistent_frame_stacks_are_refused(tmp_path, monkeypatch, capsys, damage, says):
     _record_taco_env(tmp_path / "minari", "taco/bad-v0", monkeypatch, damage=damage)
-    code = main(["data", "import", "minari", "taco/bad-v0", "task=point_reach", f"out={tmp_path / 'ds'}",
-                 "--no-progress"])
+    code = main(
+        ["data", "import", "minari", "taco/bad-v0", "task=point_reach", f"out={tmp_path / 'ds'}", "--no-progress"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and says in err and "episode_1/observations" in err, err
 
@@ -305,17 +365,22 @@ def test_minari_export_algorithm_names_hold_no_paths():
     from taco_rl.runners.data.formats.minari import algorithm_name
 
     assert algorithm_name({"kind": "collect", "policy": "random", "noise": 0.0, "seed": 1}) == "random"
-    assert algorithm_name({"kind": "collect", "policy": "/home/u/runs/x", "agent": "drqv2", "aux": "taco",
-                           "noise": 0.2}) == "drqv2+taco policy, action noise 0.2"
-    assert algorithm_name({"kind": "from-run", "run": "/home/u/runs/x", "agent": "sac", "aux": "none"}) == "sac replay buffer"
+    assert (
+        algorithm_name({"kind": "collect", "policy": "/home/u/runs/x", "agent": "drqv2", "aux": "taco", "noise": 0.2})
+        == "drqv2+taco policy, action noise 0.2"
+    )
+    assert (
+        algorithm_name({"kind": "from-run", "run": "/home/u/runs/x", "agent": "sac", "aux": "none"})
+        == "sac replay buffer"
+    )
     assert algorithm_name({"format": "vd4rl-hdf5", "path": "/data/x", "files": 3}) == "imported from vd4rl-hdf5"
     assert algorithm_name({"kind": "concat", "inputs": [{}, {}]}) == "concatenation of 2 datasets"
 
 
 def test_native_minari_native_round_trip_is_exact(tmp_path, monkeypatch):
     import minari
-
     from test_datasets import make_episodes, replay_of
+
     from taco_rl.runners.data.datasets import write_dataset
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
@@ -325,8 +390,20 @@ def test_native_minari_native_round_trip_is_exact(tmp_path, monkeypatch):
     md = minari.load_dataset("taco/rt-v0")  # Minari itself reads the export
     assert md.total_episodes == 3 and md.total_steps == 18
     assert np.array_equal(next(md.iterate_episodes()).observations, eps[0][0].transpose(0, 2, 3, 1))
-    assert main(["data", "import", "minari", str(tmp_path / "minari" / "taco" / "rt-v0"), "task=point_reach",
-                 f"out={tmp_path / 'back'}", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "import",
+                "minari",
+                str(tmp_path / "minari" / "taco" / "rt-v0"),
+                "task=point_reach",
+                f"out={tmp_path / 'back'}",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert dataset_info(tmp_path / "back")["checksum"] == dataset_info(tmp_path / "native")["checksum"]
     assert verify_checksum(tmp_path / "back") == dataset_info(tmp_path / "native")["checksum"]
     # a Minari user's view: the env spec builds an env whose observations are the dataset's, and scores normalise
@@ -371,23 +448,47 @@ def _npz_edit(folder, key, value):
 BAD = {
     "hdf5 missing key": ("vd4rl", "h5", lambda p: _h5_edit(p, "reward", None), "'reward'"),
     "hdf5 mismatched lengths": ("vd4rl", "h5", lambda p: _h5_edit(p, "action", np.zeros((3, A))), "'action'"),
-    "hdf5 float frames": ("vd4rl", "h5", lambda p: _h5_edit(p, "observation", np.zeros((7, 3, HW, HW), np.float32)),
-                          "'observation' has dtype float32"),
-    "hdf5 wrong shape": ("vd4rl", "h5", lambda p: _h5_edit(p, "observation", np.zeros((7, 4, HW, HW), np.uint8)),
-                         "'observation' has shape"),
-    "hdf5 mid-episode start": ("vd4rl", "h5", lambda p: _h5_edit(p, "step_type", np.r_[1, 1, 1, 2, 0, 1, 2]),
-                               "'step_type'"),
+    "hdf5 float frames": (
+        "vd4rl",
+        "h5",
+        lambda p: _h5_edit(p, "observation", np.zeros((7, 3, HW, HW), np.float32)),
+        "'observation' has dtype float32",
+    ),
+    "hdf5 wrong shape": (
+        "vd4rl",
+        "h5",
+        lambda p: _h5_edit(p, "observation", np.zeros((7, 4, HW, HW), np.uint8)),
+        "'observation' has shape",
+    ),
+    "hdf5 mid-episode start": (
+        "vd4rl",
+        "h5",
+        lambda p: _h5_edit(p, "step_type", np.r_[1, 1, 1, 2, 0, 1, 2]),
+        "'step_type'",
+    ),
     "hdf5 truncated": ("vd4rl", "h5", lambda p: _cut(sorted(p.glob("*.hdf5"))[0]), "truncated"),
     "empty folder": ("vd4rl", "empty", lambda p: None, "empty folder"),
     "npz missing key": ("vd4rl", "npz", lambda p: _npz_edit(p, "is_first", None), "'is_first'"),
     "npz mismatched lengths": ("vd4rl", "npz", lambda p: _npz_edit(p, "reward", np.zeros(2)), "'reward'"),
     "npz truncated": ("vd4rl", "npz", lambda p: _cut(sorted(p.glob("*.npz"))[0]), "truncated"),
-    "npz pickled object": ("vd4rl", "npz", lambda p: _npz_edit(p, "reward", np.array([None] * 6, dtype=object)),
-                           "'reward'"),
-    "drqv2 not a stack": ("drqv2", "drqv2", lambda p: _npz_edit(p, "observation", np.zeros((7, 4, HW, HW), np.uint8)),
-                          "multiple of 3"),
-    "drqv2 float frames": ("drqv2", "drqv2", lambda p: _npz_edit(p, "observation", np.zeros((7, 9, HW, HW))),
-                           "dtype float64"),
+    "npz pickled object": (
+        "vd4rl",
+        "npz",
+        lambda p: _npz_edit(p, "reward", np.array([None] * 6, dtype=object)),
+        "'reward'",
+    ),
+    "drqv2 not a stack": (
+        "drqv2",
+        "drqv2",
+        lambda p: _npz_edit(p, "observation", np.zeros((7, 4, HW, HW), np.uint8)),
+        "multiple of 3",
+    ),
+    "drqv2 float frames": (
+        "drqv2",
+        "drqv2",
+        lambda p: _npz_edit(p, "observation", np.zeros((7, 9, HW, HW))),
+        "dtype float64",
+    ),
 }
 
 
@@ -449,20 +550,42 @@ def test_minari_dict_observations(tmp_path, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     g = rng(5)
     pix = [g.integers(0, 256, (t + 1, 32, 32, 3), dtype=np.uint8) for t in (4, 6)]
-    bufs = [EpisodeBuffer(observations={"pixels": p, "state": g.normal(size=(len(p), 5)).astype(np.float32)},
-                          actions=g.uniform(-1, 1, (len(p) - 1, A)).astype(np.float32), rewards=g.normal(size=len(p) - 1),
-                          terminations=np.zeros(len(p) - 1, bool), truncations=np.arange(len(p) - 1) == len(p) - 2)
-            for p in pix]
-    space = gym.spaces.Dict({"pixels": gym.spaces.Box(0, 255, (32, 32, 3), np.uint8),
-                             "state": gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)})
+    bufs = [
+        EpisodeBuffer(
+            observations={"pixels": p, "state": g.normal(size=(len(p), 5)).astype(np.float32)},
+            actions=g.uniform(-1, 1, (len(p) - 1, A)).astype(np.float32),
+            rewards=g.normal(size=len(p) - 1),
+            terminations=np.zeros(len(p) - 1, bool),
+            truncations=np.arange(len(p) - 1) == len(p) - 2,
+        )
+        for p in pix
+    ]
+    space = gym.spaces.Dict(
+        {
+            "pixels": gym.spaces.Box(0, 255, (32, 32, 3), np.uint8),
+            "state": gym.spaces.Box(-np.inf, np.inf, (5,), np.float32),
+        }
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        minari.create_dataset_from_buffers("test/dict-v0", bufs, observation_space=space,
-                                           action_space=gym.spaces.Box(-1, 1, (A,), np.float32), jpeg_encoding=False)
+        minari.create_dataset_from_buffers(
+            "test/dict-v0",
+            bufs,
+            observation_space=space,
+            action_space=gym.spaces.Box(-1, 1, (A,), np.float32),
+            jpeg_encoding=False,
+        )
     import_dataset("minari", "test/dict-v0", str(tmp_path / "auto"), task="point_reach")  # the one image entry
     import_dataset("minari", "test/dict-v0", str(tmp_path / "named"), task="point_reach", obs_key="pixels")
-    expected = [([f.transpose(2, 0, 1) for f in p], list(b.actions), list(np.float32(b.rewards)), [np.float32(1)] * (len(p) - 1))
-                for p, b in zip(pix, bufs)]
+    expected = [
+        (
+            [f.transpose(2, 0, 1) for f in p],
+            list(b.actions),
+            list(np.float32(b.rewards)),
+            [np.float32(1)] * (len(p) - 1),
+        )
+        for p, b in zip(pix, bufs, strict=True)
+    ]
     assert_episodes(tmp_path / "auto", expected)
     assert dataset_info(tmp_path / "named")["checksum"] == dataset_info(tmp_path / "auto")["checksum"]
     with pytest.raises(DatasetError, match="missing key '/episode_0/observations/image'"):

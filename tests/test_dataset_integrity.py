@@ -1,4 +1,5 @@
 """Damaged datasets are refused, killed or failed writes leave nothing behind, a full disk is one line."""
+
 from __future__ import annotations
 
 import errno
@@ -12,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from taco_rl.runners.data import datasets
 from taco_rl.runners.cli import main
+from taco_rl.runners.data import datasets
 from taco_rl.runners.data.datasets import DatasetError, DatasetWriter, dataset_info, load_dataset, write_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -74,8 +75,17 @@ def test_flipped_bytes_are_refused_before_training(tmp_path, capsys):
     assert "not verified yet" in capsys.readouterr().out
     with pytest.raises(DatasetError, match="checksum mismatch"):
         load_dataset(ds, nstep=1)
-    code = main(["offline", f"dataset={ds}", "task=point_reach", "agent=bc", f"root={tmp_path / 'runs'}",
-                 "image_size=16", "--no-progress"])
+    code = main(
+        [
+            "offline",
+            f"dataset={ds}",
+            "task=point_reach",
+            "agent=bc",
+            f"root={tmp_path / 'runs'}",
+            "image_size=16",
+            "--no-progress",
+        ]
+    )
     assert code == 2 and "checksum mismatch" in _one_line_error(capsys)
     assert main(["data", "info", str(ds), "verify=true"]) == 2
     assert "checksum mismatch" in _one_line_error(capsys)
@@ -150,10 +160,9 @@ def test_killed_write_is_cleaned_by_the_next_write_of_that_name(tmp_path, capsys
 
 def test_failed_write_removes_its_own_folder(tmp_path):
     eps = make_episodes([5, 4])
-    with pytest.raises(DatasetError, match="more than the"):
-        with DatasetWriter(tmp_path / "ds", 8, (3, 8, 8), 2) as w:
-            w.add_episode(*eps[0])
-            w.add_episode(*eps[1])
+    with pytest.raises(DatasetError, match="more than the"), DatasetWriter(tmp_path / "ds", 8, (3, 8, 8), 2) as w:
+        w.add_episode(*eps[0])
+        w.add_episode(*eps[1])
     assert list(tmp_path.iterdir()) == []
 
 
@@ -184,10 +193,9 @@ def test_disk_filling_up_mid_write_is_one_line_and_leaves_nothing(small_disk, mo
     monkeypatch.setattr(datasets, "free_bytes", lambda folder: 1 << 40)  # another process filled it later
     big = np.zeros((201, 3, 84, 84), np.uint8)
     ep = (big, np.zeros((200, 2), np.float32), np.zeros(200, np.float32), np.ones(200, np.float32))
-    with pytest.raises(DatasetError) as e:
-        with DatasetWriter(small_disk / "ds", 201 * 3, (3, 84, 84), 2) as w:
-            for _ in range(3):
-                w.add_episode(*ep)
+    with pytest.raises(DatasetError) as e, DatasetWriter(small_disk / "ds", 201 * 3, (3, 84, 84), 2) as w:
+        for _ in range(3):
+            w.add_episode(*ep)
     assert "disk is full" in str(e.value) and "\n" not in str(e.value) and e.value.__suppress_context__
     assert list(small_disk.iterdir()) == []
 
@@ -197,8 +205,22 @@ def test_cli_on_a_full_disk_is_one_line(small_disk, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * (900 << 10))
-    r = subprocess.run([sys.executable, "-m", "taco_rl.runners.cli", "data", "concat", str(a), str(b),
-                        f"out={small_disk / 'ab'}", "--no-progress"], capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "taco_rl.runners.cli",
+            "data",
+            "concat",
+            str(a),
+            str(b),
+            f"out={small_disk / 'ab'}",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1 and "cannot write dataset" in r.stderr and "is free" in r.stderr
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
@@ -208,9 +230,24 @@ def test_cli_on_a_full_disk_is_one_line(small_disk, tmp_path):
 def test_second_collect_into_the_same_out_stops_at_once_naming_the_holder(tmp_path, capsys):
     out = tmp_path / "pr"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MUJOCO_GL": "egl"}
-    first = subprocess.Popen([sys.executable, "-m", "taco_rl.runners.cli", "data", "collect", "policy=random",
-                              "task=point_reach", "episodes=100000", f"out={out}", "--no-progress"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "taco_rl.runners.cli",
+            "data",
+            "collect",
+            "policy=random",
+            "task=point_reach",
+            "episodes=100000",
+            f"out={out}",
+            "--no-progress",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     work = tmp_path / ".pr.collecting"
     try:
         deadline = time.time() + 60
@@ -218,8 +255,10 @@ def test_second_collect_into_the_same_out_stops_at_once_naming_the_holder(tmp_pa
             assert first.poll() is None and time.time() < deadline, first.stderr.read() if first.poll() else "slow"
             time.sleep(0.05)
         t0 = time.time()
-        assert main(["data", "collect", "policy=random", "task=point_reach", "episodes=3", f"out={out}",
-                     "--no-progress"]) == 2
+        assert (
+            main(["data", "collect", "policy=random", "task=point_reach", "episodes=3", f"out={out}", "--no-progress"])
+            == 2
+        )
         assert time.time() - t0 < 10
         line = _one_line_error(capsys)
         assert "being collected by another process" in line and f"pid {first.pid}" in line
@@ -228,14 +267,14 @@ def test_second_collect_into_the_same_out_stops_at_once_naming_the_holder(tmp_pa
         first.kill()
         first.wait()
     # the killed holder's lock went with it: the same command resumes its episodes and finishes
-    assert main(["data", "collect", "policy=random", "task=point_reach", "episodes=2", f"out={out}",
-                 "--no-progress"]) == 0
+    assert (
+        main(["data", "collect", "policy=random", "task=point_reach", "episodes=2", f"out={out}", "--no-progress"]) == 0
+    )
     assert "resuming" in capsys.readouterr().out and not work.exists()
 
 
 def test_refused_collect_leaves_no_folder(tmp_path, capsys):
-    assert main(["data", "collect", "policy=random", "episodes=0", "task=point_reach",
-                 f"out={tmp_path / 'x'}"]) == 2
+    assert main(["data", "collect", "policy=random", "episodes=0", "task=point_reach", f"out={tmp_path / 'x'}"]) == 2
     capsys.readouterr()
     assert list(tmp_path.iterdir()) == []
 
@@ -258,10 +297,9 @@ class _FullDisk:
 
 def test_late_enospc_is_one_line_without_a_small_disk(tmp_path):
     ep = make_episodes([5])[0]
-    with pytest.raises(DatasetError) as e:
-        with DatasetWriter(tmp_path / "ds", 6, (3, 8, 8), 2) as w:
-            w._files["rewards"] = _FullDisk(w._files["rewards"])
-            w.add_episode(*ep)
+    with pytest.raises(DatasetError) as e, DatasetWriter(tmp_path / "ds", 6, (3, 8, 8), 2) as w:
+        w._files["rewards"] = _FullDisk(w._files["rewards"])
+        w.add_episode(*ep)
     assert "disk is full" in str(e.value) and "\n" not in str(e.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -272,17 +310,31 @@ def _vd4rl_npz(folder: Path, episodes: int = 30, steps: int = 100) -> Path:
     for i in range(episodes):
         first = np.zeros(steps + 1, bool)
         first[0] = True
-        np.savez(folder / f"ep{i:03d}-{steps}.npz", image=g.integers(0, 256, (steps + 1, 64, 64, 3), dtype=np.uint8),
-                 action=g.uniform(-1, 1, (steps + 1, 6)).astype(np.float32), reward=np.ones(steps + 1, np.float32),
-                 is_first=first, is_terminal=np.zeros(steps + 1, bool))
+        np.savez(
+            folder / f"ep{i:03d}-{steps}.npz",
+            image=g.integers(0, 256, (steps + 1, 64, 64, 3), dtype=np.uint8),
+            action=g.uniform(-1, 1, (steps + 1, 6)).astype(np.float32),
+            reward=np.ones(steps + 1, np.float32),
+            is_first=first,
+            is_terminal=np.zeros(steps + 1, bool),
+        )
     return folder
 
 
 @pytest.mark.slow  # two CLI start-ups: ~7-10 s on 2 busy cores
 def test_killed_import_leaves_a_folder_the_next_import_removes(tmp_path):
     src, out = _vd4rl_npz(tmp_path / "src" / "walker_walk"), tmp_path / "ds"
-    argv = [sys.executable, "-m", "taco_rl.runners.cli", "data", "import", "vd4rl", str(src), f"out={out}",
-            "--no-progress"]
+    argv = [
+        sys.executable,
+        "-m",
+        "taco_rl.runners.cli",
+        "data",
+        "import",
+        "vd4rl",
+        str(src),
+        f"out={out}",
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

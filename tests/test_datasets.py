@@ -1,4 +1,5 @@
 """The native dataset format: write (atomic, canonical), info, checksum, read-only load."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from taco_rl.runners.data.datasets import (DATASET_FILE, DatasetError, dataset_device, dataset_info, iter_episodes,
-                              load_dataset, verify_checksum, write_dataset)
 from taco_rl.runners.core.replay import Replay
+from taco_rl.runners.data.datasets import (
+    DATASET_FILE,
+    DatasetError,
+    dataset_device,
+    dataset_info,
+    iter_episodes,
+    load_dataset,
+    verify_checksum,
+    write_dataset,
+)
 
 SHAPE = (3, 8, 8)
 
@@ -23,9 +32,14 @@ def make_episodes(lengths, action_dim=2, seed=0):
         disc = np.ones(t, np.float32)
         if t % 2:
             disc[-1] = 0.0  # some episodes end in a true terminal
-        eps.append((g.integers(0, 256, (t + 1, *SHAPE), dtype=np.uint8),
-                    g.uniform(-1, 1, (t, action_dim)).astype(np.float32),
-                    g.normal(size=t).astype(np.float32), disc))
+        eps.append(
+            (
+                g.integers(0, 256, (t + 1, *SHAPE), dtype=np.uint8),
+                g.uniform(-1, 1, (t, action_dim)).astype(np.float32),
+                g.normal(size=t).astype(np.float32),
+                disc,
+            )
+        )
     return eps
 
 
@@ -42,7 +56,7 @@ def replay_of(episodes, capacity=None, action_dim=2):
 def assert_same_episodes(replay, episodes):
     got = list(iter_episodes(replay))
     assert len(got) == len(episodes)
-    for (f, a, r, d), (f2, a2, r2, d2) in zip(got, episodes):
+    for (f, a, r, d), (f2, a2, r2, d2) in zip(got, episodes, strict=True):
         assert torch.equal(f, torch.from_numpy(f2))
         assert torch.equal(a, torch.from_numpy(a2))
         assert torch.equal(r, torch.from_numpy(r2))
@@ -74,7 +88,7 @@ def test_write_info_checksum_and_load(tmp_path):
     a = rb.sample(32)
     torch.manual_seed(0)
     b = ref.sample(32)
-    for k in a.keys():
+    for k in a:
         assert torch.equal(a[k], b[k]), k
     # read-only: adding to the loaded replay never touches the files
     before = verify_checksum(out)

@@ -19,7 +19,6 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from taco_rl import envs
-import taco_rl.envs.render
 from taco_rl.envs.point import RANDOM_RETURN, SCRIPTED_RETURN, PointReach, measure_returns
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,10 +49,22 @@ def rollout(env: gymnasium.Env, actions: np.ndarray, seed: int | None = None) ->
 
 def test_task_table() -> None:
     expected = {
-        "quadruped_run", "quadruped_walk", "hopper_hop", "walker_run", "cheetah_run",
-        "finger_turn_hard", "acrobot_swingup", "reacher_hard", "reach_duplo",
-        "cartpole_balance", "cartpole_swingup", "reacher_easy", "walker_walk", "cup_catch",
-        "finger_spin", "point_reach",
+        "quadruped_run",
+        "quadruped_walk",
+        "hopper_hop",
+        "walker_run",
+        "cheetah_run",
+        "finger_turn_hard",
+        "acrobot_swingup",
+        "reacher_hard",
+        "reach_duplo",
+        "cartpole_balance",
+        "cartpole_swingup",
+        "reacher_easy",
+        "walker_walk",
+        "cup_catch",
+        "finger_spin",
+        "point_reach",
     }
     assert set(envs.TASKS) == expected
     for name in envs.TASKS:
@@ -92,8 +103,7 @@ def test_missing_backend_subprocess() -> None:
             print("NO ERROR")
     """)
     env = dict(os.environ, MUJOCO_GL="nonexistent_backend")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "NO ERROR" not in out.stdout
     assert "MUJOCO_GL=egl" in out.stdout and "osmesa" in out.stdout
@@ -227,7 +237,7 @@ def test_cheetah_pixels_seeding_and_reward_sum(gl_backend: str) -> None:
 
     single = envs.make_env("cheetah_run", 1, action_repeat=1, fast_render=True)
     single.reset()
-    for action, reward, stacked in zip(actions, ra, a[1:]):
+    for action, reward, stacked in zip(actions, ra, a[1:], strict=True):
         r1 = single.step(action)[1]
         obs, r2 = single.step(action)[:2]
         assert reward == pytest.approx(r1 + r2, abs=1e-12)
@@ -356,10 +366,10 @@ def _check_registered(task: str, **kwargs) -> None:
         warnings.filterwarnings("ignore", message=".*different from the unwrapped version.*")
         warnings.filterwarnings("ignore", message=".*minimal resolution.*NatureCNN|.*minimal resolution.*CnnPolicy")
         env = gymnasium.make(env_id, render_mode="rgb_array", render_size=48, **kwargs)
-        check_env(env)               # the whole wrapper chain (determinism of the stack too), render included
+        check_env(env)  # the whole wrapper chain (determinism of the stack too), render included
         sb3_check_env(env)
         env.close()
-        env.close()                  # idempotent
+        env.close()  # idempotent
     venv = make_vec_env(env_id, n_envs=2, seed=0, env_kwargs=dict(kwargs, render_mode="rgb_array", render_size=48))
     obs = venv.reset()
     assert obs.shape == (2, *venv.observation_space.shape) and obs.dtype == np.uint8
@@ -384,8 +394,7 @@ def test_every_mujoco_id_passes_gymnasium_and_sb3_checkers(gl_backend: str) -> N
 
 
 def test_dmc_render_uses_task_camera_at_any_size(gl_backend: str) -> None:
-    env = envs.make_env("quadruped_walk", 0, frame_stack=1, image_size=32, fast_render=True,
-                        render_mode="rgb_array")
+    env = envs.make_env("quadruped_walk", 0, frame_stack=1, image_size=32, fast_render=True, render_mode="rgb_array")
     obs, _ = env.reset()
     frame = env.render()
     physics = env.unwrapped.physics
@@ -424,7 +433,7 @@ def test_kept_cameras_render_what_physics_render_does(gl_backend: str) -> None:
             obs = env.step(rng.uniform(-1, 1, 6).astype(np.float32))[0]
         kept += [obs, env.render()]
         fresh += [physics.render(48, 48, camera_id=0).transpose(2, 0, 1), physics.render(64, 64, camera_id=0)]
-    assert all(np.array_equal(a, b) for a, b in zip(kept, fresh))
+    assert all(np.array_equal(a, b) for a, b in zip(kept, fresh, strict=True))
     assert not np.array_equal(kept[1], kept[3])  # the video frames are separate arrays
     env.close()
 

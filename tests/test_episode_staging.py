@@ -5,15 +5,16 @@ reference holds each env's episodes whole, in the order they ended. A stack, n-s
 window that reached into another env's frames would decode to the wrong (episode, t) or carry the
 wrong actions and rewards.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from test_replay import FRAME, GAMMA, A, Reference, S, check_against_reference, make_episode
 
-from taco_rl.runners.online.episode_staging import EpisodeStaging
 from taco_rl.runners.core.replay import Replay
-from test_replay import A, FRAME, GAMMA, S, Reference, check_against_reference, make_episode
+from taco_rl.runners.online.episode_staging import EpisodeStaging
 
 KINDS = ("truncated", "terminal", "random")
 

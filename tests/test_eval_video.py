@@ -1,4 +1,5 @@
 """Eval videos are rendered by the eval env at video_size; what the agent sees is unchanged."""
+
 from __future__ import annotations
 
 import imageio.v2 as imageio
@@ -9,8 +10,17 @@ from taco_rl.runners.core.config import resolve, run_directory
 from taco_rl.runners.core.run import EVAL_SEED_OFFSET
 from taco_rl.runners.online.train import Trainer
 
-TINY = ["task=point_reach", "image_size=16", "hidden_dim=32", "batch_size=16", "seed_frames=100",
-        "expl_steps=50", "eval_episodes=1", "frames=100", "eval_every_frames=100"]
+TINY = [
+    "task=point_reach",
+    "image_size=16",
+    "hidden_dim=32",
+    "batch_size=16",
+    "seed_frames=100",
+    "expl_steps=50",
+    "eval_episodes=1",
+    "frames=100",
+    "eval_every_frames=100",
+]
 
 
 def test_eval_video_rendered_at_video_size(tmp_path):
@@ -29,8 +39,10 @@ def test_eval_video_rendered_at_video_size(tmp_path):
     assert np.abs(frames[0].astype(float) - expected).mean() < 8
     other = make_env("point_reach", action_repeat=1, image_size=16, render_mode="rgb_array", render_size=64)
     other.reset(seed=cfg.seed + EVAL_SEED_OFFSET + 1)  # another start: the check can tell them apart
-    assert np.abs(frames[0].astype(float) - other.render().astype(float)).mean() > 2 * np.abs(
-        frames[0].astype(float) - expected).mean()
+    assert (
+        np.abs(frames[0].astype(float) - other.render().astype(float)).mean()
+        > 2 * np.abs(frames[0].astype(float) - expected).mean()
+    )
 
 
 def test_video_size_does_not_change_the_run():

@@ -8,6 +8,7 @@ The code of record j of episode e: frame channels (e + 1, j, 200), action (e, j,
 obs = frame (e, i), next_obs = frame (e, i + 1), action = action (e, i + 1), reward = 1000 e + i + 1,
 discount 0 only at the last transition of an episode that ended in a true terminal.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -106,8 +107,12 @@ def test_vd4rl_64px_npz_alignment(tmp_path):
             folder / f"ep{e}-{t + 100}.npz",  # the length in the name is wrong on purpose
             image=np.stack([frame(e, i, hw).transpose(1, 2, 0) for i in j]),
             action=np.stack([action(e, i) if i else np.zeros(3) for i in j]),
-            reward=np.array([reward(e, i) if i else 0.0 for i in j]), discount=1.0 - term,
-            is_first=j == 0, is_last=j == t, is_terminal=term)
+            reward=np.array([reward(e, i) if i else 0.0 for i in j]),
+            discount=1.0 - term,
+            is_first=j == 0,
+            is_last=j == t,
+            is_terminal=term,
+        )
     import_dataset("vd4rl", str(folder), str(tmp_path / "ds"), task="cheetah_run")
     check_import(tmp_path / "ds", lengths, hw, terminal)
 
@@ -119,14 +124,22 @@ def test_drqv2_npz_alignment(tmp_path):
     folder.mkdir()
     for e, t in enumerate(lengths):
         # frame stacks of 3, oldest first: the newest frame is the last three channels
-        stacks = np.stack([np.concatenate([frame(e, max(0, j - 2), hw) // 2, frame(e, max(0, j - 1), hw) // 3,
-                                           frame(e, j, hw)]) for j in range(t + 1)])
+        stacks = np.stack(
+            [
+                np.concatenate([frame(e, max(0, j - 2), hw) // 2, frame(e, max(0, j - 1), hw) // 3, frame(e, j, hw)])
+                for j in range(t + 1)
+            ]
+        )
         disc = np.ones((t + 1, 1), np.float32)
         if e in terminal:
             disc[-1] = 0.0
-        np.savez(folder / f"20230101T000000_{e}_{t}.npz", observation=stacks,
-                 action=np.stack([action(e, j) if j else np.zeros(3) for j in range(t + 1)]).astype(np.float32),
-                 reward=np.array([[reward(e, j) if j else 0.0] for j in range(t + 1)], np.float32), discount=disc)
+        np.savez(
+            folder / f"20230101T000000_{e}_{t}.npz",
+            observation=stacks,
+            action=np.stack([action(e, j) if j else np.zeros(3) for j in range(t + 1)]).astype(np.float32),
+            reward=np.array([[reward(e, j) if j else 0.0] for j in range(t + 1)], np.float32),
+            discount=disc,
+        )
     import_dataset("drqv2", str(folder), str(tmp_path / "ds"), task="cheetah_run")
     check_import(tmp_path / "ds", lengths, hw, terminal)
 
@@ -141,14 +154,24 @@ def _minari_write(dataset_id, lengths, hw, terminal):
     for e, t in enumerate(lengths):
         i = np.arange(t)
         term = (i == t - 1) & (e in terminal)
-        bufs.append(EpisodeBuffer(
-            observations=np.stack([frame(e, j, hw).transpose(1, 2, 0) for j in range(t + 1)]),
-            actions=np.stack([action(e, k + 1) for k in i]).astype(np.float32),  # actions[i] led to obs i+1
-            rewards=np.array([reward(e, k + 1) for k in i]), terminations=term, truncations=(i == t - 1) & ~term))
+        bufs.append(
+            EpisodeBuffer(
+                observations=np.stack([frame(e, j, hw).transpose(1, 2, 0) for j in range(t + 1)]),
+                actions=np.stack([action(e, k + 1) for k in i]).astype(np.float32),  # actions[i] led to obs i+1
+                rewards=np.array([reward(e, k + 1) for k in i]),
+                terminations=term,
+                truncations=(i == t - 1) & ~term,
+            )
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        minari.create_dataset_from_buffers(dataset_id, bufs, observation_space=gym.spaces.Box(0, 255, (hw, hw, 3), np.uint8),
-                                           action_space=gym.spaces.Box(-1, 1, (3,), np.float32), jpeg_encoding=False)
+        minari.create_dataset_from_buffers(
+            dataset_id,
+            bufs,
+            observation_space=gym.spaces.Box(0, 255, (hw, hw, 3), np.uint8),
+            action_space=gym.spaces.Box(-1, 1, (3,), np.float32),
+            jpeg_encoding=False,
+        )
 
 
 def test_minari_import_alignment(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ non-finite training, failed and damaged checkpoints, SIGTERM, and kills at any m
 
 Everything runs on the numpy env point_reach with tiny settings (CPU seconds).
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,17 +20,29 @@ from pathlib import Path
 import pytest
 import torch
 
-from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.cli import main
-from taco_rl.runners.core.config import RULES, Config, ConfigError, OfflineConfig, resolve
+from taco_rl.runners.core import checkpoint as ckpt
+from taco_rl.runners.core.config import RULES, Config, OfflineConfig, resolve
 from taco_rl.runners.core.guard import NonFiniteError, check_metrics, check_state
 from taco_rl.runners.core.rundir import RunDirError, RunInterrupted, RunLock
 from taco_rl.runners.online.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["task=point_reach", "hidden_dim=32", "feature_dim=16", "batch_size=16", "seed_frames=100",
-        "expl_steps=50", "eval_episodes=1", "save_video=false", "eval_every_frames=100",
-        "checkpoint_every_frames=100", "log_every_frames=50", "capacity=2000", "update_every_steps=4"]
+TINY = [
+    "task=point_reach",
+    "hidden_dim=32",
+    "feature_dim=16",
+    "batch_size=16",
+    "seed_frames=100",
+    "expl_steps=50",
+    "eval_episodes=1",
+    "save_video=false",
+    "eval_every_frames=100",
+    "checkpoint_every_frames=100",
+    "log_every_frames=50",
+    "capacity=2000",
+    "update_every_steps=4",
+]
 
 
 def _cfg(run_dir: Path, *extra: str, frames: int = 300):
@@ -87,9 +100,12 @@ BAD = [
     (["replay_device=gpu"], "replay_device='gpu': expected one of auto, cpu"),
     (["resume_from=/nonexistent/run"], "resume_from='/nonexistent/run': expected a run directory with a checkpoint"),
     # the ones that were already caught
-    (["task=cheetah_rn"], "cheetah_run"), (["lrr=1"], "unknown config key 'lrr'; did you mean lr"),
-    (["agent=ppo"], "agent='ppo': expected one of"), (["batch_size=abc"], "batch_size"),
-    (["nstep=0"], "nstep=0: expected a positive integer"), (["preset=fastest"], "unknown preset"),
+    (["task=cheetah_rn"], "cheetah_run"),
+    (["lrr=1"], "unknown config key 'lrr'; did you mean lr"),
+    (["agent=ppo"], "agent='ppo': expected one of"),
+    (["batch_size=abc"], "batch_size"),
+    (["nstep=0"], "nstep=0: expected a positive integer"),
+    (["preset=fastest"], "unknown preset"),
     (["task"], "malformed override"),
 ]
 
@@ -129,15 +145,28 @@ OFFLINE_BAD = [
 
 @pytest.mark.parametrize("bad,message", OFFLINE_BAD, ids=[" ".join(b) for b, _ in OFFLINE_BAD])
 def test_bad_offline_value_is_one_line_exit_2(bad, message, capsys, tmp_path):
-    assert main(["offline", "task=point_reach", f"root={tmp_path}", f"dataset={tmp_path / 'none'}", *bad,
-                 "--no-progress"]) == 2
+    assert (
+        main(["offline", "task=point_reach", f"root={tmp_path}", f"dataset={tmp_path / 'none'}", *bad, "--no-progress"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("taco: error: ") and err.count("\n") == 1 and message in err, err
 
 
 def test_good_values_pass():
-    cfg = resolve(["std_schedule=0.2", "gamma=1", "device=cuda:1", "std_clip=0", "seed=0", "image_size=15",
-                   "aux=taco", "curl_weight=0", "reward_weight=0"])
+    cfg = resolve(
+        [
+            "std_schedule=0.2",
+            "gamma=1",
+            "device=cuda:1",
+            "std_clip=0",
+            "seed=0",
+            "image_size=15",
+            "aux=taco",
+            "curl_weight=0",
+            "reward_weight=0",
+        ]
+    )
     assert (cfg.gamma, cfg.device, cfg.image_size) == (1.0, "cuda:1", 15)
 
 
@@ -162,8 +191,15 @@ def test_trainer_releases_the_lock_when_it_fails(tmp_path):
 
 def _cli(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "taco_rl.runners.cli", "train", *args, "--no-progress"], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "taco_rl.runners.cli", "train", *args, "--no-progress"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -197,8 +233,9 @@ def test_second_process_refused_then_sigterm_says_where_it_resumes(tmp_path, cap
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     frame = torch.load(run / "checkpoint" / "state.pt", weights_only=True)["frame"]
-    assert err.strip().splitlines()[-1] == (f"taco: interrupted (SIGTERM); rerunning the same command resumes "
-                                            f"from frame {frame}")
+    assert err.strip().splitlines()[-1] == (
+        f"taco: interrupted (SIGTERM); rerunning the same command resumes from frame {frame}"
+    )
     assert Trainer(_cfg(run, frames=100000), progress=False).counters["frame"] == frame  # lock released
 
 
@@ -243,7 +280,7 @@ def test_restart_keeps_exactly_the_rows_of_the_checkpoint(tmp_path, monkeypatch,
     # within the same second, which sorts the new file first. Wait for the next second, as a restart would.
     time.sleep(1.05)
     died_at = [int(r["frame"]) for r in _rows(tmp_path / "eval.csv")]
-    assert died_at == [0, 100, 200][:dies_at_checkpoint + 1]  # eval rows logged after the checkpoint frame
+    assert died_at == [0, 100, 200][: dies_at_checkpoint + 1]  # eval rows logged after the checkpoint frame
 
     resumed = Trainer(_cfg(tmp_path), progress=False)
     kept = [int(r["frame"]) for r in _rows(tmp_path / "eval.csv")] if (tmp_path / "eval.csv").exists() else []
@@ -284,13 +321,17 @@ def test_nan_loss_stops_without_a_checkpoint_and_resume_from_goes_on(tmp_path, m
     monkeypatch.undo()
     # other settings, from the last good checkpoint: a new run directory that starts at frame 200
     fork = tmp_path / "fork"
-    assert main(["train", *TINY, "frames=400", "lr=3e-5", f"resume_from={run}", f"run_dir={fork}", "--no-progress"]) == 0
+    assert (
+        main(["train", *TINY, "frames=400", "lr=3e-5", f"resume_from={run}", f"run_dir={fork}", "--no-progress"]) == 0
+    )
     assert "resuming" in capsys.readouterr().out
     assert [int(r["frame"]) for r in _rows(fork / "eval.csv")] == [300, 400]
     assert torch.load(fork / "checkpoint" / "state.pt", weights_only=True)["counters"]["frame"] == 400
     # a learner of another shape cannot start from it
-    assert main(["train", *TINY, "frames=400", "hidden_dim=64", f"resume_from={run}",
-                 f"run_dir={tmp_path / 'other'}"]) == 2
+    assert (
+        main(["train", *TINY, "frames=400", "hidden_dim=64", f"resume_from={run}", f"run_dir={tmp_path / 'other'}"])
+        == 2
+    )
     assert "does not fit this configuration" in capsys.readouterr().err
 
 
@@ -328,9 +369,22 @@ def test_offline_runs_share_the_lifecycle(tmp_path, monkeypatch, capsys):
 
     data = scripted_dataset(tmp_path / "data", episodes=4)
     run = tmp_path / "run"
-    args = ["offline", "task=point_reach", "agent=td3bc", "hidden_dim=32", "batch_size=16", "eval_episodes=1",
-            "save_video=false", f"dataset={data}", "updates=30", "checkpoint_every_updates=10",
-            "eval_every_updates=10", "log_every_updates=5", f"run_dir={run}", "--no-progress"]
+    args = [
+        "offline",
+        "task=point_reach",
+        "agent=td3bc",
+        "hidden_dim=32",
+        "batch_size=16",
+        "eval_episodes=1",
+        "save_video=false",
+        f"dataset={data}",
+        "updates=30",
+        "checkpoint_every_updates=10",
+        "eval_every_updates=10",
+        "log_every_updates=5",
+        f"run_dir={run}",
+        "--no-progress",
+    ]
     run.mkdir()
     with RunLock(run):
         assert main(args) == 2
@@ -494,9 +548,9 @@ def test_sigkill_at_several_moments_then_rerun_equals_unkilled(tmp_path):
     ref = _cli(*args, f"run_dir={tmp_path / 'ref'}")
     run = tmp_path / "killed"
     moments = [  # each kill lands at the first poll (50 ms) where its moment has come
-        lambda: True,                                          # just locked: setting up
-        lambda: _logged_frames(run)[-1:] == [0],                 # evaluated, no checkpoint yet
-        lambda: _checkpoint_frame(run) >= 100,                 # just after a checkpoint
+        lambda: True,  # just locked: setting up
+        lambda: _logged_frames(run)[-1:] == [0],  # evaluated, no checkpoint yet
+        lambda: _checkpoint_frame(run) >= 100,  # just after a checkpoint
         # between two checkpoints: a train log (every 50 frames) past the last checkpoint, so some
         # logged rows are newer than the state a rerun resumes from. (Evaluations come at the same
         # frames as checkpoints, a few ms before them: too short a window to poll for.)
@@ -504,7 +558,7 @@ def test_sigkill_at_several_moments_then_rerun_equals_unkilled(tmp_path):
     ]
     for moment in moments:
         proc = _cli(*args, f"run_dir={run}")
-        _wait_for(lambda: (run / ".lock").exists() and f"pid {proc.pid}," in (run / ".lock").read_text(), proc)
+        _wait_for(lambda p=proc: (run / ".lock").exists() and f"pid {p.pid}," in (run / ".lock").read_text(), proc)
         _wait_for(moment, proc)
         proc.kill()
         proc.wait()

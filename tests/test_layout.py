@@ -1,14 +1,20 @@
 """The layout's rules, checked on the source: no import circle anywhere in agents/, envs/, runners/ and
 sb3/ (imports inside functions count: a late import is still a circle), and the rooms of runners/
 import only downwards (core at the bottom, the `taco` command on top)."""
+
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TREES = {"agents": "taco_rl.agents", "envs": "taco_rl.envs", "runners": "taco_rl.runners", "sb3": "taco_rl.sb3",
-         "taco_rl": "taco_rl"}
+TREES = {
+    "agents": "taco_rl.agents",
+    "envs": "taco_rl.envs",
+    "runners": "taco_rl.runners",
+    "sb3": "taco_rl.sb3",
+    "taco_rl": "taco_rl",
+}
 # runners' rooms from the bottom up; a room may import its own modules and any room below it
 ROOMS = ["core", "online", "data", "offline", "study", "bench", "cli"]
 
@@ -102,7 +108,8 @@ def test_the_import_graph_sees_function_level_imports():
 def test_no_import_circle():
     found = cycles(graph())
     assert found == [], "modules that import each other (directly or around a loop): " + "; ".join(
-        " -> ".join(c) for c in found)
+        " -> ".join(c) for c in found
+    )
 
 
 def test_rooms_import_downwards_only():
@@ -120,9 +127,13 @@ def test_rooms_import_downwards_only():
 
 def test_pure_rooms_stay_pure():
     # agents/ and envs/ know nothing of the runners; agents/ nothing of the envs
-    bad = [f"{m} imports {t}" for m, ts in graph().items() for t in ts
-           if (m.startswith(("taco_rl.agents", "taco_rl.envs")) and t.startswith(("taco_rl.runners", "taco_rl.sb3")))
-           or (m.startswith("taco_rl.agents") and t.startswith("taco_rl.envs"))]
+    bad = [
+        f"{m} imports {t}"
+        for m, ts in graph().items()
+        for t in ts
+        if (m.startswith(("taco_rl.agents", "taco_rl.envs")) and t.startswith(("taco_rl.runners", "taco_rl.sb3")))
+        or (m.startswith("taco_rl.agents") and t.startswith("taco_rl.envs"))
+    ]
     assert bad == []
 
 

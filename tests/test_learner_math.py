@@ -5,6 +5,7 @@ The learners are tested through their stable seams (`_target_value`, `critic_los
 they compute: targets, losses, log-probs, which inputs each step reads and which parameters it moves.
 `python tests/mutants.py` plants one-line bugs and checks that these tests catch every one.
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,11 +34,18 @@ def make_batch(seed: int = 0, b: int = B) -> TensorDict:
     frames = lambda: torch.randint(0, 256, (b, *OBS), dtype=torch.uint8, generator=g)  # noqa: E731
     discount = torch.rand(b, 1, generator=g)
     discount[0] = 0.0
-    return TensorDict({
-        "obs": frames(), "next_obs": frames(), "future_obs": frames(),
-        "action": torch.rand(b, A, generator=g) * 2 - 1, "action_seq": torch.rand(b, K, A, generator=g) * 2 - 1,
-        "reward": torch.rand(b, 1, generator=g) * 3, "discount": discount,
-    }, batch_size=[b])
+    return TensorDict(
+        {
+            "obs": frames(),
+            "next_obs": frames(),
+            "future_obs": frames(),
+            "action": torch.rand(b, A, generator=g) * 2 - 1,
+            "action_seq": torch.rand(b, K, A, generator=g) * 2 - 1,
+            "reward": torch.rand(b, 1, generator=g) * 3,
+            "discount": discount,
+        },
+        batch_size=[b],
+    )
 
 
 def learner(cls=DrQV2, aux="taco", **kw):
@@ -364,7 +372,7 @@ def test_critic_target_is_not_differentiated(cls):
         y = batch["reward"] + batch["discount"] * ag._target_value(nf, 10)
     q1, q2 = heads(ag.critic, feat, code(ag, batch["action"]))
     expected = torch.autograd.grad(F.mse_loss(q1, y) + F.mse_loss(q2, y), params)
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         assert g is not None and close(g, e)
 
 
@@ -430,8 +438,18 @@ EXPECTED_AUGMENTED = {  # how many times each batch key is augmented (and encode
 }
 
 
-@pytest.mark.parametrize("cls,optimizer", [(SAC, "reference"), (SAC, "single"), (DrQV2, "single"), (BC, "reference"),
-                                           (TD3BC, "reference"), (CQL, "reference"), (IQL, "reference")])
+@pytest.mark.parametrize(
+    "cls,optimizer",
+    [
+        (SAC, "reference"),
+        (SAC, "single"),
+        (DrQV2, "single"),
+        (BC, "reference"),
+        (TD3BC, "reference"),
+        (CQL, "reference"),
+        (IQL, "reference"),
+    ],
+)
 @pytest.mark.parametrize("aux", ["none", "curl", "taco"])
 def test_update_encodes_only_augmented_frames_of_the_right_keys(cls, aux, optimizer):
     ag, batch = learner(cls, aux=aux, optimizer=optimizer), make_batch()
@@ -533,8 +551,7 @@ def test_single_optimizer_moves_everything_but_the_actor_in_one_step(cls):
     ag.aux.loss = lambda batch, anchor, targets: (anchors.append(anchor), original_loss(batch, anchor, targets))[1]
     ag.update(batch, 10)
     assert len(anchors) == 1 and anchors[0].requires_grad
-    assert moved(snaps[0], snaps[1]) == {"encoder", "critic", "tok", "aux.proj_s", "aux.W", "aux.seq", "aux.G",
-                                         "aux.R"}
+    assert moved(snaps[0], snaps[1]) == {"encoder", "critic", "tok", "aux.proj_s", "aux.W", "aux.seq", "aux.G", "aux.R"}
 
 
 def update_metrics(cls, batch, optimizer="reference"):
@@ -569,6 +586,11 @@ def test_update_terms_read_the_right_batch_keys(cls, optimizer):
     last_only = perturbed("action_seq", lambda s: torch.cat([s[:, :-1], -s[:, -1:]], dim=1))
     assert "taco_loss" in differs(base, update_metrics(cls, last_only, optimizer))
     # the critic reads obs, action, reward, discount and next_obs
-    for key, fn in [("next_obs", flip), ("action", lambda a: -a), ("reward", lambda r: r + 1),
-                    ("discount", lambda d: 1 - d), ("obs", flip)]:
+    for key, fn in [
+        ("next_obs", flip),
+        ("action", lambda a: -a),
+        ("reward", lambda r: r + 1),
+        ("discount", lambda d: 1 - d),
+        ("obs", flip),
+    ]:
         assert "critic_loss" in differs(base, update_metrics(cls, perturbed(key, fn), optimizer)), key

@@ -5,6 +5,7 @@ Measured by envs.point.measure_returns (200 episodes): uniform random actions re
 the scripted straight-to-target policy about 48.5 (max 50). THRESHOLD sits well above random and
 above anything a learner with frozen weights achieves (checked by the lr=0 control below).
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,8 +26,18 @@ def final_return(run_dir) -> float:
 
 
 def run(tmp_path, *overrides: str) -> Trainer:
-    cfg = resolve(["task=point_reach", "frames=3000", "eval_every_frames=3000", "eval_episodes=10",
-                   "save_video=false", "checkpoint_every_frames=100000", f"run_dir={tmp_path}", *overrides])
+    cfg = resolve(
+        [
+            "task=point_reach",
+            "frames=3000",
+            "eval_every_frames=3000",
+            "eval_episodes=10",
+            "save_video=false",
+            "checkpoint_every_frames=100000",
+            f"run_dir={tmp_path}",
+            *overrides,
+        ]
+    )
     trainer = Trainer(cfg, progress=False)
     trainer.train()
     return trainer

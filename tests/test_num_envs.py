@@ -1,5 +1,6 @@
 """num_envs=N training envs in worker processes: validation, hashes, update counts, a killed worker,
 and exact resume after it (on the numpy env: CPU seconds)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,19 +9,29 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import torch
+from test_hardening import _cli, _wait_for
 
 from taco_rl.runners.cli import main
 from taco_rl.runners.core.config import UNHASHED, Config, ConfigError, config_hash, resolve
 from taco_rl.runners.core.rundir import RunInterrupted
-from taco_rl.runners.online.train import Trainer
 from taco_rl.runners.core.workers import EnvWorker
-from test_hardening import _cli, _wait_for
+from taco_rl.runners.online.train import Trainer
 
-TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100", "expl_steps=50",
-        "eval_episodes=1", "save_video=false", "checkpoint_every_frames=100", "eval_every_frames=200"]
+TINY = [
+    "task=point_reach",
+    "hidden_dim=32",
+    "batch_size=16",
+    "seed_frames=100",
+    "expl_steps=50",
+    "eval_episodes=1",
+    "save_video=false",
+    "checkpoint_every_frames=100",
+    "eval_every_frames=200",
+]
 
 
 def _params(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -37,8 +48,9 @@ def test_num_envs_rule_and_hash():
             resolve([*TINY, bad])
     one = resolve(TINY)
     # the hash of num_envs=1 is the one computed before the field existed
-    data = {k: v for k, v in dataclasses.asdict(one).items()
-            if k not in UNHASHED and k not in ("resume_from", "num_envs")}
+    data = {
+        k: v for k, v in dataclasses.asdict(one).items() if k not in UNHASHED and k not in ("resume_from", "num_envs")
+    }
     before = hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
     assert config_hash(one) == config_hash(resolve([*TINY, "num_envs=1"])) == before
     assert config_hash(resolve([*TINY, "num_envs=2"])) != before
@@ -59,11 +71,17 @@ def test_updates_per_env_frame_do_not_change(tmp_path, monkeypatch):
     monkeypatch.setattr(EnvWorker, "send", recording_send)
     runs = {}
     for n in (1, 2):
-        tr = Trainer(resolve([*TINY, "frames=300", "update_every_steps=2", f"num_envs={n}",
-                              f"run_dir={tmp_path / str(n)}"]), progress=False)
+        tr = Trainer(
+            resolve([*TINY, "frames=300", "update_every_steps=2", f"num_envs={n}", f"run_dir={tmp_path / str(n)}"]),
+            progress=False,
+        )
         calls = []
         update = tr.agent.update
-        monkeypatch.setattr(tr.agent, "update", lambda batch, step: calls.append(step) or update(batch, step))
+        monkeypatch.setattr(
+            tr.agent,
+            "update",
+            lambda batch, step, calls=calls, update=update: calls.append(step) or update(batch, step),
+        )
         tr.train()
         runs[n] = (calls, tr.counters["frame"], tr.counters["step"], tr.counters["episode"])
     assert runs[1] == runs[2] == (list(range(100, 300, 2)), 300, 300, 6)
@@ -90,8 +108,10 @@ def test_killed_worker_ends_the_run_then_rerun_equals_unkilled(tmp_path, monkeyp
     assert main(["train", *common, f"run_dir={tmp_path / 'split'}", "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("taco: error: training stopped at frame ")
-    assert err[0].endswith(f": env worker train-env1 (pid {killed['pid']}) was killed by SIGKILL; rerunning the "
-                           "same command resumes from frame 200 (the last checkpoint)")
+    assert err[0].endswith(
+        f": env worker train-env1 (pid {killed['pid']}) was killed by SIGKILL; rerunning the "
+        "same command resumes from frame 200 (the last checkpoint)"
+    )
     assert not any(w.proc.is_alive() for w in killed["workers"])  # the other worker was stopped too
     monkeypatch.setattr(Trainer, "record", record)
 
@@ -121,7 +141,8 @@ def test_hung_worker_ends_the_run_with_a_clear_error(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith(
         f": env worker train-env0 (pid {stopped['pid']}) sent nothing for 2 s (hung; TACO_WORKER_TIMEOUT sets this "
-        "limit); rerunning the same command resumes from frame 100 (the last checkpoint)"), err
+        "limit); rerunning the same command resumes from frame 100 (the last checkpoint)"
+    ), err
     assert not any(w.proc.is_alive() for w in stopped["workers"])
 
 
@@ -144,15 +165,17 @@ def test_ctrl_c_stops_the_workers(tmp_path, monkeypatch):
 
 
 def _children(pid: int) -> list[int]:
-    return [int(p) for t in os.listdir(f"/proc/{pid}/task")
-            for p in open(f"/proc/{pid}/task/{t}/children").read().split()]
+    return [
+        int(p) for t in os.listdir(f"/proc/{pid}/task") for p in open(f"/proc/{pid}/task/{t}/children").read().split()
+    ]
 
 
 def _gone(pids: list[int], timeout: float = 30.0) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if not any(os.path.exists(f"/proc/{p}") and "zombie" not in open(f"/proc/{p}/status").read()
-                   for p in pids):
+        if not any(
+            os.path.exists(f"/proc/{p}") and "zombie" not in Path(f"/proc/{p}/status").read_text() for p in pids
+        ):
             return True
         time.sleep(0.1)
     return False

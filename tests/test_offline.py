@@ -1,5 +1,6 @@
 """`taco offline`: runs on a fixed dataset (point_reach, scripted expert plus noise), evaluation,
 logs, exact resume, the dataset checksum guard, CLI errors and `taco bench mode=offline`."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,8 @@ import pytest
 import torch
 
 from taco_rl.envs.point import RANDOM_RETURN, SCRIPTED_RETURN
-from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.cli import main
+from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.core.config import resolve
 from taco_rl.runners.offline.train import OfflineTrainer
 from tests.offline_data import scripted_dataset
@@ -40,8 +41,17 @@ def rows(path) -> list[dict[str, str]]:
 
 # ---------------------------------------------------------------- runs, logs, resume
 def test_run_leaves_artefacts_without_a_data_copy(tmp_path, dataset, capsys):
-    t = trainer(*TINY, f"dataset={dataset}", "agent=td3bc", "aux=taco", "updates=20", "eval_every_updates=10",
-                "log_every_updates=5", "save_video=true", f"run_dir={tmp_path}")
+    t = trainer(
+        *TINY,
+        f"dataset={dataset}",
+        "agent=td3bc",
+        "aux=taco",
+        "updates=20",
+        "eval_every_updates=10",
+        "log_every_updates=5",
+        "save_video=true",
+        f"run_dir={tmp_path}",
+    )
     assert "memory-mapped on the CPU" in capsys.readouterr().out  # where the dataset lives, and why
     t.train()
     evals = rows(tmp_path / "eval.csv")
@@ -63,8 +73,9 @@ def _params(t: OfflineTrainer) -> dict[str, torch.Tensor]:
     return {f"{n}.{k}": v.clone() for n, m in t.agent.modules().items() for k, v in m.state_dict().items()}
 
 
-@pytest.mark.parametrize("extra", [["agent=td3bc", "aux=taco"], ["agent=cql"], ["agent=iql", "aux=curl"],
-                                   ["agent=bc", "aux=taco"]])
+@pytest.mark.parametrize(
+    "extra", [["agent=td3bc", "aux=taco"], ["agent=cql"], ["agent=iql", "aux=curl"], ["agent=bc", "aux=taco"]]
+)
 def test_resume_equals_uninterrupted(tmp_path, dataset, extra):
     common = [*TINY, *extra, f"dataset={dataset}", "checkpoint_every_updates=10", "eval_every_updates=10"]
     full = trainer(*common, "updates=30", f"run_dir={tmp_path / 'full'}")
@@ -98,23 +109,28 @@ def test_offline_defaults_follow_spec():
     assert (cql.nstep, cql.cql_alpha, cql.cql_temp, cql.cql_samples) == (1, 10.0, 1.0, 10)
     iql = resolve(["agent=iql"], offline=True)
     assert (iql.iql_expectile, iql.iql_beta, iql.iql_max_weight) == (0.7, 3.0, 100.0)
-    assert (resolve(["agent=td3bc", "aux=taco"], offline=True).batch_size,
-            resolve(["agent=td3bc", "aux=taco"], offline=True).taco_k) == (1024, 1)
+    assert (
+        resolve(["agent=td3bc", "aux=taco"], offline=True).batch_size,
+        resolve(["agent=td3bc", "aux=taco"], offline=True).taco_k,
+    ) == (1024, 1)
     assert resolve(["agent=cql", "aux=taco"], offline=True).batch_size == 256
     assert resolve(["agent=cql", "aux=taco", "task=hopper_hop"], offline=True).taco_k == 3
     assert resolve(["agent=td3bc", "aux=taco", "batch_size=512"], offline=True).batch_size == 512  # user wins
 
 
-@pytest.mark.parametrize("args,match", [
-    (["task=point_reach"], "dataset= is required"),
-    (["agent=drqv2"], "online learner"),
-    (["frames=1000"], "online setting"),
-    (["updatez=3"], "did you mean updates"),
-    (["agent=bc", "optimizer=single"], "bc has no critic"),
-    (["agent=cql", "cql_temp=0"], "cql_temp=0"),
-    (["agent=iql", "iql_expectile=1.5"], "iql_expectile=1.5"),
-    (["task=point_reach", "dataset=/nonexistent/ds"], "no such dataset"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["task=point_reach"], "dataset= is required"),
+        (["agent=drqv2"], "online learner"),
+        (["frames=1000"], "online setting"),
+        (["updatez=3"], "did you mean updates"),
+        (["agent=bc", "optimizer=single"], "bc has no critic"),
+        (["agent=cql", "cql_temp=0"], "cql_temp=0"),
+        (["agent=iql", "iql_expectile=1.5"], "iql_expectile=1.5"),
+        (["task=point_reach", "dataset=/nonexistent/ds"], "no such dataset"),
+    ],
+)
 def test_cli_errors_are_clear(capsys, tmp_path, args, match):
     assert main(["offline", *args, f"run_dir={tmp_path}", "--no-progress"]) == 2
     err = capsys.readouterr().err
@@ -132,18 +148,51 @@ def test_offline_help_shows_agent_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["offline", "--help"])
     out = capsys.readouterr().out
-    for text in ("dataset=", "updates=550000", "eval_every_updates", "cql_alpha=10.0", "iql_expectile=0.7",
-                 "bc_alpha=2.5", "agent=cql: nstep=1", "batch_size=1024", "taco_k"):
+    for text in (
+        "dataset=",
+        "updates=550000",
+        "eval_every_updates",
+        "cql_alpha=10.0",
+        "iql_expectile=0.7",
+        "bc_alpha=2.5",
+        "agent=cql: nstep=1",
+        "batch_size=1024",
+        "taco_k",
+    ):
         assert text in out, text
     assert "seed_frames" not in out and "frames=" not in out.replace("_frames", "")
 
 
 def test_bench_offline_reports_update_and_sample_ms(capsys):
-    assert main(["bench", "mode=offline", "task=point_reach", "agent=td3bc", "aux=taco", "hidden_dim=32",
-                 "batch_size=16", "--updates", "1", "--samples", "2", "--vs-online"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "mode=offline",
+                "task=point_reach",
+                "agent=td3bc",
+                "aux=taco",
+                "hidden_dim=32",
+                "batch_size=16",
+                "--updates",
+                "1",
+                "--samples",
+                "2",
+                "--vs-online",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
-    for key in ("update_ms", "sample_ms", "online_update_ms", "offline_vs_online", "dataset_device",
-                "updates_per_s", "projected_hours"):
+    for key in (
+        "update_ms",
+        "sample_ms",
+        "online_update_ms",
+        "offline_vs_online",
+        "dataset_device",
+        "updates_per_s",
+        "projected_hours",
+    ):
         assert key in result, key
     assert result["mode"] == "offline" and result["online_settings"]["agent"] == "drqv2"
 
@@ -153,8 +202,14 @@ THRESHOLD = 35.0  # as in test_learning.py: random actions score ~11.9, the scri
 
 
 def learn(tmp_path, dataset, *overrides: str) -> list[dict[str, str]]:
-    trainer("task=point_reach", f"dataset={dataset}", "eval_episodes=10", "save_video=false",
-            f"run_dir={tmp_path}", *overrides).train()
+    trainer(
+        "task=point_reach",
+        f"dataset={dataset}",
+        "eval_episodes=10",
+        "save_video=false",
+        f"run_dir={tmp_path}",
+        *overrides,
+    ).train()
     return rows(tmp_path / "eval.csv")
 
 
@@ -190,8 +245,16 @@ def test_learns_from_expert_data(tmp_path, dataset, agent, updates):
 # keeps the test near a minute (CQL scores 31 actions per state).
 @pytest.mark.slow
 def test_cql_learns_with_wide_policy_noise(tmp_path, dataset):
-    evals = learn(tmp_path, dataset, "agent=cql", "std_schedule=1.0", "std_clip=1.0", "hidden_dim=64",
-                  "updates=1500", "eval_every_updates=1500")
+    evals = learn(
+        tmp_path,
+        dataset,
+        "agent=cql",
+        "std_schedule=1.0",
+        "std_clip=1.0",
+        "hidden_dim=64",
+        "updates=1500",
+        "eval_every_updates=1500",
+    )
     assert float(evals[-1]["episode_return"]) > THRESHOLD, evals
 
 
@@ -204,10 +267,17 @@ def test_broken_learner_does_not(tmp_path, dataset):
 @pytest.mark.slow
 @pytest.mark.parametrize("agent", ["bc", "td3bc"])
 def test_learns_with_taco_and_its_loss_falls(tmp_path, dataset, agent):
-    evals = learn(tmp_path, dataset, f"agent={agent}", "aux=taco", "batch_size=64", "updates=600",
-                  "eval_every_updates=600", "log_every_updates=100")
+    evals = learn(
+        tmp_path,
+        dataset,
+        f"agent={agent}",
+        "aux=taco",
+        "batch_size=64",
+        "updates=600",
+        "eval_every_updates=600",
+        "log_every_updates=100",
+    )
     assert float(evals[-1]["episode_return"]) > THRESHOLD, evals
     losses = [float(r["taco_loss"]) for r in rows(tmp_path / "train.csv")]
     assert losses[0] <= math.log(64) + 0.05  # InfoNCE starts near log(batch)
     assert losses[-1] < 0.9 * losses[0], losses
-

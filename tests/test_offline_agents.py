@@ -1,4 +1,5 @@
 """Offline learners (BC, TD3+BC, CQL, IQL): what each loss computes and what it reaches."""
+
 from __future__ import annotations
 
 import math
@@ -90,7 +91,7 @@ def test_iql_value_loss_reaches_only_the_value_head():
         loss, _ = loss_fn(feat, batch, next_feat, 10)
         loss.backward(retain_graph=True)
         encoder_grads.append([p.grad.clone() for p in ag.encoder.parameters()])
-    for a, b in zip(*encoder_grads):
+    for a, b in zip(*encoder_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-7)
     zero(ag)
     ag.critic_loss(feat, batch, next_feat, 10)[0].backward()
@@ -155,7 +156,7 @@ def test_expectile_loss_matches_direct_formula():
     direct = sum((0.7 if d >= 0 else 0.3) * d * d for d in diff.tolist()) / 5
     assert torch.isclose(expectile_loss(diff, 0.7), torch.tensor(direct))
     # tau = 0.5 is half the mean squared error
-    assert torch.isclose(expectile_loss(diff, 0.5), 0.5 * (diff ** 2).mean())
+    assert torch.isclose(expectile_loss(diff, 0.5), 0.5 * (diff**2).mean())
 
 
 def test_advantage_weights_match_direct_formula():

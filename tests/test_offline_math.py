@@ -1,5 +1,6 @@
 """Offline learners' math by hand (CQL's penalty inside the critic loss, IQL's value and actor terms,
 TD3+BC's gradient, BC's policy), with the same seams and helpers as tests/test_learner_math.py."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,19 @@ import torch
 import torch.nn.functional as F
 
 from taco_rl.agents import BC, CQL, IQL, TD3BC
-from tests.test_learner_math import (A, B, close, code, cross, drq_action, features, heads, learner, make_batch,
-                                     one_head_differs)
+from tests.test_learner_math import (
+    A,
+    B,
+    close,
+    code,
+    cross,
+    drq_action,
+    features,
+    heads,
+    learner,
+    make_batch,
+    one_head_differs,
+)
 
 
 def grads_of(loss, params):
@@ -65,7 +77,7 @@ def test_cql_critic_loss_by_hand(aux):
     params = [p for p in ag.critic.parameters()] + (list(ag.tok.parameters()) if ag.tok is not None else [])
     got = grads_of(loss, [feat] + params)
     want = grads_of(td + penalty, [feat] + params)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert g is not None and close(g, w, atol=1e-4)
 
 
@@ -92,12 +104,12 @@ def test_iql_critic_loss_by_hand(aux):
     v = ag.value(feat.detach())
     diff = q_data - v
     assert (diff > 0).any() and (diff < 0).any()
-    value_loss = (torch.where(diff > 0, 0.7, 0.3) * diff ** 2).mean()
+    value_loss = (torch.where(diff > 0, 0.7, 0.3) * diff**2).mean()
     assert close(metrics["value_loss"], value_loss)
     assert close(loss, td + value_loss)
     got = grads_of(loss, list(ag.value.parameters()))
     want = grads_of(value_loss, list(ag.value.parameters()))
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert g is not None and close(g, w)
 
 
@@ -133,7 +145,7 @@ def test_iql_update_computes_the_target_q_once_and_the_same_numbers(aux):
     # IQL's TD target bootstraps from V(s'): the target critic scores only (s, a_data)
     assert len(trunk_calls) == 2 and len(head_calls) == (4 if aux == "taco" else 2)
     for name, mod in cached.modules().items():
-        for (k, a), b in zip(mod.state_dict().items(), recomputed.modules()[name].state_dict().values()):
+        for (k, a), b in zip(mod.state_dict().items(), recomputed.modules()[name].state_dict().values(), strict=True):
             assert torch.equal(a, b), f"{name}.{k}"
 
 
@@ -173,7 +185,7 @@ def test_td3bc_defaults_and_gradient_by_hand():
     expected = -lam * q.mean() + bc
     assert close(loss, expected) and close(metrics["bc_lambda"], lam) and close(metrics["bc_loss"], bc)
     assert close(metrics["actor_loss"], -q.mean()) and close(metrics["actor_total_loss"], expected)
-    for g, w in zip(got, grads_of(expected, params)):
+    for g, w in zip(got, grads_of(expected, params), strict=True):
         assert g is not None and close(g, w)
 
 
@@ -184,7 +196,7 @@ def test_bc_gradient_is_the_action_mse_gradient():
     params = [feat] + list(ag.actor.parameters())
     loss, _ = ag._actor_loss(feat, 0, batch)
     expected = F.mse_loss(torch.tanh(ag.actor(feat)), batch["action"])
-    for g, w in zip(grads_of(loss, params), grads_of(expected, params)):
+    for g, w in zip(grads_of(loss, params), grads_of(expected, params), strict=True):
         assert close(g, w)
 
 

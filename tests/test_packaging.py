@@ -5,6 +5,7 @@ nothing downloaded), installed with a regular `pip install <tree>` into a fresh 
 dummy distribution with top-level `agents` and `envs` packages. The fresh venv reaches this venv's
 packages (torch, gymnasium, ...) through a path entry, without this venv's editable install.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,24 +20,50 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["task=point_reach", "hidden_dim=32", "feature_dim=16", "batch_size=16", "seed_frames=60",
-        "expl_steps=30", "eval_episodes=1", "save_video=false", "eval_every_frames=100",
-        "checkpoint_every_frames=100", "log_every_frames=50", "capacity=500", "update_every_steps=4",
-        "frames=100"]
+TINY = [
+    "task=point_reach",
+    "hidden_dim=32",
+    "feature_dim=16",
+    "batch_size=16",
+    "seed_frames=60",
+    "expl_steps=30",
+    "eval_episodes=1",
+    "save_video=false",
+    "eval_every_frames=100",
+    "checkpoint_every_frames=100",
+    "log_every_frames=50",
+    "capacity=500",
+    "update_every_steps=4",
+    "frames=100",
+]
 
 
 def _run(cmd: list[str], cwd: Path, **env: str) -> str:
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    proc = subprocess.run(cmd, cwd=cwd, env={**clean, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-                                              **env}, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        cmd,
+        cwd=cwd,
+        env={**clean, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
 
 def _tree_copy(dest: Path) -> Path:
     """The tree as git sees it (so that no stale build/ output of the checkout reaches the wheel)."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           check=True, capture_output=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         if (ROOT / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +76,8 @@ def _dummy_distribution(dest: Path) -> Path:
     for name in ("agents", "envs"):
         (dest / name).mkdir(parents=True)
         (dest / name / "__init__.py").write_text(f"OWNER = 'dummy-{name}'\n")
-    (dest / "pyproject.toml").write_text(textwrap.dedent("""\
+    (dest / "pyproject.toml").write_text(
+        textwrap.dedent("""\
         [build-system]
         requires = ["setuptools>=70.1"]
         build-backend = "setuptools.build_meta"
@@ -58,7 +86,8 @@ def _dummy_distribution(dest: Path) -> Path:
         version = "1.0"
         [tool.setuptools]
         packages = ["agents", "envs"]
-        """))
+        """)
+    )
     return dest
 
 
@@ -68,8 +97,19 @@ def wheel_and_venv(tmp_path_factory):
     tree = _tree_copy(tmp / "tree")
     pip = [sys.executable, "-m", "pip"]
     _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist"), str(tree)], tmp)
-    _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist"),
-          str(_dummy_distribution(tmp / "dummy"))], tmp)
+    _run(
+        [
+            *pip,
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp / "dist"),
+            str(_dummy_distribution(tmp / "dummy")),
+        ],
+        tmp,
+    )
     venv = tmp / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp)
     py = venv / "bin" / "python"
@@ -89,8 +129,14 @@ def test_wheel_installs_only_taco_rl_at_the_top(wheel_and_venv):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
     assert top == {"taco_rl", "taco_rl-0.1.0.dist-info", "taco_rl-gymnasium.pth"}, top
-    for module in ("taco_rl/__main__.py", "taco_rl/agents/taco.py", "taco_rl/envs/registry.py",
-                   "taco_rl/runners/cli.py", "taco_rl/runners/data/formats/minari.py", "taco_rl/sb3/sac.py"):
+    for module in (
+        "taco_rl/__main__.py",
+        "taco_rl/agents/taco.py",
+        "taco_rl/envs/registry.py",
+        "taco_rl/runners/cli.py",
+        "taco_rl/runners/data/formats/minari.py",
+        "taco_rl/sb3/sac.py",
+    ):
         assert module in names
     record = zipfile.ZipFile(wheel).read("taco_rl-0.1.0.dist-info/RECORD").decode()
     assert "taco_rl-gymnasium.pth,sha256=" in record  # pip removes it on uninstall
@@ -101,7 +147,11 @@ def test_wheel_installs_only_taco_rl_at_the_top(wheel_and_venv):
 def test_installed_beside_top_level_agents_and_envs_both_work(wheel_and_venv):
     _, venv, tmp = wheel_and_venv
     py = str(venv / "bin" / "python")
-    out = _run([py, "-c", textwrap.dedent("""\
+    out = _run(
+        [
+            py,
+            "-c",
+            textwrap.dedent("""\
         import agents, envs
         assert (agents.OWNER, envs.OWNER) == ("dummy-agents", "dummy-envs"), (agents.OWNER, envs.OWNER)
         import taco_rl, taco_rl.agents, taco_rl.envs
@@ -113,12 +163,16 @@ def test_installed_beside_top_level_agents_and_envs_both_work(wheel_and_venv):
         action = agent.act(obs, step=0, eval_mode=True)
         env.step(action)
         print("ok", agents.OWNER, taco_rl.agents.__name__)
-        """)], tmp)
+        """),
+        ],
+        tmp,
+    )
     assert out.strip() == "ok dummy-agents taco_rl.agents"
     # the command, and python -m taco_rl, train a tiny run from the installed wheel
     run = tmp / "run"
-    out = _run([str(venv / "bin" / "taco"), "train", *TINY, f"run_dir={run}", "--no-progress"], tmp,
-               OMP_NUM_THREADS="1")
+    out = _run(
+        [str(venv / "bin" / "taco"), "train", *TINY, f"run_dir={run}", "--no-progress"], tmp, OMP_NUM_THREADS="1"
+    )
     assert (run / "eval.csv").read_text().count("\n") >= 2, out
     assert "taco train" in _run([py, "-m", "taco_rl", "train", "--help"], tmp)
 
@@ -127,7 +181,11 @@ def test_installed_beside_top_level_agents_and_envs_both_work(wheel_and_venv):
 def test_gymnasium_make_needs_no_import_of_ours(wheel_and_venv, where):
     _, venv, tmp = wheel_and_venv
     py = str(venv / "bin" / "python") if where == "wheel" else sys.executable
-    out = _run([py, "-c", textwrap.dedent("""\
+    out = _run(
+        [
+            py,
+            "-c",
+            textwrap.dedent("""\
         import sys
         early = sorted(m for m in sys.modules if m.startswith("taco_rl"))
         assert early == ["taco_rl", "taco_rl._gymnasium_hook"], early  # the start-up hook only
@@ -136,5 +194,8 @@ def test_gymnasium_make_needs_no_import_of_ours(wheel_and_venv, where):
         obs, _ = env.reset(seed=3)
         env.step(env.action_space.sample())
         print(type(env.unwrapped).__module__, obs.shape)
-        """)], tmp)
+        """),
+        ],
+        tmp,
+    )
     assert out.split() == ["taco_rl.envs.point", "(9,", "32,", "32)"]

@@ -1,5 +1,6 @@
 """Evaluation episodes in env worker processes: the serial loop's episodes, and workers that fail,
 die or are interrupted never hang a run nor outlive it."""
+
 from __future__ import annotations
 
 import csv
@@ -16,18 +17,28 @@ import pytest
 import torch
 
 from taco_rl.envs import make_env
+from taco_rl.runners.core import evaluation as parallel_eval
+from taco_rl.runners.core import workers
 from taco_rl.runners.core.config import config_hash, resolve
 from taco_rl.runners.core.evaluation import EvalPool, eval_worker_count, play_serial
 from taco_rl.runners.core.run import build_agent, env_kwargs
-from taco_rl.runners.online.train import Trainer
-from taco_rl.runners.core import evaluation as parallel_eval
-from taco_rl.runners.core import workers
 from taco_rl.runners.core.workers import EnvWorker, WorkerError, render_threads, share_render_cores
+from taco_rl.runners.online.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["task=point_reach", "image_size=16", "hidden_dim=32", "batch_size=16", "seed_frames=100",
-        "expl_steps=50", "eval_episodes=3", "eval_every_frames=100", "checkpoint_every_frames=100",
-        "save_video=false", "logger=none"]
+TINY = [
+    "task=point_reach",
+    "image_size=16",
+    "hidden_dim=32",
+    "batch_size=16",
+    "seed_frames=100",
+    "expl_steps=50",
+    "eval_episodes=3",
+    "eval_every_frames=100",
+    "checkpoint_every_frames=100",
+    "save_video=false",
+    "logger=none",
+]
 
 
 def _agent(cfg, env):
@@ -106,7 +117,7 @@ def test_eval_workers_keep_the_run_directory():
 def _same(a, b):
     assert a.returns == b.returns and a.lengths == b.lengths
     assert len(a.video) == len(b.video) == b.lengths[0] + 1  # episode 0: reset + every step
-    assert all(np.array_equal(x, y) for x, y in zip(a.video, b.video))
+    assert all(np.array_equal(x, y) for x, y in zip(a.video, b.video, strict=True))
 
 
 def _compare(task_args, seeds):
@@ -128,7 +139,9 @@ def _compare(task_args, seeds):
         assert torch.get_num_threads() == threads  # the CPU threads it gave the workers are back
         two = pool.play(agent, 10**6, seeds, video=True, batched=True)
         # the batched forward pass gives each observation its batch-1 action to float rounding
-        obs = np.stack([pool.workers[i].send("reset", s) or pool.workers[i].recv()[0][0] for i, s in enumerate(seeds[:2])])
+        obs = np.stack(
+            [pool.workers[i].send("reset", s) or pool.workers[i].recv()[0][0] for i, s in enumerate(seeds[:2])]
+        )
     finally:
         pool.close()
     batched = agent.act_batch(obs, 10**6, True)
@@ -163,8 +176,9 @@ def test_point_reach_pool_plays_the_serial_episodes():
 
 @pytest.mark.slow
 def test_cheetah_pool_plays_the_serial_episodes():
-    serial, two = _compare(["task=cheetah_run", "action_repeat=8", "fast_render=true", "hidden_dim=32"],
-                           [101, 102, 103])
+    serial, two = _compare(
+        ["task=cheetah_run", "action_repeat=8", "fast_render=true", "hidden_dim=32"], [101, 102, 103]
+    )
     # batched, episodes 0 and 1 ran at policy batch 2: actions equal to rounding, which MuJoCo's
     # chaotic contacts grow over 125 steps (measured: 1.3015 vs 1.3080)
     np.testing.assert_allclose(two.returns[:2], serial.returns[:2], rtol=0.05)
@@ -252,8 +266,11 @@ def test_worker_timeout_setting(monkeypatch):
         assert workers.answer_timeout() == value
     for bad in ["soon", "-1", "nan", "inf"]:
         monkeypatch.setenv("TACO_WORKER_TIMEOUT", bad)
-        with pytest.raises(ValueError, match=f"TACO_WORKER_TIMEOUT='{bad}': expected the seconds a worker may "
-                                             r"stay silent, a number >= 0 \(0 waits forever\)"):
+        with pytest.raises(
+            ValueError,
+            match=f"TACO_WORKER_TIMEOUT='{bad}': expected the seconds a worker may "
+            r"stay silent, a number >= 0 \(0 waits forever\)",
+        ):
             workers.answer_timeout()
 
 
@@ -275,8 +292,11 @@ def test_worker_failing_mid_evaluation_ends_the_run_with_a_resumable_checkpoint(
     monkeypatch.setattr(EvalPool, "play", play)
     run = tmp_path / "run"
     how = r"was killed by SIGKILL" if fault == "killed" else r"sent nothing for 2 s \(hung; TACO_WORKER_TIMEOUT .*\)"
-    with pytest.raises(WorkerError, match=r"evaluation at frame 100 stopped: env worker eval1 \(pid \d+\) "
-                                          f"{how}; a checkpoint at frame 100 was written"):
+    with pytest.raises(
+        WorkerError,
+        match=r"evaluation at frame 100 stopped: env worker eval1 \(pid \d+\) "
+        f"{how}; a checkpoint at frame 100 was written",
+    ):
         Trainer(resolve([*args, f"run_dir={run}"]), progress=False).train()
     assert not mp.active_children() and not failed[0].is_alive()
     monkeypatch.setattr(EvalPool, "play", original)
@@ -332,9 +352,25 @@ def test_worker_ends_when_its_parent_is_killed():
 def test_interrupted_run_stops_its_workers(tmp_path, how):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "taco_rl.runners.cli", "train", *TINY, "frames=100000",
-                             "eval_workers=2", f"run_dir={run}", "--no-progress"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "taco_rl.runners.cli",
+            "train",
+            *TINY,
+            "frames=100000",
+            "eval_workers=2",
+            f"run_dir={run}",
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     while not (run / "eval.csv").exists() or len(_children(proc.pid)) < 2:
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
@@ -355,8 +391,28 @@ def test_bench_times_env_workers_and_evaluation(capsys):
 
     from taco_rl.runners.cli import main
 
-    assert main(["bench", "task=point_reach", "hidden_dim=32", "batch_size=16", "eval_workers=2", "eval_episodes=4",
-                 "--updates", "1", "--samples", "2", "--env-steps", "20", "--num-envs", "1,2", "--eval"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "task=point_reach",
+                "hidden_dim=32",
+                "batch_size=16",
+                "eval_workers=2",
+                "eval_episodes=4",
+                "--updates",
+                "1",
+                "--samples",
+                "2",
+                "--env-steps",
+                "20",
+                "--num-envs",
+                "1,2",
+                "--eval",
+            ]
+        )
+        == 0
+    )
     r = json.loads(capsys.readouterr().out)
     assert r["env_fps_envs_1"] > 0 and r["env_fps_envs_2"] > 0
     assert r["env_speedup_envs_2"] == pytest.approx(r["env_fps_envs_2"] / r["env_fps_envs_1"])
@@ -365,7 +421,9 @@ def test_bench_times_env_workers_and_evaluation(capsys):
     assert r["eval_parallel_vs_serial"] == pytest.approx(r["eval_s_parallel"] / r["eval_s_serial"])
     # hours per 1M frames count the measured evaluation (with eval_workers) at eval_every_frames
     eval_h = 1e6 / r["settings"]["eval_every_frames"] * r["eval_s_parallel"] / 3600
-    assert r["eval_hours_per_1M_frames"] == pytest.approx(eval_h) and r["eval_hours_source"] == "measured (eval_workers)"
+    assert (
+        r["eval_hours_per_1M_frames"] == pytest.approx(eval_h) and r["eval_hours_source"] == "measured (eval_workers)"
+    )
     updates_h = r["hours_per_1M_frames_updates_only"]
     assert r["hours_per_1M_frames"] == pytest.approx(updates_h + 1e6 / r["env_fps"] / 3600 + eval_h)
     assert not __import__("multiprocessing").active_children()

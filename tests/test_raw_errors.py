@@ -1,4 +1,5 @@
 """Bad input that used to end in a traceback or be accepted: each is one line naming what and where."""
+
 from __future__ import annotations
 
 import os
@@ -7,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.cli import main
+from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.core.config import ConfigError, resolve
 from taco_rl.runners.study.report import default_out
 
@@ -88,9 +89,22 @@ def test_taco_sac_argument_checks():
 
 
 def test_progress_bar_shows_no_fps_frozen_between_episodes(tmp_path, capsys):
-    tiny = ["task=point_reach", "hidden_dim=32", "feature_dim=16", "batch_size=16", "seed_frames=100",
-            "expl_steps=50", "eval_episodes=1", "save_video=false", "eval_every_frames=100", "frames=100",
-            "checkpoint_every_frames=100", "log_every_frames=50", "capacity=2000", f"run_dir={tmp_path / 'r'}"]
+    tiny = [
+        "task=point_reach",
+        "hidden_dim=32",
+        "feature_dim=16",
+        "batch_size=16",
+        "seed_frames=100",
+        "expl_steps=50",
+        "eval_episodes=1",
+        "save_video=false",
+        "eval_every_frames=100",
+        "frames=100",
+        "checkpoint_every_frames=100",
+        "log_every_frames=50",
+        "capacity=2000",
+        f"run_dir={tmp_path / 'r'}",
+    ]
     assert main(["train", *tiny]) == 0
     err = capsys.readouterr().err
     assert "frame/s" in err and "ret=" in err  # tqdm's live rate beside the last episode's return

@@ -1,5 +1,6 @@
 """The offline protocol as V-D4RL's drqbc code runs it (SPEC 7): noise schedule per update, run length,
 evaluation cadence, and logged metric names that mean what V-D4RL's mean."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,7 +24,8 @@ def test_offline_defaults_follow_vd4rl_loop(agent):
     # update u happens at loop step 2u and reads the std there
     for update in (0, 1, 1000, 62_500, 100_000, 124_999, 125_000, 200_000, 550_000):
         assert schedule(cfg.std_schedule, update) == pytest.approx(
-            schedule(VD4RL_SCHEDULE, VD4RL_UPDATE_EVERY * update), abs=1e-12), update
+            schedule(VD4RL_SCHEDULE, VD4RL_UPDATE_EVERY * update), abs=1e-12
+        ), update
     assert schedule(cfg.std_schedule, 62_500) == pytest.approx(0.55)
     assert schedule(cfg.std_schedule, 125_000) == pytest.approx(0.1)
 
@@ -31,6 +33,7 @@ def test_offline_defaults_follow_vd4rl_loop(agent):
 @pytest.mark.parametrize("update, std", [(62_500, 0.55), (125_000, 0.1)])
 def test_td3bc_and_cql_draw_their_noise_with_the_default_std(monkeypatch, update, std):
     from taco_rl.agents import cql, drqv2
+
     cfg = resolve(["agent=td3bc", "task=walker_walk"], offline=True)
     seen = []
 

@@ -147,7 +147,9 @@ def check_against_reference(rb: Replay, ref: Reference, draws_per_position: int 
                 if name in exp:
                     np.testing.assert_array_equal(np_batch[name][i], exp[name], err_msg=f"{name} at {key}")
             for name in ("reward", "discount"):
-                np.testing.assert_allclose(np_batch[name][i], exp[name], rtol=1e-5, atol=1e-6, err_msg=f"{name} at {key}")
+                np.testing.assert_allclose(
+                    np_batch[name][i], exp[name], rtol=1e-5, atol=1e-6, err_msg=f"{name} at {key}"
+                )
             counts[key] += 1
     assert set(counts) == valid, f"never sampled: {sorted(valid - set(counts))[:10]}"
     # Uniform support: every count is within 6 sigma of its binomial mean (a loose, non-flaky bound
@@ -263,7 +265,9 @@ def test_wraparound(nstep: int, seq_len: int) -> None:
 
 def test_add_and_add_episode_give_identical_storage() -> None:
     rng = np.random.default_rng(4)
-    episodes = [make_episode(rng, i + 1, n, ("truncated", "terminal", "random")[i % 3]) for i, n in enumerate([5, 0, 12, 30, 3])]
+    episodes = [
+        make_episode(rng, i + 1, n, ("truncated", "terminal", "random")[i % 3]) for i, n in enumerate([5, 0, 12, 30, 3])
+    ]
     a = Replay(23, FRAME, A, frame_stack=S, nstep=3, gamma=GAMMA, seq_len=3)
     b = Replay(23, FRAME, A, frame_stack=S, nstep=3, gamma=GAMMA, seq_len=3)
     for ep in episodes:
@@ -271,7 +275,12 @@ def test_add_and_add_episode_give_identical_storage() -> None:
         add_stepwise(b, ep)
         for key, x in a._slot_tensors().items():  # rows never written hold no data (frames are not zeroed)
             assert torch.equal(x[: len(a)], b._slot_tensors()[key][: len(a)]), key
-        assert (len(a), a.num_sampleable, a._next, a._episode_start) == (len(b), b.num_sampleable, b._next, b._episode_start)
+        assert (len(a), a.num_sampleable, a._next, a._episode_start) == (
+            len(b),
+            b.num_sampleable,
+            b._next,
+            b._episode_start,
+        )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -305,13 +314,15 @@ def test_add_accepts_tensors_and_numpy() -> None:
 # ---------------------------------------------------------------------------------------------
 def assert_same_batch(x, y) -> None:
     assert set(x.keys()) == set(y.keys())
-    for key in x.keys():
+    for key in x:
         assert torch.equal(x[key], y[key]), key
 
 
 def small_replay(rng: np.random.Generator, cap: int = 41) -> tuple[Replay, list[dict]]:
     rb = Replay(cap, FRAME, A, frame_stack=S, nstep=3, gamma=GAMMA, seq_len=2)
-    episodes = [make_episode(rng, i + 1, n, ("truncated", "terminal", "random")[i % 3]) for i, n in enumerate([12, 2, 20, 15])]
+    episodes = [
+        make_episode(rng, i + 1, n, ("truncated", "terminal", "random")[i % 3]) for i, n in enumerate([12, 2, 20, 15])
+    ]
     for ep in episodes:
         rb.add_episode(ep["frames"], ep["actions"], ep["rewards"], ep["discounts"])
     return rb, episodes
@@ -333,7 +344,12 @@ def test_save_load_round_trip(tmp_path) -> None:
     rb.save(path)
     assert not list(path.rglob("*.pt")) and not list(path.rglob("*.pkl"))
     loaded = Replay.load(path)
-    assert (len(loaded), loaded.num_sampleable, loaded.capacity, loaded.gamma) == (len(rb), rb.num_sampleable, rb.capacity, rb.gamma)
+    assert (len(loaded), loaded.num_sampleable, loaded.capacity, loaded.gamma) == (
+        len(rb),
+        rb.num_sampleable,
+        rb.capacity,
+        rb.gamma,
+    )
     for key, x in rb._slot_tensors().items():
         assert torch.equal(x, loaded._slot_tensors()[key]), key
     torch.manual_seed(7)

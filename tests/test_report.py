@@ -1,4 +1,5 @@
 """`taco report` on synthetic eval logs: numbers against hand-computed values, unfinished runs, figures."""
+
 from __future__ import annotations
 
 import csv
@@ -9,16 +10,20 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from taco_rl.runners.study import stats
 from taco_rl.runners.cli import main
 from taco_rl.runners.core.config import resolve, to_yaml
+from taco_rl.runners.study import stats
 from taco_rl.runners.study.report import ReportError, collect, report
 
 BUDGET = 1_000_000
 EVALS = (0, 500_000, 1_000_000)
 # final returns per (task, aux): four seeds each
-FINAL = {("cheetah_run", "taco"): [800.0, 700.0, 900.0, 100.0], ("cheetah_run", "none"): [600.0, 650.0, 500.0, 700.0],
-         ("point_reach", "taco"): [40.0, 45.0, 30.0, 35.0], ("point_reach", "none"): [30.0, 35.0, 20.0, 45.0]}
+FINAL = {
+    ("cheetah_run", "taco"): [800.0, 700.0, 900.0, 100.0],
+    ("cheetah_run", "none"): [600.0, 650.0, 500.0, 700.0],
+    ("point_reach", "taco"): [40.0, 45.0, 30.0, 35.0],
+    ("point_reach", "none"): [30.0, 35.0, 20.0, 45.0],
+}
 
 
 def _make_run(root, task, aux, seed, final, reached=BUDGET, video=False):
@@ -66,15 +71,21 @@ def test_report_numbers_by_hand(runs, tmp_path):
     out = tmp_path / "report"
     md = report([str(runs)], out, reps=4000, seed=0, compare=["drqv2-taco", "drqv2-none"]).read_text()
     rows = {(r["task"], r["variant"]): r for r in _rows(out / "per_task.csv")}
-    assert set(rows) == {("cheetah_run", "drqv2-taco"), ("cheetah_run", "drqv2-none"), ("point_reach", "drqv2-taco"),
-                         ("point_reach", "drqv2-none")}
+    assert set(rows) == {
+        ("cheetah_run", "drqv2-taco"),
+        ("cheetah_run", "drqv2-none"),
+        ("point_reach", "drqv2-taco"),
+        ("point_reach", "drqv2-none"),
+    }
     taco = rows[("cheetah_run", "drqv2-taco")]
     assert taco["runs"] == "4" and taco["seeds"] == "1 2 3 4"  # seed 5 unfinished
     assert float(taco["mean"]) == pytest.approx(625.0)
     assert float(taco["std"]) == pytest.approx(np.std([800, 700, 900, 100], ddof=1))
     assert float(taco["iqm"]) == pytest.approx(750.0)  # middle two of 100, 700, 800, 900
     low, high = _exact_bootstrap_ci([800, 700, 900, 100], stats.iqm)
-    assert float(taco["iqm_low"]) == pytest.approx(low, abs=30) and float(taco["iqm_high"]) == pytest.approx(high, abs=30)
+    assert float(taco["iqm_low"]) == pytest.approx(low, abs=30) and float(taco["iqm_high"]) == pytest.approx(
+        high, abs=30
+    )
     assert taco["paper"] == "821 (TACO)" and rows[("cheetah_run", "drqv2-none")]["paper"] == "729 (DrQ-v2)"
     assert rows[("point_reach", "drqv2-taco")]["paper"] == ""
 
@@ -87,7 +98,9 @@ def test_report_numbers_by_hand(runs, tmp_path):
     assert float(agg["drqv2-taco"]["median"]) == pytest.approx(0.6875) != np.median(t)
     assert float(agg["drqv2-taco"]["optimality_gap"]) == pytest.approx(np.mean(1 - t))
     assert agg["drqv2-taco"]["tasks"] == "2" and agg["drqv2-taco"]["runs"] == "8"
-    assert float(agg["drqv2-taco"]["IQM_low"]) <= float(agg["drqv2-taco"]["IQM"]) <= float(agg["drqv2-taco"]["IQM_high"])
+    assert (
+        float(agg["drqv2-taco"]["IQM_low"]) <= float(agg["drqv2-taco"]["IQM"]) <= float(agg["drqv2-taco"]["IQM_high"])
+    )
 
     # P(taco > none), ties count half. cheetah: 800 and 900 beat all four, 700 beats three and ties one,
     # 100 beats none: 11.5/16. point_reach: 40 -> 3, 45 -> 3 + tie, 30 -> 1 + tie, 35 -> 2 + tie: 10.5/16
@@ -129,9 +142,18 @@ def test_earlier_frame_and_compare(runs, tmp_path):
 def test_sweep_file_labels_runs(tmp_path):
     root = tmp_path / "runs"
     sweep = tmp_path / "s.yaml"
-    sweep.write_text(yaml.safe_dump({"tasks": ["point_reach"], "seeds": [1, 2], "overrides": {"root": str(root)},
-                                     "variants": {"big_k": {"aux": "taco", "taco_k": 5}, "base": {"aux": "none"}},
-                                     "compare": ["big_k", "base"]}, sort_keys=False))
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "tasks": ["point_reach"],
+                "seeds": [1, 2],
+                "overrides": {"root": str(root)},
+                "variants": {"big_k": {"aux": "taco", "taco_k": 5}, "base": {"aux": "none"}},
+                "compare": ["big_k", "base"],
+            },
+            sort_keys=False,
+        )
+    )
     from taco_rl.runners.study.sweep import load_sweep
 
     for run in load_sweep(sweep).runs:  # pretend the sweep ran: logs in the derived run dirs

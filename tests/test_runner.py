@@ -1,4 +1,5 @@
 """Config, CLI errors, checkpoint round trip and run artefacts (on the numpy env: fast, CPU)."""
+
 from __future__ import annotations
 
 import json
@@ -8,13 +9,20 @@ import pytest
 import torch
 
 from taco_rl.envs import UnknownTaskError
-from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.cli import main
+from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.core.config import ConfigError, resolve, run_directory
 from taco_rl.runners.online.train import RunDirError, Trainer
 
-TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100", "expl_steps=50",
-        "eval_episodes=1", "save_video=false"]
+TINY = [
+    "task=point_reach",
+    "hidden_dim=32",
+    "batch_size=16",
+    "seed_frames=100",
+    "expl_steps=50",
+    "eval_episodes=1",
+    "save_video=false",
+]
 
 
 # ---------------------------------------------------------------- config
@@ -27,8 +35,14 @@ def test_presets_then_overrides():
     assert resolve(["task=quadruped_run"]).capacity == 100_000
     assert resolve(["aux=taco", "batch_size=256"]).batch_size == 256  # the user wins
     paper = resolve(["task=cheetah_run"])
-    assert (paper.action_repeat, paper.frame_stack, paper.frames, paper.eval_every_frames,
-            paper.eval_episodes, paper.image_size) == (2, 3, 1_000_000, 10_000, 10, 84)
+    assert (
+        paper.action_repeat,
+        paper.frame_stack,
+        paper.frames,
+        paper.eval_every_frames,
+        paper.eval_episodes,
+        paper.image_size,
+    ) == (2, 3, 1_000_000, 10_000, 10, 84)
 
 
 def test_unknown_key_names_closest():
@@ -36,10 +50,17 @@ def test_unknown_key_names_closest():
         resolve(["batchsize=3"])
 
 
-@pytest.mark.parametrize("bad,match", [
-    (["task"], "malformed override"), (["=3"], "malformed override"), (["batch_size=abc"], "batch_size"),
-    (["agent=ppo"], "agent='ppo'"), (["preset=fastest"], "unknown preset"), (["nstep=0"], "positive"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (["task"], "malformed override"),
+        (["=3"], "malformed override"),
+        (["batch_size=abc"], "batch_size"),
+        (["agent=ppo"], "agent='ppo'"),
+        (["preset=fastest"], "unknown preset"),
+        (["nstep=0"], "positive"),
+    ],
+)
 def test_bad_overrides(bad, match):
     with pytest.raises(ConfigError, match=match):
         resolve(bad)
@@ -106,8 +127,9 @@ def test_resume_equals_uninterrupted(tmp_path, extra):
 
 
 def test_run_leaves_artefacts_and_checkpoint_loads_weights_only(tmp_path):
-    cfg = resolve([*TINY, "save_video=true", "frames=200", "eval_every_frames=100", "log_every_frames=50",
-                   f"run_dir={tmp_path}"])
+    cfg = resolve(
+        [*TINY, "save_video=true", "frames=200", "eval_every_frames=100", "log_every_frames=50", f"run_dir={tmp_path}"]
+    )
     Trainer(cfg, progress=False).train()
     assert (tmp_path / "config.yaml").exists() and (tmp_path / "train.csv").exists()
     rows = (tmp_path / "eval.csv").read_text().splitlines()
@@ -147,10 +169,34 @@ def test_unwritable_run_dir(tmp_path):
 
 
 def test_bench_reports_required_keys(capsys):
-    assert main(["bench", "task=point_reach", "hidden_dim=32", "batch_size=16", "--updates", "1",
-                 "--samples", "2", "--env-steps", "20", "--baseline"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "task=point_reach",
+                "hidden_dim=32",
+                "batch_size=16",
+                "--updates",
+                "1",
+                "--samples",
+                "2",
+                "--env-steps",
+                "20",
+                "--baseline",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
-    for key in ("update_ms", "sample_ms", "env_fps", "env_fps_fast", "bytes_per_transition", "peak_rss_mb",
-                "baseline_update_ms", "settings"):
+    for key in (
+        "update_ms",
+        "sample_ms",
+        "env_fps",
+        "env_fps_fast",
+        "bytes_per_transition",
+        "peak_rss_mb",
+        "baseline_update_ms",
+        "settings",
+    ):
         assert key in result
     assert result["settings"]["batch_size"] == 16 and result["update_ms"] > 0

@@ -1,4 +1,5 @@
 """TacoSAC (taco_rl.sb3): SB3's learn(), logger and save/load; the buffer's sequences against the env's records."""
+
 from __future__ import annotations
 
 import csv
@@ -57,12 +58,22 @@ def read(frames: torch.Tensor, channel: int) -> np.ndarray:
 def test_buffer_sequences_follow_each_env_and_never_cross_episodes(k, n):
     log: dict = {}
     lengths, terminal = (23, 17), (False, True)  # env 1's episodes end in a true terminal
-    venv = DummyVecEnv([lambda i=i: FrameStack(ActionRepeat(CounterEnv(i, lengths[i], terminal[i], log), 1), 3)
-                        for i in range(2)])
-    model = TacoSAC("CnnPolicy", venv, buffer_size=2 * 120, learning_starts=10_000, taco_k=k, n_steps=n,
-                    gamma=0.5, policy_kwargs=SMALL, seed=0)
-    model.learn(300)           # uniform random actions, no updates; the ring of 120 steps per env wraps
-    model.learn(37)            # learn() resets the envs mid-episode: the buffer must close those episodes
+    venv = DummyVecEnv(
+        [lambda i=i: FrameStack(ActionRepeat(CounterEnv(i, lengths[i], terminal[i], log), 1), 3) for i in range(2)]
+    )
+    model = TacoSAC(
+        "CnnPolicy",
+        venv,
+        buffer_size=2 * 120,
+        learning_starts=10_000,
+        taco_k=k,
+        n_steps=n,
+        gamma=0.5,
+        policy_kwargs=SMALL,
+        seed=0,
+    )
+    model.learn(300)  # uniform random actions, no updates; the ring of 120 steps per env wraps
+    model.learn(37)  # learn() resets the envs mid-episode: the buffer must close those episodes
     buf = model.replay_buffer
     assert isinstance(buf, TacoReplayBuffer) and buf.full
     batch = buf.sample(512)
@@ -80,7 +91,7 @@ def test_buffer_sequences_follow_each_env_and_never_cross_episodes(k, n):
         assert float(batch.rewards[i]) == pytest.approx(sum(0.5**j * (s + j + 1) for j in range(n)))
         assert float(batch.discounts[i]) == pytest.approx(0.5**n)
         ends_in_terminal = terminal[e] and s + n == lengths[e]
-        assert float(batch.dones[i]) == float(ends_in_terminal)     # time limits are bootstrapped
+        assert float(batch.dones[i]) == float(ends_in_terminal)  # time limits are bootstrapped
         seen_terminal |= ends_in_terminal
     assert seen_terminal
     # TACO's draw: a_t .. a_{t+K-1} and s_{t+K} of the same env and episode, never past its end
@@ -110,15 +121,21 @@ def logged(path) -> list[dict[str, str]]:
 
 def test_learn_logs_taco_losses_and_save_load_round_trip(tmp_path):
     env = envs.make_env("point_reach", 0, action_repeat=1, image_size=32)
-    model = TacoSAC("CnnPolicy", env, buffer_size=5000, learning_starts=64, batch_size=16, seed=0,
-                    policy_kwargs=SMALL)
+    model = TacoSAC("CnnPolicy", env, buffer_size=5000, learning_starts=64, batch_size=16, seed=0, policy_kwargs=SMALL)
     assert isinstance(model.policy, TacoSACPolicy)
     model.set_logger(configure(str(tmp_path / "log"), ["csv", "tensorboard"]))
     model.learn(150, log_interval=1)
     rows = logged(tmp_path / "log")
     assert len(rows) >= 2
-    for key in ("train/taco_loss", "train/curl_loss", "train/reward_loss", "train/aux_loss", "train/critic_loss",
-                "train/actor_loss", "train/ent_coef"):
+    for key in (
+        "train/taco_loss",
+        "train/curl_loss",
+        "train/reward_loss",
+        "train/aux_loss",
+        "train/critic_loss",
+        "train/actor_loss",
+        "train/ent_coef",
+    ):
         assert all(math.isfinite(float(r[key])) for r in rows), key
     assert list((tmp_path / "log").glob("events.out.tfevents*"))
 
@@ -126,13 +143,18 @@ def test_learn_logs_taco_losses_and_save_load_round_trip(tmp_path):
     loaded = TacoSAC.load(tmp_path / "m.zip", env=env)
     obs = np.stack([env.reset(seed=s)[0] for s in range(5)])
     assert (model.predict(obs, deterministic=True)[0] == loaded.predict(obs, deterministic=True)[0]).all()
-    for a, b in zip(model.taco_optimizer.state_dict()["state"].values(),
-                    loaded.taco_optimizer.state_dict()["state"].values()):
+    for a, b in zip(
+        model.taco_optimizer.state_dict()["state"].values(),
+        loaded.taco_optimizer.state_dict()["state"].values(),
+        strict=True,
+    ):
         assert torch.equal(a["exp_avg"], b["exp_avg"])
     assert loaded.policy.taco.k == 3 and loaded.replay_buffer.k == 3
     # the encoder is one module: critic, target critic and actor all read it
     policy = loaded.policy
-    assert policy.actor.features_extractor is policy.critic.features_extractor is policy.critic_target.features_extractor
+    assert (
+        policy.actor.features_extractor is policy.critic.features_extractor is policy.critic_target.features_extractor
+    )
     assert policy.critic.action_encoder is policy.taco.tok is policy.critic_target.action_encoder
     loaded.learn(20, reset_num_timesteps=False)  # training goes on after load
 
@@ -143,8 +165,14 @@ def test_gradient_routing():
     model = TacoSAC("CnnPolicy", env, buffer_size=500, learning_starts=40, batch_size=8, seed=0, policy_kwargs=SMALL)
     model.learn(50)
     p = model.policy
-    groups = {"encoder": p.critic.features_extractor, "tok": p.action_encoder, "critic_heads": p.critic.q_networks[0],
-              "actor": p.actor.latent_pi, "taco_heads": p.taco.G, "target": p.critic_target.q_networks[0]}
+    groups = {
+        "encoder": p.critic.features_extractor,
+        "tok": p.action_encoder,
+        "critic_heads": p.critic.q_networks[0],
+        "actor": p.actor.latent_pi,
+        "taco_heads": p.taco.G,
+        "target": p.critic_target.q_networks[0],
+    }
     before = {k: [x.detach().clone() for x in m.parameters()] for k, m in groups.items()}
     data = model.replay_buffer.sample(8)
     model.critic.optimizer.step = model.actor.optimizer.step = lambda *a, **k: None  # look at gradients only
@@ -152,15 +180,27 @@ def test_gradient_routing():
     p.zero_grad(set_to_none=True)  # every module of the policy, TACO's included
     model._sac_step(data)
     grads = {k: any(x.grad is not None and x.grad.abs().sum() > 0 for x in m.parameters()) for k, m in groups.items()}
-    assert grads == {"encoder": True, "tok": True, "critic_heads": True, "actor": True, "taco_heads": False,
-                     "target": False}
+    assert grads == {
+        "encoder": True,
+        "tok": True,
+        "critic_heads": True,
+        "actor": True,
+        "taco_heads": False,
+        "target": False,
+    }
     p.zero_grad(set_to_none=True)
     model._taco_step(data)
     grads = {k: any(x.grad is not None and x.grad.abs().sum() > 0 for x in m.parameters()) for k, m in groups.items()}
-    assert grads == {"encoder": True, "tok": True, "critic_heads": False, "actor": False, "taco_heads": True,
-                     "target": False}
+    assert grads == {
+        "encoder": True,
+        "tok": True,
+        "critic_heads": False,
+        "actor": False,
+        "taco_heads": True,
+        "target": False,
+    }
     for k, m in groups.items():  # nothing was stepped
-        assert all(torch.equal(a, b) for a, b in zip(before[k], m.parameters())), k
+        assert all(torch.equal(a, b) for a, b in zip(before[k], m.parameters(), strict=True)), k
 
 
 def test_cnn_policy_on_84x84_and_vec_envs():
@@ -172,8 +212,15 @@ def test_cnn_policy_on_84x84_and_vec_envs():
     assert action.shape == (2, 2) and np.abs(action).max() <= 1
     # another features extractor (SB3's NatureCNN wants frames scaled to [0, 1] by SB3)
     from stable_baselines3.common.torch_layers import NatureCNN
-    model = TacoSAC("CnnPolicy", venv, buffer_size=200, learning_starts=8, batch_size=4,
-                    policy_kwargs=dict(SMALL, features_extractor_class=NatureCNN, normalize_images=True))
+
+    model = TacoSAC(
+        "CnnPolicy",
+        venv,
+        buffer_size=200,
+        learning_starts=8,
+        batch_size=4,
+        policy_kwargs=dict(SMALL, features_extractor_class=NatureCNN, normalize_images=True),
+    )
     model.learn(12)
     assert isinstance(model.policy.critic.features_extractor, NatureCNN)
     assert math.isfinite(model.logger.name_to_value["train/taco_loss"])
@@ -185,6 +232,7 @@ def test_bad_arguments_say_what_is_wrong():
         TacoSAC("CnnPolicy", env, use_sde=True)
     with pytest.raises(ValueError, match="TacoReplayBuffer"):
         from stable_baselines3.common.buffers import ReplayBuffer
+
         TacoSAC("CnnPolicy", env, replay_buffer_class=ReplayBuffer)
     with pytest.raises(ValueError, match="taco_k"):
         TacoSAC("CnnPolicy", env, taco_k=0)
@@ -205,8 +253,18 @@ def test_taco_sac_learns_point_reach_and_its_taco_loss_falls(tmp_path):
     env = envs.make_env("point_reach", 0, action_repeat=1, image_size=32)
     eval_env = Monitor(envs.make_env("point_reach", 10_000, action_repeat=1, image_size=32))
     # DrQ's published SAC lr (1e-3), 3-step returns, an update every 2 steps, small heads: ~600 updates
-    model = TacoSAC("CnnPolicy", env, learning_rate=1e-3, buffer_size=5000, learning_starts=250, batch_size=32,
-                    n_steps=3, train_freq=2, seed=0, policy_kwargs=dict(net_arch=[64, 64], taco_hidden_dim=64))
+    model = TacoSAC(
+        "CnnPolicy",
+        env,
+        learning_rate=1e-3,
+        buffer_size=5000,
+        learning_starts=250,
+        batch_size=32,
+        n_steps=3,
+        train_freq=2,
+        seed=0,
+        policy_kwargs=dict(net_arch=[64, 64], taco_hidden_dim=64),
+    )
     # lr=0 would leave these weights as they are: the untrained policy is the broken control
     untrained, _ = evaluate_policy(model, eval_env, n_eval_episodes=10)
     assert untrained < THRESHOLD
@@ -228,8 +286,7 @@ def test_cnn_policy_trains_on_mujoco_tasks():
         pytest.skip(f"no MuJoCo render backend: {err}")
     for task in ("cheetah_run", "reach_duplo"):
         env = gym.make(envs.gym_id(task), fast_render=True)
-        model = TacoSAC("CnnPolicy", env, buffer_size=100, learning_starts=6, batch_size=4, policy_kwargs=SMALL,
-                        seed=0)
+        model = TacoSAC("CnnPolicy", env, buffer_size=100, learning_starts=6, batch_size=4, policy_kwargs=SMALL, seed=0)
         model.learn(10)
         assert model.replay_buffer.observations.shape[1:] == (1, 9, 84, 84)
         assert model.predict(env.reset(seed=0)[0], deterministic=True)[0].shape == env.action_space.shape

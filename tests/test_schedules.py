@@ -1,6 +1,7 @@
 """Schedules and precedence: the exploration boundary (`expl_steps`), the std schedule's ends, the
 evaluation grid of a resumed run, and which of overrides, variants, grid values and the command line
 wins in a sweep."""
+
 from __future__ import annotations
 
 import csv
@@ -53,9 +54,18 @@ def _eval_updates(run_dir) -> list[int]:
 
 def test_resumed_run_keeps_the_evaluation_grid(tmp_path):
     data = scripted_dataset(tmp_path / "data", episodes=3, noise=0.3, seed=0)
-    common = ["task=point_reach", "hidden_dim=16", "batch_size=8", "eval_episodes=1", "save_video=false",
-              f"dataset={data}", "agent=bc", "eval_every_updates=10", "checkpoint_every_updates=10",
-              f"run_dir={tmp_path / 'run'}"]
+    common = [
+        "task=point_reach",
+        "hidden_dim=16",
+        "batch_size=8",
+        "eval_episodes=1",
+        "save_video=false",
+        f"dataset={data}",
+        "agent=bc",
+        "eval_every_updates=10",
+        "checkpoint_every_updates=10",
+        f"run_dir={tmp_path / 'run'}",
+    ]
     OfflineTrainer(resolve([*common, "updates=15"], offline=True), progress=False).train()
     assert _eval_updates(tmp_path / "run") == [0, 10, 15]  # the last update is always evaluated
     resumed = OfflineTrainer(resolve([*common, "updates=32"], offline=True), progress=False)
@@ -68,11 +78,17 @@ def test_resumed_run_keeps_the_evaluation_grid(tmp_path):
 # ---------------------------------------------------------------- sweep precedence
 def test_sweep_precedence_overrides_variant_grid_command_line(tmp_path):
     f = tmp_path / "s.yaml"
-    f.write_text(yaml.safe_dump({
-        "tasks": ["point_reach"], "seeds": [1],
-        "overrides": {"root": str(tmp_path), "lr": 1e-3, "feature_dim": 40, "hidden_dim": 64, "taco_k": 2},
-        "variants": {"v": {"lr": 2e-3, "feature_dim": 30, "aux": "taco"}},
-        "grid": {"feature_dim": [20, 25]}}))
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "tasks": ["point_reach"],
+                "seeds": [1],
+                "overrides": {"root": str(tmp_path), "lr": 1e-3, "feature_dim": 40, "hidden_dim": 64, "taco_k": 2},
+                "variants": {"v": {"lr": 2e-3, "feature_dim": 30, "aux": "taco"}},
+                "grid": {"feature_dim": [20, 25]},
+            }
+        )
+    )
     runs = {r.label: r.cfg for r in load_sweep(f, ["hidden_dim=48"]).runs}
     assert sorted(runs) == ["v feature_dim=20", "v feature_dim=25"]
     for label, cfg in runs.items():

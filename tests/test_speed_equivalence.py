@@ -6,6 +6,7 @@ encoder call per pass, grid_sample augmentation, a per-tensor loop Adam) start f
 function (the plain path's trunk columns reordered to its flatten), see the same batches and the
 same augmentation shifts, and must agree on every loss and every parameter after 3 updates.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,11 +27,18 @@ OBS = (9, 24, 24)
 def batch(seed: int, b: int = 16, a: int = 2, k: int = 3) -> TensorDict:
     g = torch.Generator().manual_seed(seed)
     frames = lambda: torch.randint(0, 256, (b, *OBS), dtype=torch.uint8, generator=g)  # noqa: E731
-    return TensorDict({
-        "obs": frames(), "next_obs": frames(), "future_obs": frames(),
-        "action": torch.rand(b, a, generator=g) * 2 - 1, "action_seq": torch.rand(b, k, a, generator=g) * 2 - 1,
-        "reward": torch.rand(b, 1, generator=g), "discount": torch.full((b, 1), 0.97),
-    }, batch_size=[b])
+    return TensorDict(
+        {
+            "obs": frames(),
+            "next_obs": frames(),
+            "future_obs": frames(),
+            "action": torch.rand(b, a, generator=g) * 2 - 1,
+            "action_seq": torch.rand(b, k, a, generator=g) * 2 - 1,
+            "reward": torch.rand(b, 1, generator=g),
+            "discount": torch.full((b, 1), 0.97),
+        },
+        batch_size=[b],
+    )
 
 
 def pair(cls, aux: str, optimizer: str = "reference"):
@@ -43,8 +51,7 @@ def pair(cls, aux: str, optimizer: str = "reference"):
 
 def comparable(agent) -> dict[str, torch.Tensor]:
     """Every parameter, the feature readers' columns in (C, H, W) order for both paths."""
-    state = {f"{name}.{k}": v.detach().clone() for name, m in agent.modules().items()
-             for k, v in m.named_parameters()}
+    state = {f"{name}.{k}": v.detach().clone() for name, m in agent.modules().items() for k, v in m.named_parameters()}
     if agent.encoder.channels_last:
         readers = {id(layer.weight) for layer in feature_readers(agent)}
         for name, m in agent.modules().items():
@@ -54,8 +61,10 @@ def comparable(agent) -> dict[str, torch.Tensor]:
     return state
 
 
-@pytest.mark.parametrize("cls,aux,optimizer", [(DrQV2, "taco", "reference"), (DrQV2, "none", "reference"),
-                                               (SAC, "taco", "reference"), (DrQV2, "curl", "single")])
+@pytest.mark.parametrize(
+    "cls,aux,optimizer",
+    [(DrQV2, "taco", "reference"), (DrQV2, "none", "reference"), (SAC, "taco", "reference"), (DrQV2, "curl", "single")],
+)
 def test_fast_and_plain_updates_agree(cls, aux, optimizer):
     fast, plain = pair(cls, aux, optimizer)
     assert fast.adam_impl == "fused" and fast.encoder.channels_last and fast.batch_nograd
@@ -97,11 +106,15 @@ def test_plain_path_differs_without_the_column_reorder():
     assert not torch.allclose(m_fast["critic_q1"], m_plain["critic_q1"], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("aux,optimizer,batched,expected", [
-    ("taco", "reference", True, [(1, True), (1, False), (1, True), (2, False)]),
-    ("taco", "reference", False, [(1, True), (1, False), (1, True), (1, False), (1, False)]),
-    ("curl", "single", True, [(1, True), (2, False)]),
-    ("none", "reference", True, [(1, True), (1, False)])])
+@pytest.mark.parametrize(
+    "aux,optimizer,batched,expected",
+    [
+        ("taco", "reference", True, [(1, True), (1, False), (1, True), (2, False)]),
+        ("taco", "reference", False, [(1, True), (1, False), (1, True), (1, False), (1, False)]),
+        ("curl", "single", True, [(1, True), (2, False)]),
+        ("none", "reference", True, [(1, True), (1, False)]),
+    ],
+)
 def test_encoder_passes_are_the_updates(aux, optimizer, batched, expected):
     """bench's encoder_ms times exactly the encoder calls an update makes."""
     torch.manual_seed(0)
@@ -158,8 +171,18 @@ def test_fast_and_plain_agree_on_cuda():
 
 
 # ---------------------------------------------------------------- env stepping overlapped with updates
-TINY = ["task=point_reach", "hidden_dim=32", "batch_size=16", "seed_frames=100", "expl_steps=50",
-        "eval_episodes=2", "save_video=false", "frames=300", "eval_every_frames=100", "checkpoint_every_frames=1000"]
+TINY = [
+    "task=point_reach",
+    "hidden_dim=32",
+    "batch_size=16",
+    "seed_frames=100",
+    "expl_steps=50",
+    "eval_episodes=2",
+    "save_video=false",
+    "frames=300",
+    "eval_every_frames=100",
+    "checkpoint_every_frames=1000",
+]
 
 
 def _run(tmp_path, overlap: str):
@@ -194,7 +217,7 @@ def test_env_overlap_is_bit_identical_to_the_serial_loop(tmp_path):
     a = replay_serial.sample(32)
     torch.manual_seed(0)
     b = replay_overlap.sample(32)
-    for k in a.keys():
+    for k in a:
         assert torch.equal(a[k], b[k]), k
 
 
@@ -222,12 +245,32 @@ def test_bench_reports_encoder_floor_loop_and_projection(capsys):
 
     from taco_rl.runners.cli import main
 
-    assert main(["bench", "task=point_reach", "hidden_dim=32", "batch_size=16", "--updates", "2", "--samples", "2",
-                 "--env-steps", "20", "--loop-steps", "6", "--num-envs", ""]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "task=point_reach",
+                "hidden_dim=32",
+                "batch_size=16",
+                "--updates",
+                "2",
+                "--samples",
+                "2",
+                "--env-steps",
+                "20",
+                "--loop-steps",
+                "6",
+                "--num-envs",
+                "",
+            ]
+        )
+        == 0
+    )
     r = json.loads(capsys.readouterr().out)
     assert r["update_gflop"] > r["encoder_gflop"] > 0 and r["flop_floor"] == pytest.approx(
-        r["update_gflop"] / r["encoder_gflop"])
-    assert 0 < r["encoder_ms"] and r["overhead"] == pytest.approx(r["update_ms"] / r["encoder_ms"])
+        r["update_gflop"] / r["encoder_gflop"]
+    )
+    assert r["encoder_ms"] > 0 and r["overhead"] == pytest.approx(r["update_ms"] / r["encoder_ms"])
     assert r["page_faults_per_round"] >= 0
     assert r["loop_fps_serial"] > 0 and r["loop_fps_thread"] > 0
     updates = 1e6 / (r["settings"]["action_repeat"] * r["settings"]["update_every_steps"])
@@ -283,8 +326,9 @@ def test_cpu_malloc_keep_reuses_freed_memory_without_page_faults():
     threshold passed to mallopt wrapping past INT_MAX) faulted 70k-100k pages over those rounds."""
     import subprocess
 
-    out = subprocess.run([sys.executable, "-c", KEEP_PROBE], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).parents[1]).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", KEEP_PROBE], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
+    ).stdout
     faults = [int(n) for n in out.split()]
     assert faults[0] > 10_000 and sum(faults[3:]) < 20_000, faults
 
@@ -334,7 +378,9 @@ def test_adam_kernels_are_named_and_checked():
     for impl in ("fused", "foreach", "plain"):
         opt = adam(params, 1e-3, impl)
         assert (opt.param_groups[0]["fused"], opt.param_groups[0]["foreach"]) == (
-            {"fused": True, "foreach": None, "plain": None}[impl], impl == "foreach")
+            {"fused": True, "foreach": None, "plain": None}[impl],
+            impl == "foreach",
+        )
     for bad in (lambda: adam(params, 1e-3, "turbo"), lambda: set_adam_impl(opt, "turbo")):
         with pytest.raises(ValueError, match="adam impl 'turbo': expected one of"):
             bad()

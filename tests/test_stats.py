@@ -1,4 +1,5 @@
 """taco_rl.runners.study.stats against hand-computed values."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,10 +28,13 @@ MATRIX = {"A": [0.5, 0.5, 0.5], "B": [0.5, 0.5, 0.8], "C": [0.8, 0.5, 0.5], "D":
 RAGGED = {"A": [0.0, 0.0, 0.0, 0.0, 1.0], "B": [1.0], "C": [0.6, 0.4]}
 
 
-@pytest.mark.parametrize("scores, expected", [
-    (MATRIX, {"IQM": 0.55, "mean": 0.575, "median": 0.6, "optimality gap": 0.425}),
-    (RAGGED, {"IQM": 0.25, "mean": 1.7 / 3, "median": 0.5, "optimality gap": 0.625}),
-])
+@pytest.mark.parametrize(
+    "scores, expected",
+    [
+        (MATRIX, {"IQM": 0.55, "mean": 0.575, "median": 0.6, "optimality gap": 0.425}),
+        (RAGGED, {"IQM": 0.25, "mean": 1.7 / 3, "median": 0.5, "optimality gap": 0.625}),
+    ],
+)
 def test_aggregates_follow_rliable_definitions_by_hand(scores, expected):
     tasks = [np.array(v) for v in scores.values()]
     for name, fn in stats.AGGREGATES.items():
@@ -44,8 +48,11 @@ def test_aggregates_follow_rliable_definitions_by_hand(scores, expected):
 
 def test_aggregates_keep_leading_axes():
     # bootstrap replicates: rows are independent score sets; each row gets its own aggregate
-    tasks = [np.array([[0.5, 0.5, 0.5], [0.0, 0.0, 0.3]]), np.array([[0.6, 0.6, 0.6], [1.0, 1.0, 0.7]]),
-             np.array([[0.9, 0.6, 0.6], [0.0, 0.3, 0.0]])]
+    tasks = [
+        np.array([[0.5, 0.5, 0.5], [0.0, 0.0, 0.3]]),
+        np.array([[0.6, 0.6, 0.6], [1.0, 1.0, 0.7]]),
+        np.array([[0.9, 0.6, 0.6], [0.0, 0.3, 0.0]]),
+    ]
     assert stats.aggregate_median(tasks) == pytest.approx([0.6, 0.1])
     assert stats.aggregate_mean(tasks) == pytest.approx([0.6, 1.1 / 3])  # task means 0.5 0.6 0.7; 0.1 0.9 0.1
 
@@ -58,7 +65,7 @@ def test_bootstrap_replicates_use_the_same_definition():
     boot = []
     idx = [rng.integers(0, t.size, size=(300, t.size)) for t in tasks]
     for r in range(300):
-        boot.append(np.median([t[i[r]].mean() for t, i in zip(tasks, idx)]))
+        boot.append(np.median([t[i[r]].mean() for t, i in zip(tasks, idx, strict=True)]))
     assert point == pytest.approx(0.6)
     assert (low, high) == pytest.approx(tuple(np.percentile(boot, [2.5, 97.5])))
 

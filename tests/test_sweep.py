@@ -1,5 +1,6 @@
 """Sweep files: validation, expansion, the shipped ablations, and tiny point_reach sweeps run locally and
 on a one-node Ray cluster (a run killed mid-way resumes and ends equal to one never killed)."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,17 @@ from taco_rl.runners.cli import main
 from taco_rl.runners.study.sweep import SweepError, load_sweep, run_local
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = {"image_size": 16, "hidden_dim": 32, "batch_size": 16, "seed_frames": 50, "expl_steps": 25, "eval_episodes": 1,
-        "save_video": False, "eval_every_frames": 100, "checkpoint_every_frames": 100}
+TINY = {
+    "image_size": 16,
+    "hidden_dim": 32,
+    "batch_size": 16,
+    "seed_frames": 50,
+    "expl_steps": 25,
+    "eval_episodes": 1,
+    "save_video": False,
+    "eval_every_frames": 100,
+    "checkpoint_every_frames": 100,
+}
 
 
 def _write(path: Path, data: dict) -> Path:
@@ -29,10 +39,18 @@ def _write(path: Path, data: dict) -> Path:
 
 # ---------------------------------------------------------------- expansion and validation
 def test_grid_expands_tasks_seeds_grid_and_variants(tmp_path):
-    f = _write(tmp_path / "s.yaml", {
-        "tasks": ["point_reach", "cartpole_swingup"], "seeds": [1, 2], "overrides": {"root": str(tmp_path / "r")},
-        "grid": {"taco_k": [1, 3]}, "variants": {"taco": {"aux": "taco"}, "curl": {"aux": "curl", "lr": 3e-4}},
-        "resources": {"cpus": 2, "gpus": 0.25}, "compare": ["taco taco_k=3", "taco taco_k=1"]})
+    f = _write(
+        tmp_path / "s.yaml",
+        {
+            "tasks": ["point_reach", "cartpole_swingup"],
+            "seeds": [1, 2],
+            "overrides": {"root": str(tmp_path / "r")},
+            "grid": {"taco_k": [1, 3]},
+            "variants": {"taco": {"aux": "taco"}, "curl": {"aux": "curl", "lr": 3e-4}},
+            "resources": {"cpus": 2, "gpus": 0.25},
+            "compare": ["taco taco_k=3", "taco taco_k=1"],
+        },
+    )
     sweep = load_sweep(f, ["frames=5000"])
     assert len(sweep.runs) == 2 * 2 * 2 * 2
     assert sweep.labels == ["taco taco_k=1", "taco taco_k=3", "curl taco_k=1", "curl taco_k=3"]
@@ -45,44 +63,69 @@ def test_grid_expands_tasks_seeds_grid_and_variants(tmp_path):
 
 
 def test_identical_runs_of_two_variants_run_once(tmp_path):
-    f = _write(tmp_path / "s.yaml", {"tasks": ["point_reach"], "seeds": [1], "overrides": {"root": str(tmp_path)},
-                                     "variants": {"a": {"aux": "taco"}, "b": {"aux": "taco", "taco_k": 3}}})
+    f = _write(
+        tmp_path / "s.yaml",
+        {
+            "tasks": ["point_reach"],
+            "seeds": [1],
+            "overrides": {"root": str(tmp_path)},
+            "variants": {"a": {"aux": "taco"}, "b": {"aux": "taco", "taco_k": 3}},
+        },
+    )
     sweep = load_sweep(f)
     assert len(sweep.runs) == 1 and sweep.runs[0].labels == ["a", "b"]
 
 
 def test_task_placeholder_in_values(tmp_path):
-    f = _write(tmp_path / "s.yaml", {"tasks": ["point_reach"], "seeds": [1],
-                                     "overrides": {"root": str(tmp_path / "{task}")}})
+    f = _write(
+        tmp_path / "s.yaml", {"tasks": ["point_reach"], "seeds": [1], "overrides": {"root": str(tmp_path / "{task}")}}
+    )
     assert load_sweep(f).runs[0].run_dir.is_relative_to(tmp_path / "point_reach")
 
 
-@pytest.mark.parametrize("data,match", [
-    ({"tasks": ["point_reach"], "seeds": [1], "overides": {}}, "unknown sweep key 'overides'; did you mean overrides"),
-    ({"tasks": [], "seeds": [1]}, "`tasks:` must be a non-empty list"),
-    ({"tasks": ["point_reach"], "seeds": []}, "`seeds:` must be a non-empty list of integers"),
-    ({"tasks": ["point_reach"], "seeds": ["one"]}, "`seeds:` must be a non-empty list of integers"),
-    ({"tasks": ["point_reach"], "seeds": [1], "grid": {"taco_k": []}}, "grid taco_k must be a non-empty list"),
-    ({"tasks": ["point_reach"], "seeds": [1], "variants": {}}, "`variants:` must be a non-empty mapping"),
-    ({"tasks": ["point_reach"], "seeds": [1], "variants": {"x": {"tacok": 3}}},
-     "variant 'x': unknown config key 'tacok'; did you mean taco_k"),
-    ({"tasks": ["point_reach"], "seeds": [1], "overrides": {"batch_size": "big"}}, "bad value for batch_size"),
-    ({"tasks": ["point_reach"], "seeds": [1], "variants": {"x": {"batch_size": 2.5}}},
-     "variant x on point_reach: bad value for batch_size"),
-    ({"tasks": ["point_reach"], "seeds": [1], "overrides": {"fast_render": "maybe"}}, "bad value for fast_render"),
-    ({"tasks": ["point_reach"], "seeds": [1], "overrides": {"lr": [1, 2]}}, "lr must be a single value"),
-    ({"tasks": ["point_reach"], "seeds": [1], "overrides": {"seed": 3}}, "set seed through the top-level"),
-    ({"tasks": ["point_reach"], "seeds": [1], "variants": {"x": {"run_dir": "a"}}}, "run_dir would put every run"),
-    ({"tasks": ["point_reach"], "seeds": [1], "command": "offline", "overrides": {"updates": "many"}},
-     "bad value for updates"),
-    ({"tasks": ["point_reach"], "seeds": [1], "command": "offline", "overrides": {"frames": 5}},
-     "'frames' is an online setting"),
-    ({"tasks": ["point_rech"], "seeds": [1]}, "point_reach"),
-    ({"tasks": ["point_reach"], "seeds": [1], "command": "evaluate"}, "command 'evaluate' is not available"),
-    ({"tasks": ["point_reach"], "seeds": [1], "resources": {"gpu": 1}}, "unknown config key 'gpu'; did you mean gpus"),
-    ({"tasks": ["point_reach"], "seeds": [1], "resources": {"cpus": 0}}, "cpus must be a positive number"),
-    ({"tasks": ["point_reach"], "seeds": [1], "variants": {"a": {}}, "compare": ["a", "b"]}, "'b', which is not"),
-])
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (
+            {"tasks": ["point_reach"], "seeds": [1], "overides": {}},
+            "unknown sweep key 'overides'; did you mean overrides",
+        ),
+        ({"tasks": [], "seeds": [1]}, "`tasks:` must be a non-empty list"),
+        ({"tasks": ["point_reach"], "seeds": []}, "`seeds:` must be a non-empty list of integers"),
+        ({"tasks": ["point_reach"], "seeds": ["one"]}, "`seeds:` must be a non-empty list of integers"),
+        ({"tasks": ["point_reach"], "seeds": [1], "grid": {"taco_k": []}}, "grid taco_k must be a non-empty list"),
+        ({"tasks": ["point_reach"], "seeds": [1], "variants": {}}, "`variants:` must be a non-empty mapping"),
+        (
+            {"tasks": ["point_reach"], "seeds": [1], "variants": {"x": {"tacok": 3}}},
+            "variant 'x': unknown config key 'tacok'; did you mean taco_k",
+        ),
+        ({"tasks": ["point_reach"], "seeds": [1], "overrides": {"batch_size": "big"}}, "bad value for batch_size"),
+        (
+            {"tasks": ["point_reach"], "seeds": [1], "variants": {"x": {"batch_size": 2.5}}},
+            "variant x on point_reach: bad value for batch_size",
+        ),
+        ({"tasks": ["point_reach"], "seeds": [1], "overrides": {"fast_render": "maybe"}}, "bad value for fast_render"),
+        ({"tasks": ["point_reach"], "seeds": [1], "overrides": {"lr": [1, 2]}}, "lr must be a single value"),
+        ({"tasks": ["point_reach"], "seeds": [1], "overrides": {"seed": 3}}, "set seed through the top-level"),
+        ({"tasks": ["point_reach"], "seeds": [1], "variants": {"x": {"run_dir": "a"}}}, "run_dir would put every run"),
+        (
+            {"tasks": ["point_reach"], "seeds": [1], "command": "offline", "overrides": {"updates": "many"}},
+            "bad value for updates",
+        ),
+        (
+            {"tasks": ["point_reach"], "seeds": [1], "command": "offline", "overrides": {"frames": 5}},
+            "'frames' is an online setting",
+        ),
+        ({"tasks": ["point_rech"], "seeds": [1]}, "point_reach"),
+        ({"tasks": ["point_reach"], "seeds": [1], "command": "evaluate"}, "command 'evaluate' is not available"),
+        (
+            {"tasks": ["point_reach"], "seeds": [1], "resources": {"gpu": 1}},
+            "unknown config key 'gpu'; did you mean gpus",
+        ),
+        ({"tasks": ["point_reach"], "seeds": [1], "resources": {"cpus": 0}}, "cpus must be a positive number"),
+        ({"tasks": ["point_reach"], "seeds": [1], "variants": {"a": {}}, "compare": ["a", "b"]}, "'b', which is not"),
+    ],
+)
 def test_bad_sweep_files_rejected_before_any_run(tmp_path, capsys, data, match):
     root = tmp_path / "runs"
     data = {**data, "overrides": {"root": str(root), **data.get("overrides", {})}} if "overides" not in data else data
@@ -114,8 +157,17 @@ SHIPPED = sorted((ROOT / "ablations").glob("*.yaml"))
 
 def test_every_spec9_ablation_is_shipped():
     names = {p.stem for p in SHIPPED}
-    assert {"benchmark", "taco_k", "action_encoder", "curl_term", "reward_term", "latent_critic", "drqv2_batch",
-            "sac_vs_drqv2", "offline"} <= names
+    assert {
+        "benchmark",
+        "taco_k",
+        "action_encoder",
+        "curl_term",
+        "reward_term",
+        "latent_critic",
+        "drqv2_batch",
+        "sac_vs_drqv2",
+        "offline",
+    } <= names
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
@@ -146,7 +198,8 @@ def test_shipped_ablations_set_what_they_say():
     assert {(c.agent, c.aux, c.action_repeat) for c in s["sac_taco"]} == {("sac", "taco", 2)}
     off = load_sweep(ROOT / "ablations" / "offline.yaml")
     assert off.command.name == "offline" and {(r.cfg.agent, r.cfg.aux) for r in off.runs} == {
-        (a, x) for a in ("bc", "td3bc", "cql", "iql") for x in ("none", "taco")}
+        (a, x) for a in ("bc", "td3bc", "cql", "iql") for x in ("none", "taco")
+    }
     assert all(Path(r.cfg.dataset).is_absolute() and r.task in r.cfg.dataset for r in off.runs)
     bench = load_sweep(ROOT / "ablations" / "benchmark.yaml")
     assert len({r.task for r in bench.runs}) == 9 and {r.seed for r in bench.runs} == {1, 2, 3, 4, 5}
@@ -173,7 +226,9 @@ def test_ray_address_nobody_listens_on(tmp_path, capsys):
     with socket.socket() as s:  # a port that was free a moment ago
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    f = _write(tmp_path / "s.yaml", {"tasks": ["point_reach"], "seeds": [1], "overrides": {"root": str(tmp_path / "r")}})
+    f = _write(
+        tmp_path / "s.yaml", {"tasks": ["point_reach"], "seeds": [1], "overrides": {"root": str(tmp_path / "r")}}
+    )
     t0 = time.time()
     assert main(["sweep", str(f), "--backend", "ray", "--address", f"127.0.0.1:{port}"]) == 2
     assert f"cannot reach a Ray cluster at 127.0.0.1:{port}" in capsys.readouterr().err and time.time() - t0 < 30
@@ -186,12 +241,26 @@ def test_offline_runs_plug_in(tmp_path, capsys):
     from tests.offline_data import scripted_dataset
 
     scripted_dataset(tmp_path / "data" / "point_reach", episodes=4, image_size=16)
-    f = _write(tmp_path / "off.yaml", {
-        "command": "offline", "tasks": ["point_reach"], "seeds": [1],
-        "overrides": {"image_size": 16, "hidden_dim": 32, "batch_size": 16, "eval_episodes": 1, "save_video": False,
-                      "updates": 20, "eval_every_updates": 10, "root": str(tmp_path / "runs"),
-                      "dataset": str(tmp_path / "data" / "{task}")},
-        "grid": {"agent": ["bc", "td3bc"]}})
+    f = _write(
+        tmp_path / "off.yaml",
+        {
+            "command": "offline",
+            "tasks": ["point_reach"],
+            "seeds": [1],
+            "overrides": {
+                "image_size": 16,
+                "hidden_dim": 32,
+                "batch_size": 16,
+                "eval_episodes": 1,
+                "save_video": False,
+                "updates": 20,
+                "eval_every_updates": 10,
+                "root": str(tmp_path / "runs"),
+                "dataset": str(tmp_path / "data" / "{task}"),
+            },
+            "grid": {"agent": ["bc", "td3bc"]},
+        },
+    )
     sweep = load_sweep(f)
     assert [r.argv()[:2] for r in sweep.runs] == [["taco", "offline"]] * 2 and {r.budget for r in sweep.runs} == {20}
     assert {r.cfg.dataset for r in sweep.runs} == {str(tmp_path / "data" / "point_reach")}
@@ -207,10 +276,17 @@ def test_offline_runs_plug_in(tmp_path, capsys):
 
 def _tiny_sweep(tmp_path: Path, frames: int) -> Path:
     """Two identical runs in two roots: `main` is killed mid-way, `twin` never is."""
-    return _write(tmp_path / "tiny.yaml", {
-        "tasks": ["point_reach"], "seeds": [1], "overrides": {**TINY, "frames": frames},
-        "variants": {"main": {"root": str(tmp_path / "main")}, "twin": {"root": str(tmp_path / "twin")}},
-        "resources": {"cpus": 1}, "retries": 2})
+    return _write(
+        tmp_path / "tiny.yaml",
+        {
+            "tasks": ["point_reach"],
+            "seeds": [1],
+            "overrides": {**TINY, "frames": frames},
+            "variants": {"main": {"root": str(tmp_path / "main")}, "twin": {"root": str(tmp_path / "twin")}},
+            "resources": {"cpus": 1},
+            "retries": 2,
+        },
+    )
 
 
 def _state(run_dir: Path) -> dict:
@@ -262,8 +338,16 @@ def _holds_open(pid: int, path: Path) -> bool:
 def _assert_same_params(a: Path, b: Path) -> None:
     sa, sb = _state(a), _state(b)
     assert sa["counters"] == sb["counters"]
-    flat = lambda d, p="": {f"{p}{k}": v for k, v in d.items()} if not any(isinstance(v, dict) for v in d.values()) \
-        else {k2: v2 for k, v in d.items() for k2, v2 in (flat(v, f"{p}{k}.") if isinstance(v, dict) else {f"{p}{k}": v}).items()}  # noqa: E731
+
+    def flat(d, p=""):
+        if not any(isinstance(v, dict) for v in d.values()):
+            return {f"{p}{k}": v for k, v in d.items()}
+        return {
+            k2: v2
+            for k, v in d.items()
+            for k2, v2 in (flat(v, f"{p}{k}.") if isinstance(v, dict) else {f"{p}{k}": v}).items()
+        }
+
     fa, fb = flat(sa["agent"]), flat(sb["agent"])
     assert fa.keys() == fb.keys()
     for k in fa:
@@ -325,12 +409,21 @@ def test_ray_sweep_on_a_local_cluster_survives_a_killed_worker(tmp_path, monkeyp
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         address = ray.get_runtime_context().gcs_address
-        proc = subprocess.Popen(_sweep_cmd(str(f), "--backend", "ray", "--address", address), env=_env(),
-                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            _sweep_cmd(str(f), "--backend", "ray", "--address", address),
+            env=_env(),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         _wait_mid_run(main_dir, budget, lambda: proc.poll() is None)
         # the Ray worker (titled by its task) running the main run: it holds the run directory's lock open
-        victim = [p for p in _descendants(os.getpid())
-                  if _cmdline(p).startswith("ray::taco_run") and _holds_open(p, main_dir / ".lock")]
+        victim = [
+            p
+            for p in _descendants(os.getpid())
+            if _cmdline(p).startswith("ray::taco_run") and _holds_open(p, main_dir / ".lock")
+        ]
         assert len(victim) == 1, [_cmdline(p) for p in _descendants(os.getpid())]
         os.kill(victim[0], signal.SIGKILL)
         out, _ = proc.communicate(timeout=300)
@@ -341,13 +434,23 @@ def test_ray_sweep_on_a_local_cluster_survives_a_killed_worker(tmp_path, monkeyp
         assert len(resumed) == 1 and str(main_dir) in resumed[0], out
         _assert_same_params(main_dir, twin_dir)
         assert _state(main_dir)["counters"]["frame"] == budget
-        again = subprocess.run(_sweep_cmd(str(f), "--backend", "ray", "--address", address), env=_env(),
-                               cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        again = subprocess.run(
+            _sweep_cmd(str(f), "--backend", "ray", "--address", address),
+            env=_env(),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert again.returncode == 0 and "2 of 2 runs already finished; submitting 0" in again.stdout
         # resources no node has: refused with a clear message, nothing submitted
-        big = subprocess.run(_sweep_cmd(str(f), f"root={tmp_path / 'big'}", "--backend", "ray", "--address",
-                                        address, "--gpus", "64"), env=_env(), capture_output=True, text=True,
-                             timeout=120)
+        big = subprocess.run(
+            _sweep_cmd(str(f), f"root={tmp_path / 'big'}", "--backend", "ray", "--address", address, "--gpus", "64"),
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert big.returncode == 2 and "no node of the Ray cluster has 1 CPU and 64 GPU" in big.stderr
         assert not (tmp_path / "big").exists()
     finally:

@@ -1,4 +1,5 @@
 """A sweep driver killed with SIGKILL takes its runs with it, and a rerun at once resumes them."""
+
 from __future__ import annotations
 
 import os
@@ -73,17 +74,32 @@ def test_children_die_with_a_killed_driver():
 @pytest.mark.slow
 def test_killed_sweep_leaves_no_run_behind_and_a_rerun_resumes(tmp_path):
     budget = 250
-    f = _write(tmp_path / "tiny.yaml", {"tasks": ["point_reach"], "seeds": [1],
-                                        "overrides": {**TINY, "frames": budget, "root": str(tmp_path / "runs")}})
+    f = _write(
+        tmp_path / "tiny.yaml",
+        {
+            "tasks": ["point_reach"],
+            "seeds": [1],
+            "overrides": {**TINY, "frames": budget, "root": str(tmp_path / "runs")},
+        },
+    )
     from taco_rl.runners.study.sweep import load_sweep
 
     (run,) = load_sweep(f).runs
-    driver = subprocess.Popen([sys.executable, "-m", "taco_rl.runners.cli", "sweep", str(f)], env=_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "taco_rl.runners.cli", "sweep", str(f)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_mid_run(run.run_dir, budget, lambda: driver.poll() is None)
-        runs = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
-                and f"root={tmp_path / 'runs'}" in _cmdline(int(p.name)) and " sweep " not in _cmdline(int(p.name))]
+        runs = [
+            int(p.name)
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit()
+            and f"root={tmp_path / 'runs'}" in _cmdline(int(p.name))
+            and " sweep " not in _cmdline(int(p.name))
+        ]
         assert len(runs) == 1, [_cmdline(p) for p in runs]
     finally:
         driver.kill()

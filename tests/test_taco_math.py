@@ -1,11 +1,11 @@
 """The TACO / CURL / reward terms recomputed by hand, with their gradients and the inputs each reads."""
+
 from __future__ import annotations
 
 import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from taco_rl.agents import TACO
 from taco_rl.agents.nets import ActionEncoder
@@ -22,8 +22,12 @@ def module(tok: bool = True, **weights) -> TACO:
 
 def inputs(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    batch = {"action_seq": torch.rand(B, K, A, generator=g) * 2 - 1, "reward": torch.rand(B, 1, generator=g) * 3,
-             "action": torch.rand(B, A, generator=g), "discount": torch.rand(B, 1, generator=g)}
+    batch = {
+        "action_seq": torch.rand(B, K, A, generator=g) * 2 - 1,
+        "reward": torch.rand(B, 1, generator=g) * 3,
+        "action": torch.rand(B, A, generator=g),
+        "discount": torch.rand(B, 1, generator=g),
+    }
     anchor = torch.randn(B, REPR, generator=g).requires_grad_()
     targets = {"obs": torch.randn(B, REPR, generator=g), "future_obs": torch.randn(B, REPR, generator=g)}
     return batch, anchor, targets
@@ -66,7 +70,7 @@ def run(m: TACO, batch, anchor, targets):
 def grads(m: TACO, anchor, loss) -> dict[str, torch.Tensor]:
     names = [n for n, _ in m.named_parameters()]
     out = torch.autograd.grad(loss, [anchor] + [p for _, p in m.named_parameters()], allow_unused=True)
-    return dict(zip(["anchor"] + names, out))
+    return dict(zip(["anchor"] + names, out, strict=True))
 
 
 @pytest.mark.parametrize("tok", [True, False])
@@ -101,11 +105,14 @@ def test_nograd_keys_follow_the_weights():
     assert module(taco_weight=1.0, curl_weight=0.0, reward_weight=1.0).nograd_keys == ["future_obs"]
 
 
-@pytest.mark.parametrize("weights,expected", [
-    ({"taco_weight": 0.0, "curl_weight": 1.0, "reward_weight": 1.0}, {"curl_loss", "reward_loss"}),
-    ({"taco_weight": 1.0, "curl_weight": 0.0, "reward_weight": 0.0}, {"taco_loss"}),
-    ({"taco_weight": 0.0, "curl_weight": 0.0, "reward_weight": 2.0}, {"reward_loss"}),
-])
+@pytest.mark.parametrize(
+    "weights,expected",
+    [
+        ({"taco_weight": 0.0, "curl_weight": 1.0, "reward_weight": 1.0}, {"curl_loss", "reward_loss"}),
+        ({"taco_weight": 1.0, "curl_weight": 0.0, "reward_weight": 0.0}, {"taco_loss"}),
+        ({"taco_weight": 0.0, "curl_weight": 0.0, "reward_weight": 2.0}, {"reward_loss"}),
+    ],
+)
 def test_each_weight_switches_its_term(weights, expected):
     m = module(**weights)
     batch, anchor, targets = inputs()

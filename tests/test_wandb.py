@@ -1,4 +1,5 @@
 """logger=wandb in W&B's offline mode (no network): what the run wrote, read back from its .wandb files."""
+
 from __future__ import annotations
 
 import json
@@ -12,13 +13,25 @@ pytest.importorskip("wandb")
 from wandb.proto import wandb_internal_pb2  # noqa: E402
 
 from taco_rl.runners.core.config import ConfigError, resolve  # noqa: E402
-from taco_rl.runners.study.sweep import load_sweep  # noqa: E402
 from taco_rl.runners.online.train import Trainer  # noqa: E402
+from taco_rl.runners.study.sweep import load_sweep  # noqa: E402
 
-TINY = ["task=point_reach", "hidden_dim=32", "feature_dim=16", "batch_size=16", "seed_frames=100",
-        "expl_steps=50", "eval_episodes=1", "eval_every_frames=100", "checkpoint_every_frames=100",
-        "log_every_frames=50", "capacity=2000", "update_every_steps=4", "video_size=32",
-        "logger=tensorboard,wandb"]
+TINY = [
+    "task=point_reach",
+    "hidden_dim=32",
+    "feature_dim=16",
+    "batch_size=16",
+    "seed_frames=100",
+    "expl_steps=50",
+    "eval_episodes=1",
+    "eval_every_frames=100",
+    "checkpoint_every_frames=100",
+    "log_every_frames=50",
+    "capacity=2000",
+    "update_every_steps=4",
+    "video_size=32",
+    "logger=tensorboard,wandb",
+]
 BLOCK = 32 * 1024
 
 
@@ -33,10 +46,10 @@ def wandb_records(path: Path) -> list:
         if left < 7:  # a block's tail too short for a header is padding
             pos += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if length == 0 and kind == 0:
             break
-        chunk = data[pos + 7:pos + 7 + length]
+        chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         pending += chunk
         if kind in (1, 4):
@@ -92,8 +105,9 @@ def offline_wandb(monkeypatch):
 
 def test_wandb_gets_the_tensorboard_scalars_the_videos_and_the_config(tmp_path, offline_wandb):
     run = tmp_path / "run"
-    Trainer(resolve([*TINY, "frames=300", f"run_dir={run}", "wandb_project=proj", "wandb_group=grp"]),
-            progress=False).train()
+    Trainer(
+        resolve([*TINY, "frames=300", f"run_dir={run}", "wandb_project=proj", "wandb_group=grp"]), progress=False
+    ).train()
     got = read_run(run)
     assert len(got["ids"]) == 1 and (got["project"], got["group"]) == ("proj", "grp")
     assert got["config"]["task"] == "point_reach" and got["config"]["batch_size"] == 16  # the resolved config
@@ -156,4 +170,5 @@ def test_sweep_groups_its_runs_and_bad_logger_values_are_refused(tmp_path):
             resolve(["task=point_reach", bad])
     # the W&B settings do not change the run directory
     from taco_rl.runners.core.config import run_directory
+
     assert run_directory(resolve(["task=point_reach"])) == run_directory(resolve(["task=point_reach", "logger=wandb"]))

@@ -10,12 +10,14 @@ the env stepping overlapped). Env stepping is also timed in 1, 2 and 4 worker pr
 (`--num-envs`), and with `--eval` one evaluation in-process and with `eval_workers`
 (runners/bench/whole_run.py); every result carries projected hours per 1M frames, evaluation included.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import resource
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +25,6 @@ import torch
 from taco_rl.agents.learner import set_adam_impl
 from taco_rl.agents.nets import hwc_to_chw_columns
 from taco_rl.envs import make_env
-
 from taco_rl.runners.bench.whole_run import eval_hours, whole_run
 from taco_rl.runners.core.config import Config
 from taco_rl.runners.core.run import env_kwargs
@@ -48,8 +49,9 @@ def _timed(fn: Callable[[], Any], repeats: int, warmup: int, device: torch.devic
     return float(np.median(times))
 
 
-def _timed_side_by_side(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int,
-                        device: torch.device) -> dict[str, float]:
+def _timed_side_by_side(
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int, device: torch.device
+) -> dict[str, float]:
     """Median milliseconds of each fn, the calls interleaved (one of each per round), so a change in
     the machine's load during the measurement moves every figure alike and their ratios stay fair."""
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -67,7 +69,8 @@ def encoder_passes(agent, batch, step: int) -> list[tuple[int, bool]]:
     calls: list[tuple[int, bool]] = []
     n = batch["obs"].shape[0]
     hook = agent.encoder.register_forward_hook(
-        lambda m, i, o: calls.append((i[0].shape[0] // n, torch.is_grad_enabled())))
+        lambda m, i, o: calls.append((i[0].shape[0] // n, torch.is_grad_enabled()))
+    )
     try:
         agent.update(batch, step)
     finally:
@@ -129,8 +132,14 @@ def fill_replay(replay, episodes: int, length: int, action_dim: int, gen: torch.
 
 
 def env_fps(cfg: Config, fast: bool, steps: int) -> float:
-    env = make_env(cfg.task, cfg.seed, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack,
-                   image_size=cfg.image_size, fast_render=fast)
+    env = make_env(
+        cfg.task,
+        cfg.seed,
+        action_repeat=cfg.action_repeat,
+        frame_stack=cfg.frame_stack,
+        image_size=cfg.image_size,
+        fast_render=fast,
+    )
     env.reset(seed=cfg.seed)
     env.step(env.action_space.sample())  # first render creates the GL context: not timed
     frames, t = 0, time.perf_counter()
@@ -229,8 +238,9 @@ def _setup(cfg: Config):
     (device, obs_shape, frame_shape, action_dim, generator, episodes, episode length)."""
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    probe = make_env(cfg.task, cfg.seed, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack,
-                     image_size=cfg.image_size)
+    probe = make_env(
+        cfg.task, cfg.seed, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack, image_size=cfg.image_size
+    )
     obs_shape, action_dim = probe.observation_space.shape, probe.action_space.shape[0]
     probe.close()
     length = 500
@@ -240,13 +250,27 @@ def _setup(cfg: Config):
 
 def _context(cfg: Config, device: torch.device) -> dict[str, Any]:
     """What every bench result carries besides its timings: memory, machine, versions, settings."""
-    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "device": str(device),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "settings": dataclasses.asdict(cfg)}
+    return {
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "settings": dataclasses.asdict(cfg),
+    }
 
 
-def bench(cfg: Config, updates: int = 5, samples: int = 20, env_steps: int = 200, baseline: bool = False,
-          skip_env: bool = False, loop_steps: int = 0, compile_encoder: bool = False,
-          num_envs: tuple[int, ...] = (1, 2, 4), evaluation: bool = False) -> dict[str, Any]:
+def bench(
+    cfg: Config,
+    updates: int = 5,
+    samples: int = 20,
+    env_steps: int = 200,
+    baseline: bool = False,
+    skip_env: bool = False,
+    loop_steps: int = 0,
+    compile_encoder: bool = False,
+    num_envs: tuple[int, ...] = (1, 2, 4),
+    evaluation: bool = False,
+) -> dict[str, Any]:
     device, obs_shape, frame_shape, action_dim, gen, episodes, length = _setup(cfg)
     replay = make_replay(dataclasses.replace(cfg, capacity=episodes * (length + 1)), frame_shape, action_dim, device)
     fill_replay(replay, episodes, length, action_dim, gen)
@@ -326,16 +350,22 @@ def bench_offline(cfg, updates: int = 5, samples: int = 20, vs_online: bool = Fa
         fns = {"update_ms": lambda: agent.update(batch, step)}
         if vs_online:
             shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(Config)}
-            online = Config(**{**shared, "agent": "drqv2", **AUX_PRESETS.get(cfg.aux, {}),
-                               "batch_size": cfg.batch_size})
-            replay = make_replay(dataclasses.replace(online, capacity=episodes * (length + 1)), frame_shape,
-                                 action_dim, device)
+            online = Config(
+                **{**shared, "agent": "drqv2", **AUX_PRESETS.get(cfg.aux, {}), "batch_size": cfg.batch_size}
+            )
+            replay = make_replay(
+                dataclasses.replace(online, capacity=episodes * (length + 1)), frame_shape, action_dim, device
+            )
             fill_replay(replay, episodes, length, action_dim, gen)
             online_batch = replay.sample(cfg.batch_size)
             online_agent = build_agent(online, obs_shape, action_dim, device)
             fns["online_update_ms"] = lambda: online_agent.update(online_batch, step)
-            result["online_settings"] = {"agent": online.agent, "aux": online.aux, "taco_k": online.taco_k,
-                                         "batch_size": online.batch_size}
+            result["online_settings"] = {
+                "agent": online.agent,
+                "aux": online.aux,
+                "taco_k": online.taco_k,
+                "batch_size": online.batch_size,
+            }
         result.update(_timed_side_by_side(fns, updates, 1, device))  # interleaved: a fair ratio on a busy machine
         if device.type == "cuda":
             result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20

@@ -2,6 +2,7 @@
 the seconds one evaluation takes in-process and with `eval_workers`, for hours per 1M frames that
 count evaluation at the configured cadence.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,11 +13,10 @@ import numpy as np
 import torch
 
 from taco_rl.envs import make_env
-
 from taco_rl.runners.core.config import Config
 from taco_rl.runners.core.evaluation import EvalPool, eval_worker_count, play_serial
 from taco_rl.runners.core.run import EVAL_SEED_OFFSET, env_kwargs
-from taco_rl.runners.core.workers import close_all, start_workers
+from taco_rl.runners.core.workers import start_workers
 
 DMC_EPISODE_FRAMES = 1000  # dm_control's time limit (point_reach: 50 agent steps)
 
@@ -67,8 +67,11 @@ def vec_env_fps(cfg: Config, num_envs: list[int], steps: int, rounds: int = 4) -
     envs: dict[int, list] = {}
     try:
         for n in num_envs:
-            envs[n] = ([_InProcess(make_env(cfg.task, cfg.seed, **env_kwargs(cfg)))] if n == 1 else
-                       start_workers(n, cfg.task, cfg.seed, env_kwargs(cfg), f"bench{n}-"))
+            envs[n] = (
+                [_InProcess(make_env(cfg.task, cfg.seed, **env_kwargs(cfg)))]
+                if n == 1
+                else start_workers(n, cfg.task, cfg.seed, env_kwargs(cfg), f"bench{n}-")
+            )
         first = envs[num_envs[0]][0]
         action_shape = first.env.action_space.shape if isinstance(first, _InProcess) else first.spaces[1]
         rng = np.random.default_rng(cfg.seed)
@@ -98,7 +101,7 @@ def vec_env_fps(cfg: Config, num_envs: list[int], steps: int, rounds: int = 4) -
                 seconds[n] += time.perf_counter() - t
                 cpu1 = [_cpu_seconds(p) for p in pids]
                 if cpu[n] is not None and None not in cpu0 + cpu1:
-                    cpu[n] += sum(b - a for a, b in zip(cpu0, cpu1))
+                    cpu[n] += sum(b - a for a, b in zip(cpu0, cpu1, strict=True))
                 else:
                     cpu[n] = None
         return {n: (frames[n] / seconds[n], None if cpu[n] is None else cpu[n] / seconds[n]) for n in num_envs}
@@ -129,7 +132,7 @@ def eval_seconds(cfg: Config, agent, workers: int) -> tuple[float, float | None]
         serial, parallel = 0.0, 0.0
         size = max(workers, 1)
         for start in range(0, len(seeds), size):
-            part, video_now = seeds[start:start + size], cfg.save_video and start == 0
+            part, video_now = seeds[start : start + size], cfg.save_video and start == 0
             t = time.perf_counter()
             play_serial(env, agent, 10**9, part, video_now)
             serial += time.perf_counter() - t

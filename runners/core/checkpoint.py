@@ -14,18 +14,20 @@ the state is checked for NaN/inf before anything is written (a diverged learner 
 good checkpoint). On load, a newest generation that cannot be read falls back to the previous one,
 with a warning that says what is lost.
 """
+
 from __future__ import annotations
 
 import os
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from taco_rl.runners.core.guard import named_tensors, check_state
+from taco_rl.runners.core.guard import check_state, named_tensors
 
 STATE, PREV, DAMAGED = "state.pt", "state.prev.pt", "state.damaged.pt"
 PAYLOADS = ("replay_a", "replay_b")
@@ -69,8 +71,10 @@ def _load_failure(e: Exception) -> str:
     if "weights only load failed" in text.lower():
         found = re.search(r"GLOBAL ([\w.]+)", text)
         what = f" ({found.group(1)})" if found else ""
-        return (f"it holds a Python object{what} besides tensors and plain values, refused unrun "
-                "(weights_only=True): not a checkpoint this code wrote, or a tampered one")
+        return (
+            f"it holds a Python object{what} besides tensors and plain values, refused unrun "
+            "(weights_only=True): not a checkpoint this code wrote, or a tampered one"
+        )
     if "failed finding central directory" in text or "failed reading zip archive" in text:
         return "not a complete torch file (truncated or damaged)"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -108,8 +112,9 @@ class Checkpoints:
         return (self.folder / STATE).exists() or (self.folder / PREV).exists()
 
     # ------------------------------------------------------------------ load
-    def restore(self, apply: Callable[[dict[str, Any], Path], None],
-                warn: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    def restore(
+        self, apply: Callable[[dict[str, Any], Path], None], warn: Callable[[str], None] | None = None
+    ) -> dict[str, Any] | None:
         """Load the newest generation and hand it to `apply(state, payload_folder)`, which restores
         everything (learner, replay, ...) and raises CheckpointError when the payload is damaged.
 
@@ -130,24 +135,29 @@ class Checkpoints:
             except CheckpointError as e:
                 failure = f"cannot be used ({e})"
                 if not prev.exists():
-                    raise CheckpointError(f"{newest} {failure}; there is no earlier checkpoint to fall back to. "
-                                          "Pass a new run_dir= (or delete the run directory) to start over.") from None
+                    raise CheckpointError(
+                        f"{newest} {failure}; there is no earlier checkpoint to fall back to. "
+                        "Pass a new run_dir= (or delete the run directory) to start over."
+                    ) from None
         try:
             state = self._apply(prev, apply)
         except CheckpointMismatch:
             raise
         except CheckpointError as e:
-            raise CheckpointError(f"both checkpoint generations in {self.folder} are unusable: {STATE} {failure}; "
-                                  f"{PREV}: {e}. Pass a new run_dir= (or delete the run directory) "
-                                  "to start over.") from None
+            raise CheckpointError(
+                f"both checkpoint generations in {self.folder} are unusable: {STATE} {failure}; "
+                f"{PREV}: {e}. Pass a new run_dir= (or delete the run directory) "
+                "to start over."
+            ) from None
         if newest.exists():
             os.replace(newest, self.folder / DAMAGED)
         os.replace(prev, newest)
         _fsync_dir(self.folder)
-        warn(f"{newest} {failure}; resumed from the previous checkpoint ({self.clock} {self.frame}) instead: "
-             f"the training after {self.clock} {self.frame} up to the lost checkpoint is redone"
-             + (f" (the unreadable file is kept as {self.folder / DAMAGED})" if (self.folder / DAMAGED).exists()
-                else ""))
+        warn(
+            f"{newest} {failure}; resumed from the previous checkpoint ({self.clock} {self.frame}) instead: "
+            f"the training after {self.clock} {self.frame} up to the lost checkpoint is redone"
+            + (f" (the unreadable file is kept as {self.folder / DAMAGED})" if (self.folder / DAMAGED).exists() else "")
+        )
         return state
 
     def _apply(self, path: Path, apply: Callable[[dict[str, Any], Path], None]) -> dict[str, Any]:
@@ -162,8 +172,14 @@ class Checkpoints:
         return state
 
     # ------------------------------------------------------------------ save
-    def save(self, state: dict[str, Any], frame: int, write_payload: Callable[[Path], None] | None = None,
-             step: int | None = None, payload_bytes: Callable[[Path], int] | None = None) -> None:
+    def save(
+        self,
+        state: dict[str, Any],
+        frame: int,
+        write_payload: Callable[[Path], None] | None = None,
+        step: int | None = None,
+        payload_bytes: Callable[[Path], int] | None = None,
+    ) -> None:
         """Write a new generation: `write_payload(folder)` (if any) fills the payload folder, then
         `state` (with `frame`, `replay_dir` added) replaces state.pt. Raises NonFiniteError (before
         writing anything) if the state holds NaN/inf, CheckpointWriteError if the disk refuses or
@@ -205,9 +221,12 @@ class Checkpoints:
         self._payload, self.frame = payload, int(frame)
 
     def _write_failure(self, reason: str) -> str:
-        kept = (f"the previous checkpoint ({self.clock} {self.frame}) is whole: free space or fix the folder and "
-                "rerun the same command to resume from it" if self.frame is not None else
-                "no earlier checkpoint exists: a rerun starts from scratch")
+        kept = (
+            f"the previous checkpoint ({self.clock} {self.frame}) is whole: free space or fix the folder and "
+            "rerun the same command to resume from it"
+            if self.frame is not None
+            else "no earlier checkpoint exists: a rerun starts from scratch"
+        )
         return f"cannot write a checkpoint to {self.folder} ({reason}); {kept}"
 
 

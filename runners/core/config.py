@@ -4,6 +4,7 @@ Resolution order, later wins: dataclass defaults -> task preset -> aux preset ->
 (`preset=quick`) -> the user's `key=value` overrides. OmegaConf parses and merges the overrides and
 type-checks them against the dataclass.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,9 +13,10 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -36,8 +38,11 @@ class Config:
     precision: str = _f("fp32", "fp32 | bf16 (autocast for the encoder and heads; changes numerics)")
     root: str = _f("runs", "parent folder of derived run directories")
     run_dir: str = _f("", "explicit run directory (default: <root>/<task>/<agent>-<aux>/seed<seed>-<hash>)")
-    resume_from: str = _f("", "start from another run directory's last checkpoint (learner, replay, counters) with "
-                              "this command's settings, e.g. a lower lr after a non-finite stop")
+    resume_from: str = _f(
+        "",
+        "start from another run directory's last checkpoint (learner, replay, counters) with "
+        "this command's settings, e.g. a lower lr after a non-finite stop",
+    )
     # environment
     action_repeat: int = _f(2, "simulator frames per agent step")
     frame_stack: int = _f(3, "frames stacked into one observation")
@@ -49,12 +54,19 @@ class Config:
     expl_steps: int = _f(2000, "agent steps of uniform random actions at the start")
     eval_every_frames: int = _f(10_000, "evaluate every this many frames")
     eval_episodes: int = _f(10, "episodes per evaluation (mean action, separate env)")
-    eval_workers: str = _f("auto", "processes that step the evaluation episodes, the policy acting in this process (on the "
-                                   "CPU on each observation as it comes, on a GPU on all in one batch): N | auto (one per "
-                                   "episode up to the cores) | 0 (in this process)")
+    eval_workers: str = _f(
+        "auto",
+        "processes that step the evaluation episodes, the policy acting in this process (on the "
+        "CPU on each observation as it comes, on a GPU on all in one batch): N | auto (one per "
+        "episode up to the cores) | 0 (in this process)",
+    )
     save_video: bool = _f(True, "write an mp4 of the first episode of each evaluation")
-    video_size: int = _f(256, "eval video height and width, rendered by the eval env's camera (observations keep image_size)")
-    checkpoint_every_frames: int = _f(50_000, "checkpoint (with replay) at the first episode end after this many frames")
+    video_size: int = _f(
+        256, "eval video height and width, rendered by the eval env's camera (observations keep image_size)"
+    )
+    checkpoint_every_frames: int = _f(
+        50_000, "checkpoint (with replay) at the first episode end after this many frames"
+    )
     log_every_frames: int = _f(1000, "write train.csv / TensorBoard scalars every this many frames")
     logger: str = _f("tensorboard", "scalars beside eval.csv/train.csv: tensorboard | wandb | tensorboard,wandb | none")
     wandb_project: str = _f("taco-rl", "logger=wandb: the W&B project")
@@ -72,11 +84,16 @@ class Config:
     hidden_dim: int = _f(1024, "MLP width")
     critic_tau: float = _f(0.01, "critic target EMA rate")
     update_every_steps: int = _f(2, "agent steps per learner update")
-    num_envs: int = _f(1, "training envs: 1 in-process (env_overlap applies); N > 1 in N worker processes stepping "
-                       "episodes in lockstep rounds, each episode entering the replay whole when it ends; frames, "
-                       "seed_frames and the exploration schedule count frames over all envs, updates per env frame "
-                       "are unchanged")
-    env_overlap: str = _f("auto", "env stepping during updates: thread (a worker thread, same numbers) | serial | auto (thread on cuda)")
+    num_envs: int = _f(
+        1,
+        "training envs: 1 in-process (env_overlap applies); N > 1 in N worker processes stepping "
+        "episodes in lockstep rounds, each episode entering the replay whole when it ends; frames, "
+        "seed_frames and the exploration schedule count frames over all envs, updates per env frame "
+        "are unchanged",
+    )
+    env_overlap: str = _f(
+        "auto", "env stepping during updates: thread (a worker thread, same numbers) | serial | auto (thread on cuda)"
+    )
     cpu_malloc: str = _f("keep", "keep: freed CPU memory stays in the process (faster CPU updates) | system")
     std_schedule: str = _f("linear(1.0,0.1,500000)", "DrQ-v2 exploration std: number or linear(init,final,steps)")
     std_clip: float = _f(0.3, "DrQ-v2 target/actor noise clip")
@@ -89,23 +106,33 @@ class Config:
     latent_action_dim: int = _f(0, "latent action size d_u (0 = int(1.25|A|)+1)")
     action_encoder: bool = _f(True, "learn the action encoder (false: raw actions everywhere)")
     latent_critic: bool = _f(True, "critic scores Q(z, tok(a)) (false: Q(z, a))")
-    optimizer: str = _f("reference", "reference (separate critic and aux Adam steps) | single (one summed step, ablation)")
+    optimizer: str = _f(
+        "reference", "reference (separate critic and aux Adam steps) | single (one summed step, ablation)"
+    )
 
 
 @dataclass
 class OfflineConfig(Config):
     """`taco offline`: the same networks, TACO knobs, env and run settings; a fixed dataset instead
     of env interaction, and a budget counted in learner updates."""
+
     agent: str = _f("td3bc", "offline learner: bc | td3bc | cql | iql")
     dataset: str = _f("", "dataset directory (a taco-rl dataset: dataset.json + memory-mapped arrays)")
     updates: int = _f(550_000, "training budget in learner updates (V-D4RL: 1.1M loop steps, one update per two)")
-    eval_every_updates: int = _f(5_000, "evaluate in the live env every this many updates (V-D4RL: every 10k loop steps)")
-    checkpoint_every_updates: int = _f(50_000, "checkpoint (learner, optimizers, RNG, counters) every this many updates")
+    eval_every_updates: int = _f(
+        5_000, "evaluate in the live env every this many updates (V-D4RL: every 10k loop steps)"
+    )
+    checkpoint_every_updates: int = _f(
+        50_000, "checkpoint (learner, optimizers, RNG, counters) every this many updates"
+    )
     log_every_updates: int = _f(1000, "write train.csv / TensorBoard scalars every this many updates")
     replay_device: str = _f("auto", "where the dataset lives: auto (the learner's GPU when it fits) | cpu (memory map)")
     lr: float = _f(3e-4, "Adam learning rate (every network)")
-    std_schedule: str = _f("linear(1.0,0.1,125000)", "TD3+BC/CQL policy noise std by update: number or "
-                           "linear(init,final,updates); V-D4RL's linear(1.0,0.1,250000) over loop steps")
+    std_schedule: str = _f(
+        "linear(1.0,0.1,125000)",
+        "TD3+BC/CQL policy noise std by update: number or "
+        "linear(init,final,updates); V-D4RL's linear(1.0,0.1,250000) over loop steps",
+    )
     bc_alpha: float = _f(2.5, "TD3+BC: lambda = bc_alpha / mean|Q|")
     cql_alpha: float = _f(10.0, "CQL: weight of the conservative penalty")
     cql_temp: float = _f(1.0, "CQL: logsumexp temperature")
@@ -116,21 +143,53 @@ class OfflineConfig(Config):
 
 
 # Online settings that an offline run does not read: refused as overrides, left out of its help.
-ONLINE_ONLY = ("frames", "seed_frames", "expl_steps", "eval_every_frames", "checkpoint_every_frames",
-               "log_every_frames", "capacity", "update_every_steps", "init_alpha", "env_overlap", "num_envs")
+ONLINE_ONLY = (
+    "frames",
+    "seed_frames",
+    "expl_steps",
+    "eval_every_frames",
+    "checkpoint_every_frames",
+    "log_every_frames",
+    "capacity",
+    "update_every_steps",
+    "init_alpha",
+    "env_overlap",
+    "num_envs",
+)
 
 # Every benchmark task is "medium" (exploration std over 500k steps); easy tasks use 100k.
-EASY_TASKS = ("cartpole_balance", "cartpole_balance_sparse", "cartpole_swingup", "reacher_easy", "walker_walk", "cup_catch", "finger_spin")
+EASY_TASKS = (
+    "cartpole_balance",
+    "cartpole_balance_sparse",
+    "cartpole_swingup",
+    "reacher_easy",
+    "walker_walk",
+    "cup_catch",
+    "finger_spin",
+)
 TASK_PRESETS: dict[str, dict[str, Any]] = {
     **{t: {"std_schedule": "linear(1.0,0.1,100000)"} for t in EASY_TASKS},
     "walker_walk": {"std_schedule": "linear(1.0,0.1,100000)", "nstep": 1, "batch_size": 512},
     "walker_run": {"nstep": 1, "batch_size": 512},
     "quadruped_run": {"capacity": 100_000},
     # the tiny numpy env: 50-step episodes, small frames, learns in CPU minutes
-    "point_reach": {"action_repeat": 1, "image_size": 32, "frames": 6000, "seed_frames": 500, "expl_steps": 250,
-                    "eval_every_frames": 1000, "eval_episodes": 5, "batch_size": 64, "nstep": 3,
-                    "hidden_dim": 256, "capacity": 100_000, "std_schedule": "linear(1.0,0.1,3000)",
-                    "checkpoint_every_frames": 2000, "log_every_frames": 500, "update_every_steps": 1},
+    "point_reach": {
+        "action_repeat": 1,
+        "image_size": 32,
+        "frames": 6000,
+        "seed_frames": 500,
+        "expl_steps": 250,
+        "eval_every_frames": 1000,
+        "eval_episodes": 5,
+        "batch_size": 64,
+        "nstep": 3,
+        "hidden_dim": 256,
+        "capacity": 100_000,
+        "std_schedule": "linear(1.0,0.1,3000)",
+        "checkpoint_every_frames": 2000,
+        "log_every_frames": 500,
+        "update_every_steps": 1,
+    },
 }
 AUX_PRESETS: dict[str, dict[str, Any]] = {
     "taco": {"batch_size": 1024, "taco_k": 3, "lr": 1e-4},  # the published TACO setting, every task
@@ -138,9 +197,19 @@ AUX_PRESETS: dict[str, dict[str, Any]] = {
 NAMED_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # a CPU smoke run: every artefact (eval.csv, TensorBoard, video, checkpoint) in a few minutes
-    "quick": {"frames": 4000, "seed_frames": 1000, "expl_steps": 500, "eval_every_frames": 2000,
-              "eval_episodes": 1, "batch_size": 32, "fast_render": True, "checkpoint_every_frames": 2000,
-              "log_every_frames": 500, "capacity": 100_000, "hidden_dim": 256},
+    "quick": {
+        "frames": 4000,
+        "seed_frames": 1000,
+        "expl_steps": 500,
+        "eval_every_frames": 2000,
+        "eval_episodes": 1,
+        "batch_size": 32,
+        "fast_render": True,
+        "checkpoint_every_frames": 2000,
+        "log_every_frames": 500,
+        "capacity": 100_000,
+        "hidden_dim": 256,
+    },
 }
 # Offline defaults (SPEC 7): V-D4RL's settings for the baselines (lr 3e-4, batch 256; TD3+BC n-step 3,
 # CQL n-step 1), IQL's published expectile/beta/clip; with aux=taco the TACO authors' offline
@@ -155,18 +224,43 @@ OFFLINE_AUX_PRESETS: dict[str, dict[str, Any]] = {"taco": {"taco_k": 1}}
 OFFLINE_AGENT_AUX_PRESETS: dict[tuple[str, str], dict[str, Any]] = {("td3bc", "taco"): {"batch_size": 1024}}
 OFFLINE_TASK_AUX_PRESETS: dict[tuple[str, str], dict[str, Any]] = {("hopper_hop", "taco"): {"taco_k": 3}}
 OFFLINE_TASK_PRESETS: dict[str, dict[str, Any]] = {
-    "point_reach": {"action_repeat": 1, "image_size": 32, "hidden_dim": 256, "batch_size": 64,
-                    "eval_episodes": 5, "updates": 2000, "eval_every_updates": 500,
-                    "checkpoint_every_updates": 1000, "log_every_updates": 100,
-                    "std_schedule": "linear(1.0,0.1,1000)"},
+    "point_reach": {
+        "action_repeat": 1,
+        "image_size": 32,
+        "hidden_dim": 256,
+        "batch_size": 64,
+        "eval_episodes": 5,
+        "updates": 2000,
+        "eval_every_updates": 500,
+        "checkpoint_every_updates": 1000,
+        "log_every_updates": 100,
+        "std_schedule": "linear(1.0,0.1,1000)",
+    },
 }
 
 # Fields that do not change what a run computes: left out of the run-directory hash, so that
 # `frames=...` extends a run and `device=...` moves it.
-UNHASHED = ("root", "run_dir", "frames", "device", "replay_device", "save_video", "video_size", "log_every_frames",
-            "checkpoint_every_frames", "env_overlap", "cpu_malloc", "updates", "log_every_updates",
-            "checkpoint_every_updates", "logger", "wandb_project", "wandb_entity", "wandb_group",
-            "eval_workers")  # eval_workers: the same episodes (on a GPU: actions equal to float rounding)
+UNHASHED = (
+    "root",
+    "run_dir",
+    "frames",
+    "device",
+    "replay_device",
+    "save_video",
+    "video_size",
+    "log_every_frames",
+    "checkpoint_every_frames",
+    "env_overlap",
+    "cpu_malloc",
+    "updates",
+    "log_every_updates",
+    "checkpoint_every_updates",
+    "logger",
+    "wandb_project",
+    "wandb_entity",
+    "wandb_group",
+    "eval_workers",
+)  # eval_workers: the same episodes (on a GPU: actions equal to float rounding)
 
 
 class ConfigError(ValueError):
@@ -195,8 +289,10 @@ def _parse(overrides: list[str], schema: type[Config] = Config) -> dict[str, Any
         if not sep or not key:
             raise ConfigError(f"malformed override {item!r}: expected key=value (e.g. task=cheetah_run)")
         if key in ONLINE_ONLY and schema is OfflineConfig:
-            raise ConfigError(f"{key!r} is an online setting; an offline run counts learner updates "
-                              "(updates=, eval_every_updates=, checkpoint_every_updates=, log_every_updates=)")
+            raise ConfigError(
+                f"{key!r} is an online setting; an offline run counts learner updates "
+                "(updates=, eval_every_updates=, checkpoint_every_updates=, log_every_updates=)"
+            )
         if key not in names:
             close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; `taco {command} --help` lists them"
@@ -223,9 +319,15 @@ def resolve(overrides: list[str] | tuple[str, ...] = (), *, offline: bool = Fals
         raise ConfigError(f"unknown preset {preset!r}: expected one of {sorted(NAMED_PRESETS)}")
     if offline:
         named = {k: v for k, v in NAMED_PRESETS[preset].items() if k not in ONLINE_ONLY}
-        layers = [OFFLINE_TASK_PRESETS.get(task, {}), OFFLINE_AGENT_PRESETS.get(agent, {}),
-                  OFFLINE_AUX_PRESETS.get(aux, {}), OFFLINE_AGENT_AUX_PRESETS.get((agent, aux), {}),
-                  OFFLINE_TASK_AUX_PRESETS.get((task, aux), {}), named, user]
+        layers = [
+            OFFLINE_TASK_PRESETS.get(task, {}),
+            OFFLINE_AGENT_PRESETS.get(agent, {}),
+            OFFLINE_AUX_PRESETS.get(aux, {}),
+            OFFLINE_AGENT_AUX_PRESETS.get((agent, aux), {}),
+            OFFLINE_TASK_AUX_PRESETS.get((task, aux), {}),
+            named,
+            user,
+        ]
     else:
         layers = [TASK_PRESETS.get(task, {}), AUX_PRESETS.get(aux, {}), NAMED_PRESETS[preset], user]
     merged = OmegaConf.structured(schema)
@@ -251,12 +353,14 @@ def _int_at_least(lo: int) -> Callable[[Any, Config], str | None]:
 
 def _finite(lo: float, hi: float = math.inf, lo_open: bool = True) -> Callable[[Any, Config], str | None]:
     """A finite float above `lo` (or at it, unless `lo_open`) and at most `hi`."""
+
     def rule(v: float, cfg: Config) -> str | None:
         if math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi:
             return None
         if hi == math.inf:
             return f"a finite number {'>' if lo_open else '>='} {lo:g}"
         return f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
+
     return rule
 
 
@@ -278,7 +382,8 @@ def _image_size(v: int, cfg: Config) -> str | None:
     from taco_rl.envs.dmc import MANIPULATION_IMAGE_SIZE
 
     if get_task_spec(cfg.task).kind == "manipulation" and v != MANIPULATION_IMAGE_SIZE:
-        return f"{MANIPULATION_IMAGE_SIZE} for {cfg.task} (its camera renders {MANIPULATION_IMAGE_SIZE}x{MANIPULATION_IMAGE_SIZE} only)"
+        size = MANIPULATION_IMAGE_SIZE
+        return f"{size} for {cfg.task} (its camera renders {size}x{size} only)"
     if v < MIN_IMAGE_SIZE:
         return f"at least {MIN_IMAGE_SIZE} (the smallest frame the encoder can take)"
     return None
@@ -293,8 +398,9 @@ def _seed_frames(v: int, cfg: Config) -> str | None:
     need = _horizon(cfg) * cfg.action_repeat
     if v >= need:
         return None
-    return (f"at least {need} (max(nstep, taco_k) * action_repeat: the first update needs one "
-            "full sequence in the replay)")
+    return (
+        f"at least {need} (max(nstep, taco_k) * action_repeat: the first update needs one full sequence in the replay)"
+    )
 
 
 def _capacity(v: int, cfg: Config) -> str | None:
@@ -329,6 +435,7 @@ def _weight(name: str) -> Callable[[Any, Config], str | None]:
         if cfg.aux == "taco" and max(cfg.taco_weight, cfg.curl_weight, cfg.reward_weight) <= 0:
             return "> 0 for at least one of taco_weight, curl_weight, reward_weight with aux=taco (else use aux=none)"
         return None
+
     return rule
 
 
@@ -348,7 +455,9 @@ def _agent(v: str, cfg: Config) -> str | None:
     allowed, other = (tuple(OFFLINE_AGENTS), AGENTS) if offline else (tuple(AGENTS), OFFLINE_AGENTS)
     if v in other:
         command = "taco train" if offline else "taco offline"
-        return f"one of {', '.join(allowed)} ({v} is {'an online' if offline else 'an offline'} learner: use `{command}`)"
+        return (
+            f"one of {', '.join(allowed)} ({v} is {'an online' if offline else 'an offline'} learner: use `{command}`)"
+        )
     return None if v in allowed else f"one of {', '.join(allowed)}"
 
 
@@ -371,38 +480,73 @@ def _aux_kinds() -> tuple[str, ...]:
 
 
 RULES: dict[str, Callable[[Any, Config], str | None]] = {
-    "agent": _agent, "aux": _choice_of(_aux_kinds),
+    "agent": _agent,
+    "aux": _choice_of(_aux_kinds),
     "preset": lambda v, cfg: None if (v or "paper") in NAMED_PRESETS else f"one of {', '.join(NAMED_PRESETS)}",
-    "seed": _int_at_least(0), "device": _device, "precision": _choice("fp32", "bf16"),
+    "seed": _int_at_least(0),
+    "device": _device,
+    "precision": _choice("fp32", "bf16"),
     "root": lambda v, cfg: None if v.strip() else "a folder name",
     "run_dir": lambda v, cfg: None,  # any path; prepare_run_dir says when it cannot be written
     "resume_from": _resume_from,
-    "action_repeat": _int_at_least(1), "frame_stack": _int_at_least(1), "image_size": _image_size,
-    "frames": _int_at_least(1), "seed_frames": _seed_frames, "expl_steps": _int_at_least(0),
-    "eval_every_frames": _int_at_least(1), "eval_episodes": _int_at_least(1),
-    "checkpoint_every_frames": _int_at_least(1), "log_every_frames": _int_at_least(1),
-    "capacity": _capacity, "replay_device": _choice("auto", "cpu"), "batch_size": _int_at_least(1),
-    "nstep": _int_at_least(1), "gamma": _finite(0.0, 1.0),
-    "lr": _finite(0.0, lo_open=False), "feature_dim": _int_at_least(1), "hidden_dim": _int_at_least(1),
-    "critic_tau": _finite(0.0, 1.0), "update_every_steps": _int_at_least(1), "num_envs": _int_at_least(1),
-    "std_schedule": _std_schedule, "std_clip": _finite(0.0, lo_open=False), "init_alpha": _finite(0.0),
-    "taco_k": _int_at_least(1), "taco_weight": _weight("taco_weight"), "curl_weight": _weight("curl_weight"),
-    "reward_weight": _weight("reward_weight"), "latent_action_dim": _int_at_least(0),
-    "optimizer": lambda v, cfg: _choice("reference", "single")(v, cfg) or (
-        "reference for agent=bc (single sums the critic and auxiliary losses; bc has no critic)"
-        if v == "single" and cfg.agent == "bc" else None), "env_overlap": _choice("auto", "thread", "serial"),
+    "action_repeat": _int_at_least(1),
+    "frame_stack": _int_at_least(1),
+    "image_size": _image_size,
+    "frames": _int_at_least(1),
+    "seed_frames": _seed_frames,
+    "expl_steps": _int_at_least(0),
+    "eval_every_frames": _int_at_least(1),
+    "eval_episodes": _int_at_least(1),
+    "checkpoint_every_frames": _int_at_least(1),
+    "log_every_frames": _int_at_least(1),
+    "capacity": _capacity,
+    "replay_device": _choice("auto", "cpu"),
+    "batch_size": _int_at_least(1),
+    "nstep": _int_at_least(1),
+    "gamma": _finite(0.0, 1.0),
+    "lr": _finite(0.0, lo_open=False),
+    "feature_dim": _int_at_least(1),
+    "hidden_dim": _int_at_least(1),
+    "critic_tau": _finite(0.0, 1.0),
+    "update_every_steps": _int_at_least(1),
+    "num_envs": _int_at_least(1),
+    "std_schedule": _std_schedule,
+    "std_clip": _finite(0.0, lo_open=False),
+    "init_alpha": _finite(0.0),
+    "taco_k": _int_at_least(1),
+    "taco_weight": _weight("taco_weight"),
+    "curl_weight": _weight("curl_weight"),
+    "reward_weight": _weight("reward_weight"),
+    "latent_action_dim": _int_at_least(0),
+    "optimizer": lambda v, cfg: (
+        _choice("reference", "single")(v, cfg)
+        or (
+            "reference for agent=bc (single sums the critic and auxiliary losses; bc has no critic)"
+            if v == "single" and cfg.agent == "bc"
+            else None
+        )
+    ),
+    "env_overlap": _choice("auto", "thread", "serial"),
     "cpu_malloc": _choice("keep", "system"),
     "eval_workers": lambda v, cfg: None if v == "auto" or re.fullmatch(r"\d+", v) else "auto or an integer >= 0",
-    "video_size": _int_at_least(1), "logger": _logger,
+    "video_size": _int_at_least(1),
+    "logger": _logger,
     "wandb_project": lambda v, cfg: None if v.strip() else "a W&B project name",
-    "wandb_entity": lambda v, cfg: None, "wandb_group": lambda v, cfg: None,  # any name; W&B checks them
+    "wandb_entity": lambda v, cfg: None,
+    "wandb_group": lambda v, cfg: None,  # any name; W&B checks them
     # offline (OfflineConfig)
     "dataset": lambda v, cfg: None,  # checked when opened (DatasetError names what is wrong)
-    "updates": _int_at_least(1), "eval_every_updates": _int_at_least(1),
-    "checkpoint_every_updates": _int_at_least(1), "log_every_updates": _int_at_least(1),
-    "bc_alpha": _finite(0.0, lo_open=False), "cql_alpha": _finite(0.0, lo_open=False), "cql_temp": _finite(0.0),
-    "cql_samples": _int_at_least(1), "iql_expectile": lambda v, cfg: None if 0 < v < 1 else "a number in (0, 1)",
-    "iql_beta": _finite(0.0, lo_open=False), "iql_max_weight": _finite(0.0),
+    "updates": _int_at_least(1),
+    "eval_every_updates": _int_at_least(1),
+    "checkpoint_every_updates": _int_at_least(1),
+    "log_every_updates": _int_at_least(1),
+    "bc_alpha": _finite(0.0, lo_open=False),
+    "cql_alpha": _finite(0.0, lo_open=False),
+    "cql_temp": _finite(0.0),
+    "cql_samples": _int_at_least(1),
+    "iql_expectile": lambda v, cfg: None if 0 < v < 1 else "a number in (0, 1)",
+    "iql_beta": _finite(0.0, lo_open=False),
+    "iql_max_weight": _finite(0.0),
 }
 
 
@@ -437,8 +581,11 @@ HASHED_IF_SET = ("resume_from", "num_envs")
 
 
 def config_hash(cfg: Config) -> str:
-    data = {k: v for k, v in dataclasses.asdict(cfg).items()
-            if k not in UNHASHED and not (k in HASHED_IF_SET and v == getattr(Config, k))}
+    data = {
+        k: v
+        for k, v in dataclasses.asdict(cfg).items()
+        if k not in UNHASHED and not (k in HASHED_IF_SET and v == getattr(Config, k))
+    }
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -9,6 +9,7 @@ to ~500 faults and 2.55 s (`taco bench ... cpu_malloc=system|keep` reports `page
 The numbers computed do not change. The process keeps its peak heap
 (reported as `peak_rss_mb`); explicit mappings (replay memmaps, CUDA memory) are unaffected.
 """
+
 from __future__ import annotations
 
 import ctypes

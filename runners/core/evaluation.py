@@ -10,6 +10,7 @@ its batch-1 action up to the rounding of a batch-B pass. A freed worker takes th
 The video is episode 0's: its worker renders after the reset and after every step, as the serial
 loop does.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -115,7 +116,7 @@ class EvalPool:
                     actions = agent.act_batch(np.stack([observations[w] for w in order]), step, True)
                 else:
                     actions = [agent.act_batch(observations[w][None], step, True)[0] for w in order]
-                for w, action in zip(order, actions):
+                for w, action in zip(order, actions, strict=True):
                     self.workers[w].send("step", action, video and playing[w][0] == 0)
         return Episodes(returns, lengths, frames)
 

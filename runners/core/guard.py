@@ -5,9 +5,11 @@ Learner metrics are 0-dim tensors (on the learner's device); checking each one a
 would force a host sync every update. The checks here take a whole list at once (one sync) and run
 where the values are read anyway: at log time, before an evaluation and before a checkpoint.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -28,8 +30,7 @@ def check_metrics(history: Sequence[Mapping[str, Any]], steps: Sequence[int]) ->
     if not history:
         return
     try:
-        rows = [torch.stack([torch.as_tensor(v).detach().float().reshape(()) for v in h.values()])
-                for h in history]
+        rows = [torch.stack([torch.as_tensor(v).detach().float().reshape(()) for v in h.values()]) for h in history]
         finite = torch.isfinite(torch.stack(rows))
     except RuntimeError:  # updates returned different keys or devices: check one by one
         finite = None

@@ -5,11 +5,13 @@ Every start makes the logs agree with the state being resumed: rows after the ch
 dropped (all of them on a fresh start), and TensorBoard purges the events after it, so a run that died
 between two checkpoints (or before its first) never shows those frames twice.
 """
+
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -65,8 +67,14 @@ class Logger:
     `wandb`: keyword arguments of WandbSink (project, entity, group, config), or None for no W&B.
     """
 
-    def __init__(self, run_dir: Path, resume_frame: int | None = None, tensorboard: bool = True,
-                 axis: str = "frame", wandb: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        resume_frame: int | None = None,
+        tensorboard: bool = True,
+        axis: str = "frame",
+        wandb: Mapping[str, Any] | None = None,
+    ) -> None:
         """`resume_frame`: the `axis` value of the checkpoint being resumed (None: a fresh start).
         What was logged at that value came before the checkpoint, so it stays; later rows go."""
         self.axis = axis

@@ -156,9 +156,7 @@ class Replay:
         if int(action_dim) < 1:
             raise ValueError(f"action_dim must be >= 1, got {action_dim}")
         if int(frame_stack) < 1 or int(nstep) < 1 or int(seq_len) < 0:
-            raise ValueError(
-                f"need frame_stack >= 1, nstep >= 1, seq_len >= 0; got {frame_stack}, {nstep}, {seq_len}"
-            )
+            raise ValueError(f"need frame_stack >= 1, nstep >= 1, seq_len >= 0; got {frame_stack}, {nstep}, {seq_len}")
         if not 0.0 <= float(gamma) <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
         self.capacity = int(capacity)
@@ -196,9 +194,7 @@ class Replay:
         self._frame_offsets = offs[:, None, None] + back[None, None, :]  # (U, 1, S)
         self._step_offsets = torch.arange(1, n + 1, dtype=torch.int64, device=dev)  # r_{t+i} in slot t+1+i
         self._seq_offsets = torch.arange(1, self.seq_len + 1, dtype=torch.int64, device=dev)
-        self._gamma_pows = torch.tensor(
-            [self.gamma**i for i in range(n)], dtype=torch.float32, device=dev
-        )
+        self._gamma_pows = torch.tensor([self.gamma**i for i in range(n)], dtype=torch.float32, device=dev)
 
     # -----------------------------------------------------------------------------------------
     # sizes
@@ -545,8 +541,11 @@ class Replay:
         frames held, every row of the small tensors) before it drops the old one."""
         path = Path(path).resolve()
         frame_row = int(np.prod(self.frame_shape))
-        other_row = sum(t.element_size() * t[0].numel() for k, t in self._slot_tensors().items()
-                        if k in _STORED_KEYS and k != "frames")
+        other_row = sum(
+            t.element_size() * t[0].numel()
+            for k, t in self._slot_tensors().items()
+            if k in _STORED_KEYS and k != "frames"
+        )
         if self._read_meta_if_ours(path) is not None:
             new_rows = min(self._next - self._saved[path][1], self.capacity)
             return int(new_rows * (frame_row + other_row))
@@ -562,9 +561,16 @@ class Replay:
         self._saved = {}
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu", *,
-             frame_stack: int | None = None, nstep: int | None = None, gamma: float | None = None,
-             seq_len: int | None = None) -> "Replay":
+    def load(
+        cls,
+        path: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        *,
+        frame_stack: int | None = None,
+        nstep: int | None = None,
+        gamma: float | None = None,
+        seq_len: int | None = None,
+    ) -> Replay:
         """Open a directory written by :meth:`save`; sampling and adding continue exactly.
 
         On CPU the storage is mapped copy-on-write (no copy; pages load lazily and new writes stay
@@ -632,7 +638,9 @@ class Replay:
         try:
             td = TensorDict.load_memmap(storage, mode="r", allow_pickle=False)
         except Exception as e:  # noqa: BLE001 - tensordict raises several types; all mean "unreadable"
-            raise ReplayFormatError(f"{storage}: cannot read the memory-mapped tensors ({type(e).__name__}: {e})") from e
+            raise ReplayFormatError(
+                f"{storage}: cannot read the memory-mapped tensors ({type(e).__name__}: {e})"
+            ) from e
         c = rb.capacity
         expected = {
             "frames": ((c, *rb.frame_shape), torch.uint8),
@@ -642,7 +650,7 @@ class Replay:
             "ep_start": ((c,), torch.int64),
         }
         for key, (shape, dtype) in expected.items():
-            if key not in td.keys():
+            if key not in td:
                 raise ReplayFormatError(f"{storage}: tensor '{key}' is missing")
             x = td.get(key)
             if tuple(x.shape) != shape or x.dtype != dtype:

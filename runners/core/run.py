@@ -9,23 +9,24 @@ dataset) inside `with self.releasing_lock():` and then call `open()`; they add t
 through `checkpoint_extra` / `write_payload` / `restore_extra`, feed learner metrics through
 `record` / `drain_metrics`, and write their loop as `loop()` (`train()` wraps it: interrupts, cleanup).
 """
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from taco_rl.envs import make_env
-
 from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.core.config import Config, ConfigError, config_hash, run_directory, to_yaml
+from taco_rl.runners.core.evaluation import Episodes, EvalPool, eval_worker_count, play_serial
 from taco_rl.runners.core.guard import NonFiniteError, check_metrics, check_state
 from taco_rl.runners.core.logger import Logger, mean_metrics, write_video
-from taco_rl.runners.core.evaluation import Episodes, EvalPool, eval_worker_count, play_serial
 from taco_rl.runners.core.rundir import RunDirError, RunInterrupted, RunLock, prepare_run_dir  # noqa: F401 (re-exported)
 from taco_rl.runners.core.workers import WorkerError
 
@@ -40,8 +41,10 @@ def resolve_device(spec: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={spec!r}: CUDA is not available here; use device=cpu or device=auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"device={spec!r}: expected cuda:0 to cuda:{torch.cuda.device_count() - 1} "
-                          f"({torch.cuda.device_count()} GPUs here)")
+        raise ConfigError(
+            f"device={spec!r}: expected cuda:0 to cuda:{torch.cuda.device_count() - 1} "
+            f"({torch.cuda.device_count()} GPUs here)"
+        )
     return device
 
 
@@ -51,18 +54,34 @@ def build_agent(cfg: Config, obs_shape: tuple[int, int, int], action_dim: int, d
 
     cls = {**AGENTS, **OFFLINE_AGENTS}[cfg.agent]
     kwargs: dict[str, Any] = dict(
-        device=device, lr=cfg.lr, feature_dim=cfg.feature_dim, hidden_dim=cfg.hidden_dim,
-        critic_tau=cfg.critic_tau, expl_steps=cfg.expl_steps, precision=cfg.precision, aux=cfg.aux,
-        taco_k=cfg.taco_k, taco_weight=cfg.taco_weight, curl_weight=cfg.curl_weight,
-        reward_weight=cfg.reward_weight, latent_dim=cfg.latent_action_dim,
-        action_encoder=cfg.action_encoder, latent_critic=cfg.latent_critic, optimizer=cfg.optimizer)
+        device=device,
+        lr=cfg.lr,
+        feature_dim=cfg.feature_dim,
+        hidden_dim=cfg.hidden_dim,
+        critic_tau=cfg.critic_tau,
+        expl_steps=cfg.expl_steps,
+        precision=cfg.precision,
+        aux=cfg.aux,
+        taco_k=cfg.taco_k,
+        taco_weight=cfg.taco_weight,
+        curl_weight=cfg.curl_weight,
+        reward_weight=cfg.reward_weight,
+        latent_dim=cfg.latent_action_dim,
+        action_encoder=cfg.action_encoder,
+        latent_critic=cfg.latent_critic,
+        optimizer=cfg.optimizer,
+    )
     kwargs.update({key: getattr(cfg, key) for key in cls.options})
     return cls(obs_shape, action_dim, **kwargs)
 
 
 def env_kwargs(cfg: Config) -> dict[str, Any]:
-    return dict(action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack, image_size=cfg.image_size,
-                fast_render=cfg.fast_render)
+    return dict(
+        action_repeat=cfg.action_repeat,
+        frame_stack=cfg.frame_stack,
+        image_size=cfg.image_size,
+        fast_render=cfg.fast_render,
+    )
 
 
 def logger_sinks(cfg: Config) -> set[str]:
@@ -73,8 +92,9 @@ def logger_sinks(cfg: Config) -> set[str]:
 def wandb_settings(cfg: Config) -> dict[str, Any] | None:
     if "wandb" not in logger_sinks(cfg):
         return None
-    return dict(project=cfg.wandb_project, entity=cfg.wandb_entity, group=cfg.wandb_group,
-                config=dataclasses.asdict(cfg))
+    return dict(
+        project=cfg.wandb_project, entity=cfg.wandb_entity, group=cfg.wandb_group, config=dataclasses.asdict(cfg)
+    )
 
 
 class Run:
@@ -121,9 +141,13 @@ class Run:
         with self.releasing_lock():
             resumed = self._maybe_resume()
             (self.run_dir / "config.yaml").write_text(to_yaml(self.cfg))
-            self.logger = Logger(self.run_dir, resume_frame=self.counters[self.clock] if resumed else None,
-                                 axis=self.clock, tensorboard="tensorboard" in logger_sinks(self.cfg),
-                                 wandb=wandb_settings(self.cfg))
+            self.logger = Logger(
+                self.run_dir,
+                resume_frame=self.counters[self.clock] if resumed else None,
+                axis=self.clock,
+                tensorboard="tensorboard" in logger_sinks(self.cfg),
+                wandb=wandb_settings(self.cfg),
+            )
         if resumed:
             origin = f" (from {self.source[0]})" if self.source is not None else ""
             print(f"resuming {self.run_dir} at {self.clock} {self.counters[self.clock]}{origin}", flush=True)
@@ -187,7 +211,9 @@ class Run:
             return False
         source = Path(self.cfg.resume_from).expanduser().resolve()
         with RunLock(source):  # not while that run is writing it
-            ckpt.Checkpoints(source / "checkpoint", self.clock).restore(lambda state, payload: self._restore(state, payload, source))
+            ckpt.Checkpoints(source / "checkpoint", self.clock).restore(
+                lambda state, payload: self._restore(state, payload, source)
+            )
         self.source = (source, self.counters[self.clock])
         return True
 
@@ -202,14 +228,16 @@ class Run:
         if source is None and state.get("config_hash") != config_hash(self.cfg):
             raise ckpt.CheckpointMismatch(
                 f"{self.ckpt_dir} was written by a different configuration (hash {state.get('config_hash')} "
-                f"vs {config_hash(self.cfg)}); pass a new run_dir= to start a fresh run")
+                f"vs {config_hash(self.cfg)}); pass a new run_dir= to start a fresh run"
+            )
         try:
             self.agent.load_state_dict(state["agent"])
         except (ValueError, RuntimeError, KeyError) as e:
             if source is not None:
                 raise ckpt.CheckpointMismatch(
                     f"resume_from={source}: its learner does not fit this configuration (only settings that "
-                    f"keep the networks' shapes can change): {str(e).splitlines()[0]}") from None
+                    f"keep the networks' shapes can change): {str(e).splitlines()[0]}"
+                ) from None
             raise ckpt.CheckpointError(f"its learner state does not load: {str(e).splitlines()[0]}") from None
         self.restore_extra(state, payload)
         ckpt.set_rng_state(state["rng"])
@@ -220,11 +248,22 @@ class Run:
         newest state does not name, then the state atomically; a kill or a failed write leaves the
         previous one whole. Nothing is written from a state that holds NaN/inf."""
         self.check_finite(parameters=False)  # parameters: checked in Checkpoints.save
-        state = {"format": 1, "config_hash": config_hash(self.cfg), "agent": self.agent.state_dict(),
-                 "rng": ckpt.rng_state(), "counters": dict(self.counters), **self.checkpoint_extra()}
+        state = {
+            "format": 1,
+            "config_hash": config_hash(self.cfg),
+            "agent": self.agent.state_dict(),
+            "rng": ckpt.rng_state(),
+            "counters": dict(self.counters),
+            **self.checkpoint_extra(),
+        }
         try:
-            self.checkpoints.save(state, self.counters[self.clock], self.write_payload if self.has_payload else None,
-                                  self.counters[self.step_key], self.payload_bytes if self.has_payload else None)
+            self.checkpoints.save(
+                state,
+                self.counters[self.clock],
+                self.write_payload if self.has_payload else None,
+                self.counters[self.step_key],
+                self.payload_bytes if self.has_payload else None,
+            )
         except NonFiniteError as e:
             raise NonFiniteError(self._diverged(str(e)), e.name, e.step) from None
 
@@ -253,16 +292,20 @@ class Run:
             raise NonFiniteError(self._diverged(str(e)), e.name, e.step) from None
 
     def _diverged(self, what: str) -> str:
-        head = (f"{what} (noticed at {self.clock} {self.counters[self.clock]}): training stopped and no "
-                "checkpoint was written from this state")
+        head = (
+            f"{what} (noticed at {self.clock} {self.counters[self.clock]}): training stopped and no "
+            "checkpoint was written from this state"
+        )
         if self.checkpoints.frame is not None:
             run, at = self.run_dir, self.checkpoints.frame
         elif self.source is not None:
             run, at = self.source
         else:
             return f"{head}; no checkpoint exists yet: change the settings (e.g. a lower lr=) and start again"
-        return (f"{head}. The last good checkpoint is at {self.clock} {at} in {run}: to go on from it with "
-                f"other settings, run the command with those settings (e.g. a lower lr=) and resume_from={run}")
+        return (
+            f"{head}. The last good checkpoint is at {self.clock} {at} in {run}: to go on from it with "
+            f"other settings, run the command with those settings (e.g. a lower lr=) and resume_from={run}"
+        )
 
     # ------------------------------------------------------------------ evaluation
     def log_row(self, kind: str, metrics: dict[str, Any]) -> dict[str, float]:
@@ -273,8 +316,12 @@ class Run:
         return f"frame {self.counters['frame']} | step {self.counters['step']}"
 
     def eval_metrics(self, returns: list[float], lengths: list[int]) -> dict[str, float]:
-        return {"episode_return": float(np.mean(returns)), "return_std": float(np.std(returns)),
-                "episode_length": float(np.mean(lengths)), "episodes": len(returns)}
+        return {
+            "episode_return": float(np.mean(returns)),
+            "return_std": float(np.std(returns)),
+            "episode_length": float(np.mean(lengths)),
+            "episodes": len(returns),
+        }
 
     def evaluate(self) -> dict[str, float]:
         c, cfg = self.counters, self.cfg
@@ -296,8 +343,11 @@ class Run:
         c["last_eval"] = c[self.clock]
         c["next_eval"] = (c[self.clock] // self.eval_every + 1) * self.eval_every
         row = self.log_row("eval", self.eval_metrics(returns, lengths))
-        say(self.bar, f"eval | {self.where()} | return {row['episode_return']:.1f}"
-                      f" +- {row['return_std']:.1f}{self.score_text(row)} over {len(returns)} episodes")
+        say(
+            self.bar,
+            f"eval | {self.where()} | return {row['episode_return']:.1f}"
+            f" +- {row['return_std']:.1f}{self.score_text(row)} over {len(returns)} episodes",
+        )
         return row
 
     def score_text(self, row: dict[str, float]) -> str:
@@ -326,8 +376,9 @@ class Run:
                 saved = f"a checkpoint at {where} was written: rerun the same command to resume there"
             except Exception as write_error:  # noqa: BLE001 - the worker's failure is the one to report
                 saved = f"no checkpoint could be written there ({write_error}); a rerun resumes from the last one"
-            raise WorkerError(f"evaluation at {where} stopped: {e}; {saved} (eval_workers=0 evaluates "
-                              "in this process)") from None
+            raise WorkerError(
+                f"evaluation at {where} stopped: {e}; {saved} (eval_workers=0 evaluates in this process)"
+            ) from None
 
     def close_eval_pool(self) -> None:
         pool, self.eval_pool = self.eval_pool, None
@@ -338,8 +389,15 @@ class Run:
 def progress_bar(total: int, initial: int, enabled: bool, unit: str = "frame"):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit=unit, disable=not enabled, dynamic_ncols=True,
-                smoothing=0.05, mininterval=1.0)
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit=unit,
+        disable=not enabled,
+        dynamic_ncols=True,
+        smoothing=0.05,
+        mininterval=1.0,
+    )
 
 
 def say(bar, text: str) -> None:

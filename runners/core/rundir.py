@@ -7,6 +7,7 @@
 - `sigterm_as_interrupt`: SIGTERM (a cluster preempting the job) ends a run the way Ctrl-C does.
 - `RunInterrupted`: raised by a run stopped that way; it carries the frame a rerun resumes from.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +17,8 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 LOCK_FILE = ".lock"
 
@@ -37,8 +38,11 @@ class RunInterrupted(KeyboardInterrupt):
         self.resume_frame, self.signal_name, self.clock = resume_frame, signal_name, clock
 
     def message(self) -> str:
-        where = (f"resumes from {self.clock} {self.resume_frame}" if self.resume_frame is not None
-                 else "starts from scratch (no checkpoint was written yet)")
+        where = (
+            f"resumes from {self.clock} {self.resume_frame}"
+            if self.resume_frame is not None
+            else "starts from scratch (no checkpoint was written yet)"
+        )
         return f"interrupted ({self.signal_name}); rerunning the same command {where}"
 
 
@@ -49,8 +53,9 @@ def prepare_run_dir(path: Path) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
-        raise RunDirError(f"run directory {path} is not writable ({e.strerror}); "
-                          "pass root=<writable folder> or run_dir=<path>") from None
+        raise RunDirError(
+            f"run directory {path} is not writable ({e.strerror}); pass root=<writable folder> or run_dir=<path>"
+        ) from None
 
 
 def try_flock(path: Path) -> tuple[int, bool]:
@@ -74,13 +79,16 @@ class RunLock:
         if not held:
             holder = os.read(fd, 4096).decode(errors="replace").strip() or "holder unknown"
             os.close(fd)
-            error = RunDirError(f"run directory {Path(run_dir)} is in use by another process ({holder}); "
-                                "wait for it to finish or stop it, or pass run_dir=<another path>")
+            error = RunDirError(
+                f"run directory {Path(run_dir)} is in use by another process ({holder}); "
+                "wait for it to finish or stop it, or pass run_dir=<another path>"
+            )
             error.holder = holder
             raise error from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"host {socket.gethostname()}, pid {os.getpid()}, since "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        os.write(
+            fd, f"host {socket.gethostname()}, pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode()
+        )
         self._fd = fd
 
     @property
@@ -95,7 +103,7 @@ class RunLock:
     def __del__(self) -> None:
         self.release()
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self
 
     def __exit__(self, *exc) -> None:

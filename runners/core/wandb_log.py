@@ -7,20 +7,31 @@ cannot drop logged points, so what was already sent (up to `logged_through`) is 
 every x appears once, with the values of a run never stopped. `WANDB_MODE=offline` (no network)
 writes the run under `<run dir>/wandb/` for `wandb sync`.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 STATE_FILE = "wandb.json"
 
 
 class WandbSink:
-    def __init__(self, run_dir: Path, *, resumed: bool, axis: str, project: str, entity: str, group: str,
-                 config: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        resumed: bool,
+        axis: str,
+        project: str,
+        entity: str,
+        group: str,
+        config: Mapping[str, Any],
+    ) -> None:
         import wandb
 
         self.state_path = run_dir / STATE_FILE
@@ -29,10 +40,17 @@ class WandbSink:
             state = {"id": secrets.token_hex(4), "logged_through": -1}
         self.state, self.axis = state, axis
         self.skip_through = int(state["logged_through"])  # sent by an earlier process of this run
-        self.run = wandb.init(id=state["id"], resume="allow", dir=str(run_dir), project=project,
-                              entity=entity or None, group=group or None, config=dict(config),
-                              name=f"{run_dir.parent.parent.name}/{run_dir.parent.name}/{run_dir.name}",
-                              reinit="finish_previous")
+        self.run = wandb.init(
+            id=state["id"],
+            resume="allow",
+            dir=str(run_dir),
+            project=project,
+            entity=entity or None,
+            group=group or None,
+            config=dict(config),
+            name=f"{run_dir.parent.parent.name}/{run_dir.parent.name}/{run_dir.name}",
+            reinit="finish_previous",
+        )
         self.run.define_metric(axis)
         self.run.define_metric("*", step_metric=axis)
         self._write_state()
@@ -44,7 +62,9 @@ class WandbSink:
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as e:
-            raise RuntimeError(f"{self.state_path}: unreadable W&B state ({e}); delete it to start a new W&B run") from None
+            raise RuntimeError(
+                f"{self.state_path}: unreadable W&B state ({e}); delete it to start a new W&B run"
+            ) from None
 
     def _write_state(self) -> None:
         tmp = self.state_path.with_suffix(".tmp")

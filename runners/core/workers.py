@@ -17,6 +17,7 @@ Failure modes, and what the parent sees:
 - Ctrl-C reaches the whole process group: workers ignore SIGINT; the parent's cleanup (`close`)
   stops them, terminating any that do not answer in time.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -58,8 +59,10 @@ def answer_timeout() -> float | None:
     except ValueError:
         value = -1.0
     if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{TIMEOUT_VARIABLE}={text!r}: expected the seconds a worker may stay silent, a number "
-                         f">= 0 (0 waits forever)")
+        raise ValueError(
+            f"{TIMEOUT_VARIABLE}={text!r}: expected the seconds a worker may stay silent, a number "
+            f">= 0 (0 waits forever)"
+        )
     return value or None
 
 

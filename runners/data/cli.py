@@ -4,19 +4,15 @@ Every subcommand takes ``key=value`` arguments (like ``taco train``) after its p
 ``out=`` names the destination dataset folder, which must not exist yet (``overwrite=true`` replaces
 it). Datasets are written atomically (see :mod:`taco_rl.runners.data.datasets`).
 """
+
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import difflib
-import functools
 import json
-import shutil
-from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from collections.abc import Callable
+from typing import Any
 
 from taco_rl.runners.core.config import Config, ConfigError
 from taco_rl.runners.data.collect import ENV_KEYS, collect
@@ -49,31 +45,42 @@ _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no":
 def add_parser(sub: Any) -> None:
     """Register ``taco data`` and its subcommands on the top-level subparsers."""
     fmt = argparse.RawDescriptionHelpFormatter
-    d = sub.add_parser("data", help="offline datasets: collect, from-run, concat, info, import, export",
-                       description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
+    d = sub.add_parser(
+        "data",
+        help="offline datasets: collect, from-run, concat, info, import, export",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
     ds = d.add_subparsers(dest="data_command", required=True)
     specs = [
-        ("collect", "roll out a run's checkpoint (or random actions) into a dataset",
-         "policy=RUN_DIR|random episodes=N out=DIR [noise=0.2] [seed=0] [task=...] [device=cpu] [workers=1] "
-         "[action_repeat= image_size= frame_stack= fast_render= (policy=random only)]"),
+        (
+            "collect",
+            "roll out a run's checkpoint (or random actions) into a dataset",
+            "policy=RUN_DIR|random episodes=N out=DIR [noise=0.2] [seed=0] [task=...] [device=cpu] [workers=1] "
+            "[action_repeat= image_size= frame_stack= fast_render= (policy=random only)]",
+        ),
         ("from-run", "turn a run's replay (its last checkpoint) into a dataset", "RUN_DIR out=DIR"),
         ("concat", "join datasets of the same task and shapes (e.g. medium + expert)", "A B [C ...] out=DIR"),
-        ("info", "print task, image size, action dim, counts, returns and checksum",
-         "DIR [verify=true] [json=true]"),
-        ("import", "import vd4rl (84px hdf5 / 64px npz), drqv2 (replay npz) or minari (path or local ID)",
-         "FORMAT PATH out=DIR [task=...] [obs_key=... (minari)]"),
-        ("export", "export a dataset as a Minari dataset (raw frames, lossless)",
-         "minari DIR ID [root=MINARI_ROOT]"),
+        ("info", "print task, image size, action dim, counts, returns and checksum", "DIR [verify=true] [json=true]"),
+        (
+            "import",
+            "import vd4rl (84px hdf5 / 64px npz), drqv2 (replay npz) or minari (path or local ID)",
+            "FORMAT PATH out=DIR [task=...] [obs_key=... (minari)]",
+        ),
+        ("export", "export a dataset as a Minari dataset (raw frames, lossless)", "minari DIR ID [root=MINARI_ROOT]"),
     ]
     for name, help_, usage in specs:
-        p = ds.add_parser(name, help=help_, description=f"{help_}.\n\n  taco data {name} {usage}",
-                          epilog=EPILOG, formatter_class=fmt)
+        p = ds.add_parser(
+            name, help=help_, description=f"{help_}.\n\n  taco data {name} {usage}", epilog=EPILOG, formatter_class=fmt
+        )
         p.add_argument("args", nargs="*", metavar="ARG|key=value")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _split(items: list[str], keys: dict[str, Callable[[str], Any]], npos: tuple[int, int | None],
-           usage: str) -> tuple[list[str], dict[str, Any]]:
+def _split(
+    items: list[str], keys: dict[str, Callable[[str], Any]], npos: tuple[int, int | None], usage: str
+) -> tuple[list[str], dict[str, Any]]:
     """Positional arguments and typed ``key=value`` options; unknown keys name the closest ones."""
     pos, kv = [], {}
     for item in items:
@@ -91,8 +98,10 @@ def _split(items: list[str], keys: dict[str, Callable[[str], Any]], npos: tuple[
             raise ConfigError(f"bad value {key}={value!r} (usage: {usage})") from None
     lo, hi = npos
     if len(pos) < lo or (hi is not None and len(pos) > hi):
-        raise ConfigError(f"expected {lo if lo == hi else f'at least {lo}'} positional argument(s), got "
-                          f"{len(pos)}: {pos} (usage: {usage})")
+        raise ConfigError(
+            f"expected {lo if lo == hi else f'at least {lo}'} positional argument(s), got "
+            f"{len(pos)}: {pos} (usage: {usage})"
+        )
     return pos, kv
 
 
@@ -117,8 +126,13 @@ def format_info(info: dict[str, Any], verified: bool = False) -> str:
         ("episodes", info["episodes"]),
         ("transitions", f"{info['transitions']} (episode length {length.get('min', '?')}..{length.get('max', '?')})"),
         ("return", f"min {r['min']:.2f}  mean {r['mean']:.2f}  max {r['max']:.2f}"),
-        ("checksum", info["checksum"] + ("  (verified)" if verified else
-                                         "  (not verified yet: verify=true, or the first load, hashes the files)")),
+        (
+            "checksum",
+            info["checksum"]
+            + (
+                "  (verified)" if verified else "  (not verified yet: verify=true, or the first load, hashes the files)"
+            ),
+        ),
         ("source", json.dumps(info["source"])),
     ]
     return "\n".join(f"{k:<12} {v}" for k, v in lines)
@@ -131,17 +145,34 @@ def run(args: argparse.Namespace) -> int:
     if cmd == "collect":
         usage = "taco data collect policy=RUN_DIR|random episodes=N out=DIR"
         keys: dict[str, Callable[[str], Any]] = {
-            **out_keys, "policy": str, "episodes": int, "noise": float, "seed": int, "task": str, "device": str,
-            "workers": int}
+            **out_keys,
+            "policy": str,
+            "episodes": int,
+            "noise": float,
+            "seed": int,
+            "task": str,
+            "device": str,
+            "workers": int,
+        }
         types = {f.name: f.type for f in dataclasses.fields(Config)}
         keys.update({k: (_bool if types[k] in (bool, "bool") else int) for k in ENV_KEYS})
         _, kv = _split(items, keys, (0, 0), usage)
         if "policy" not in kv or "episodes" not in kv:
             raise ConfigError(f"collect needs policy= and episodes= (usage: {usage})")
         env = {k: kv[k] for k in ENV_KEYS if k in kv}
-        info = collect(kv["policy"], kv["episodes"], _require_out(kv, usage), noise=kv.get("noise", 0.0),
-                       seed=kv.get("seed", 0), task=kv.get("task"), device=kv.get("device", "cpu"), env=env,
-                       overwrite=kv.get("overwrite", False), progress=progress, workers=kv.get("workers", 1))
+        info = collect(
+            kv["policy"],
+            kv["episodes"],
+            _require_out(kv, usage),
+            noise=kv.get("noise", 0.0),
+            seed=kv.get("seed", 0),
+            task=kv.get("task"),
+            device=kv.get("device", "cpu"),
+            env=env,
+            overwrite=kv.get("overwrite", False),
+            progress=progress,
+            workers=kv.get("workers", 1),
+        )
     elif cmd == "from-run":
         usage = "taco data from-run RUN_DIR out=DIR"
         pos, kv = _split(items, out_keys, (1, 1), usage)
@@ -162,8 +193,15 @@ def run(args: argparse.Namespace) -> int:
     elif cmd == "import":
         usage = "taco data import vd4rl|drqv2|minari PATH out=DIR [task=NAME] [obs_key=KEY]"
         pos, kv = _split(items, {**out_keys, "task": str, "obs_key": str}, (2, 2), usage)
-        info = import_dataset(pos[0], pos[1], _require_out(kv, usage), task=kv.get("task"),
-                              obs_key=kv.get("obs_key"), overwrite=kv.get("overwrite", False), progress=progress)
+        info = import_dataset(
+            pos[0],
+            pos[1],
+            _require_out(kv, usage),
+            task=kv.get("task"),
+            obs_key=kv.get("obs_key"),
+            overwrite=kv.get("overwrite", False),
+            progress=progress,
+        )
     else:  # export
         usage = "taco data export minari DIR ID [root=MINARI_ROOT]"
         pos, kv = _split(items, {"root": str}, (3, 3), usage)
@@ -177,5 +215,3 @@ def run(args: argparse.Namespace) -> int:
     out_info = dataset_info(kv["out"])
     print(format_info(out_info, is_verified(out_info)))
     return 0
-
-

@@ -3,14 +3,16 @@
 Finished episodes are kept as files in a hidden folder beside ``out`` until the dataset is written;
 ``workers=N`` plays them in worker processes (collect_workers.py), in-process otherwise (rollout.py).
 """
+
 from __future__ import annotations
 
 import contextlib
 import functools
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from taco_rl.runners.core.config import ConfigError
 from taco_rl.runners.data.datasets import DatasetError, DatasetWriter
@@ -24,6 +26,7 @@ ENV_KEYS = ("action_repeat", "image_size", "frame_stack", "fast_render")
 def _holding_collect_lock(collect_fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     """Run ``collect_fn`` holding the lock of its ``out=``'s collection folder, as a run holds its run
     directory's: a second collect into the same ``out=`` stops at once, naming the holder."""
+
     @functools.wraps(collect_fn)
     def locked(*args: Any, **kw: Any) -> dict[str, Any]:
         out = kw.get("out", args[2] if len(args) > 2 else None)
@@ -31,6 +34,7 @@ def _holding_collect_lock(collect_fn: Callable[..., dict[str, Any]]) -> Callable
             return collect_fn(*args, **kw)
         with _collect_lock(Path(str(out)).expanduser().resolve()):
             return collect_fn(*args, **kw)
+
     return locked
 
 
@@ -44,8 +48,10 @@ def _collect_lock(out: Path):
         work.mkdir(parents=True, exist_ok=True)
         lock = RunLock(work)
     except RunDirError as e:
-        raise DatasetError(f"{out} is being collected by another process ({e.holder}); wait for it to finish "
-                           "or stop it, or choose another out=") from None
+        raise DatasetError(
+            f"{out} is being collected by another process ({e.holder}); wait for it to finish "
+            "or stop it, or choose another out="
+        ) from None
     except OSError as e:
         raise DatasetError(f"{work}: cannot create or lock the collection folder ({e.strerror})") from None
     try:
@@ -57,9 +63,20 @@ def _collect_lock(out: Path):
 
 
 @_holding_collect_lock
-def collect(policy: str, episodes: int, out: str, *, noise: float = 0.0, seed: int = 0, task: str | None = None,
-            device: str = "cpu", env: dict[str, Any] | None = None, overwrite: bool = False,
-            progress: bool = False, workers: int = 1) -> dict[str, Any]:
+def collect(
+    policy: str,
+    episodes: int,
+    out: str,
+    *,
+    noise: float = 0.0,
+    seed: int = 0,
+    task: str | None = None,
+    device: str = "cpu",
+    env: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    workers: int = 1,
+) -> dict[str, Any]:
     """Roll out ``policy`` (a run directory: its checkpoint, mean action plus Gaussian ``noise``; or
     ``random``: uniform actions) for ``episodes`` episodes into a dataset at ``out``.
 
@@ -71,10 +88,9 @@ def collect(policy: str, episodes: int, out: str, *, noise: float = 0.0, seed: i
     policy on the CPU there): the same episodes, the same dataset checksum.
     """
     from taco_rl.envs import make_env
-
     from taco_rl.runners.core.config import resolve
-    from taco_rl.runners.data.datasets import check_destination
     from taco_rl.runners.core.run import build_agent, resolve_device
+    from taco_rl.runners.data.datasets import check_destination
 
     if episodes < 1:
         raise ConfigError(f"episodes={episodes}: expected a positive integer")
@@ -99,12 +115,19 @@ def collect(policy: str, episodes: int, out: str, *, noise: float = 0.0, seed: i
         if task and task != cfg.task:
             raise ConfigError(f"task={task} but the run {run} was trained on {cfg.task}")
         state = run_state(run)
-        source.update(policy=str(run), checkpoint_frame=state.get("counters", {}).get("frame"), agent=cfg.agent,
-                      aux=cfg.aux)
+        source.update(
+            policy=str(run), checkpoint_frame=state.get("counters", {}).get("frame"), agent=cfg.agent, aux=cfg.aux
+        )
     source.update(task=cfg.task, **{k: getattr(cfg, k) for k in ENV_KEYS})
     work = _work_folder(out_path, source)
-    e = make_env(cfg.task, seed, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack,
-                 image_size=cfg.image_size, fast_render=cfg.fast_render)
+    e = make_env(
+        cfg.task,
+        seed,
+        action_repeat=cfg.action_repeat,
+        frame_stack=cfg.frame_stack,
+        image_size=cfg.image_size,
+        fast_render=cfg.fast_render,
+    )
     action_dim = e.action_space.shape[0]
     if policy != "random":
         agent = build_agent(cfg, e.observation_space.shape, action_dim, resolve_device(device))
@@ -123,15 +146,24 @@ def collect(policy: str, episodes: int, out: str, *, noise: float = 0.0, seed: i
         from taco_rl.runners.data.collect_workers import collect_parallel
 
         e.close()
-        collect_parallel(workers, cfg, state["agent"] if agent is not None else None, noise, seed, jobs,
-                         lambda i: bar.update(1), work)
+        collect_parallel(
+            workers,
+            cfg,
+            state["agent"] if agent is not None else None,
+            noise,
+            seed,
+            jobs,
+            lambda i: bar.update(1),
+            work,
+        )
     for i, file in jobs:
         if not file.is_file():
             rollout_to_file(e, agent, noise, seed, i, action_dim, file)
             bar.update(1)
     bar.close()
-    info = _write_episode_files(files, out_path, action_dim, task=cfg.task,
-                                source={**source, "episodes": episodes}, overwrite=overwrite)
+    info = _write_episode_files(
+        files, out_path, action_dim, task=cfg.task, source={**source, "episodes": episodes}, overwrite=overwrite
+    )
     shutil.rmtree(work, ignore_errors=True)
     return info
 
@@ -146,8 +178,10 @@ def _work_folder(out: Path, spec: dict[str, Any]) -> Path:
         except ValueError:
             old = None
         if old != json.loads(json.dumps(spec)):
-            raise DatasetError(f"{work} holds an interrupted collect with other arguments ({old}); rerun that "
-                               "command to finish it, or delete the folder")
+            raise DatasetError(
+                f"{work} holds an interrupted collect with other arguments ({old}); rerun that "
+                "command to finish it, or delete the folder"
+            )
     else:
         work.mkdir(parents=True, exist_ok=True)
         spec_file.write_text(json.dumps(spec))

@@ -7,27 +7,44 @@ index order, has the checksum of `workers=1`. Every worker writes each finished 
 atomically, so a collect stopped any way (a worker killed, Ctrl-C) keeps what was finished and a
 rerun goes on from there.
 """
+
 from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from taco_rl.runners.core.workers import (WorkerError, answer_timeout, exit_text, overdue, share_render_cores, silent_text, spawn, stop,
-                      terminate, time_left)
+from taco_rl.runners.core.workers import (
+    WorkerError,
+    answer_timeout,
+    exit_text,
+    overdue,
+    share_render_cores,
+    silent_text,
+    spawn,
+    stop,
+    terminate,
+    time_left,
+)
 
 
 def _collect(conn, cfg, agent_state, noise: float, seed: int, jobs: list[tuple[int, str]], siblings: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its workers
     share_render_cores(siblings)
     from taco_rl.envs import make_env
-
     from taco_rl.runners.data.rollout import rollout_to_file
 
-    env = make_env(cfg.task, seed, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack,
-                   image_size=cfg.image_size, fast_render=cfg.fast_render)
+    env = make_env(
+        cfg.task,
+        seed,
+        action_repeat=cfg.action_repeat,
+        frame_stack=cfg.frame_stack,
+        image_size=cfg.image_size,
+        fast_render=cfg.fast_render,
+    )
     action_dim = env.action_space.shape[0]
     agent = None
     if agent_state is not None:
@@ -49,15 +66,28 @@ def _collect(conn, cfg, agent_state, noise: float, seed: int, jobs: list[tuple[i
     env.close()
 
 
-def collect_parallel(workers: int, cfg, agent_state: dict[str, Any] | None, noise: float, seed: int,
-                     jobs: list[tuple[int, Path]], done: Callable[[int], None], work: Path) -> None:
+def collect_parallel(
+    workers: int,
+    cfg,
+    agent_state: dict[str, Any] | None,
+    noise: float,
+    seed: int,
+    jobs: list[tuple[int, Path]],
+    done: Callable[[int], None],
+    work: Path,
+) -> None:
     """Roll out `jobs` (episode index, file) in `workers` processes, calling `done(i)` as each ends."""
     shares = [jobs[w::workers] for w in range(workers) if jobs[w::workers]]
     procs = []
     try:
         for w, share in enumerate(shares):
-            procs.append(spawn(_collect, (cfg, agent_state, noise, seed, [(i, str(f)) for i, f in share], len(shares)),
-                               f"collect{w}"))
+            procs.append(
+                spawn(
+                    _collect,
+                    (cfg, agent_state, noise, seed, [(i, str(f)) for i, f in share], len(shares)),
+                    f"collect{w}",
+                )
+            )
         running = {conn: proc for proc, conn in procs}
         heard = {conn: time.monotonic() for conn in running}  # its last episode (or its start)
         limit = answer_timeout()  # per episode
@@ -83,8 +113,10 @@ def collect_parallel(workers: int, cfg, agent_state: dict[str, Any] | None, nois
                     what = silent_text(limit)  # an episode each at the least
                 else:
                     continue
-                raise WorkerError(f"collect worker {proc.name} (pid {proc.pid}) {what}; the episodes finished "
-                                  f"are kept in {work}: rerun the same command to go on")
+                raise WorkerError(
+                    f"collect worker {proc.name} (pid {proc.pid}) {what}; the episodes finished "
+                    f"are kept in {work}: rerun the same command to go on"
+                )
     finally:
         for proc, conn in procs:
             if proc.is_alive() and proc.exitcode is None:

@@ -1,5 +1,6 @@
 """Datasets from other datasets: `taco data import` (a published format -> the native layout) and
 `taco data concat` (several datasets of one task -> one)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,12 +21,15 @@ def concat(inputs: list[str], out: str, *, overwrite: bool = False, progress: bo
     for info in infos[1:]:
         for key in ("task", "frame_shape", "action_dim"):
             if info[key] != ref[key]:
-                raise DatasetError(f"cannot concatenate: {info['path']} has {key}={info[key]}, "
-                                   f"{ref['path']} has {key}={ref[key]}")
+                raise DatasetError(
+                    f"cannot concatenate: {info['path']} has {key}={info[key]}, {ref['path']} has {key}={ref[key]}"
+                )
     from taco_rl.runners.data.formats.common import _bar
 
-    source = {"kind": "concat", "inputs": [{"path": i["path"], "checksum": i["checksum"], "source": i["source"]}
-                                           for i in infos]}
+    source = {
+        "kind": "concat",
+        "inputs": [{"path": i["path"], "checksum": i["checksum"], "source": i["source"]} for i in infos],
+    }
     slots = sum(i["slots"] for i in infos)
     with DatasetWriter(out, slots, ref["frame_shape"], ref["action_dim"], overwrite=overwrite) as writer:
         bar = _bar(sum(i["episodes"] for i in infos), progress)
@@ -46,8 +50,16 @@ def _guess_task(path: str) -> str | None:
     return found[-1] if found else None
 
 
-def import_dataset(fmt: str, path: str, out: str, *, task: str | None = None, obs_key: str | None = None,
-                   overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
+def import_dataset(
+    fmt: str,
+    path: str,
+    out: str,
+    *,
+    task: str | None = None,
+    obs_key: str | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Import ``path`` in format ``fmt`` (vd4rl, drqv2, minari) as a native dataset at ``out``."""
     from taco_rl.runners.data.datasets import DatasetError
     from taco_rl.runners.data.formats import drqv2, minari, vd4rl

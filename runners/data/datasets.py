@@ -25,8 +25,10 @@ files and recorded with their sizes, times and inodes (:func:`is_verified`): the
 dataset reads it through once (sha256 runs at about 0.7 GB/s on one core of the 2-core test
 machine, so ~30 s for 21 GB), later opens of unchanged files cost a few ``stat`` calls (~0.2 ms).
 """
+
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hashlib
@@ -36,8 +38,9 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,16 +50,36 @@ from taco_rl.runners.core.replay import Replay, ReplayFormatError
 from taco_rl.runners.core.rundir import try_flock
 
 __all__ = [
-    "DatasetError", "DATASET_FILE", "write_dataset", "dataset_info", "verify_checksum", "load_dataset",
-    "dataset_device", "DatasetWriter", "episode_bounds", "iter_episodes", "new_replay",
+    "DatasetError",
+    "DATASET_FILE",
+    "write_dataset",
+    "dataset_info",
+    "verify_checksum",
+    "load_dataset",
+    "dataset_device",
+    "DatasetWriter",
+    "episode_bounds",
+    "iter_episodes",
+    "new_replay",
 ]
 
 DATASET_FILE = "dataset.json"
 DATASET_FORMAT = "taco-rl-dataset"
 DATASET_VERSION = 1
 _HASHED = ("frames", "actions", "rewards", "discounts", "ep_start")
-_REQUIRED = ("format", "version", "task", "frame_shape", "action_dim", "episodes", "transitions", "slots",
-             "return", "checksum", "source")
+_REQUIRED = (
+    "format",
+    "version",
+    "task",
+    "frame_shape",
+    "action_dim",
+    "episodes",
+    "transitions",
+    "slots",
+    "return",
+    "checksum",
+    "source",
+)
 _CHUNK_BYTES = 1 << 20  # bytes hashed at a time
 _ITEM_BYTES = {"frames": 1, "actions": 4, "rewards": 4, "discounts": 4, "ep_start": 8}  # bytes per element
 VERIFIED_FILE = ".verified.json"  # the verified state of the arrays (see record_verified)
@@ -74,8 +97,7 @@ def new_replay(slots: int, frame_shape: tuple[int, ...], action_dim: int) -> Rep
     """An empty CPU replay of exactly ``slots`` slots (reset frames included), for building datasets."""
     if slots < 2:
         raise DatasetError(f"a dataset needs at least one transition (2 slots), got {slots} slots")
-    return Replay(slots, tuple(frame_shape), action_dim, frame_stack=1, nstep=1, gamma=0.99, seq_len=0,
-                  device="cpu")
+    return Replay(slots, tuple(frame_shape), action_dim, frame_stack=1, nstep=1, gamma=0.99, seq_len=0, device="cpu")
 
 
 def _held(replay: Replay) -> tuple[int, int]:
@@ -155,8 +177,7 @@ def iter_episodes(replay: Replay, files: str | os.PathLike | None = None) -> Ite
     else:
         rows = functools.partial(_file_rows, _storage_dir(files), replay)
     for s, e in episode_bounds(replay):
-        yield (rows(s, e, "frames"), rows(s + 1, e, "actions"), rows(s + 1, e, "rewards"),
-               rows(s + 1, e, "discounts"))
+        yield (rows(s, e, "frames"), rows(s + 1, e, "actions"), rows(s + 1, e, "rewards"), rows(s + 1, e, "discounts"))
 
 
 def _storage_dir(folder: str | os.PathLike) -> Path:
@@ -200,10 +221,8 @@ def _tree_bytes(folder: Path) -> int:
     total = 0
     for root, _, files in os.walk(folder):
         for f in files:
-            try:
+            with contextlib.suppress(OSError):
                 total += os.stat(os.path.join(root, f)).st_blocks * 512
-            except OSError:
-                pass
     return total
 
 
@@ -223,16 +242,20 @@ def remove_stale_partials(path: Path) -> list[Path]:
         finally:
             os.close(fd)
         removed.append(folder)
-        print(f"removed {folder} ({size / 1e6:.1f} MB), left by an interrupted write of {path}", file=sys.stderr,
-              flush=True)
+        print(
+            f"removed {folder} ({size / 1e6:.1f} MB), left by an interrupted write of {path}",
+            file=sys.stderr,
+            flush=True,
+        )
     return removed
 
 
 def _disk_error(path: Path, e: OSError) -> DatasetError:
     """The one-line error of a write the disk refused (the partial folder is removed by the caller)."""
     why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-    return DatasetError(f"cannot write dataset {path} ({why}); nothing was left behind: free space or "
-                        "choose another out= and rerun")
+    return DatasetError(
+        f"cannot write dataset {path} ({why}); nothing was left behind: free space or choose another out= and rerun"
+    )
 
 
 def check_destination(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -278,8 +301,15 @@ class DatasetWriter:
     so an interrupted write never leaves anything at ``path``.
     """
 
-    def __init__(self, path: str | os.PathLike, slots: int, frame_shape: tuple[int, ...], action_dim: int,
-                 *, overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        slots: int,
+        frame_shape: tuple[int, ...],
+        action_dim: int,
+        *,
+        overwrite: bool = False,
+    ) -> None:
         if slots < 2:
             raise DatasetError(f"a dataset needs at least one transition (2 slots), got {slots} slots")
         self.path = check_destination(path, overwrite)
@@ -298,14 +328,19 @@ class DatasetWriter:
             # the files are sparse until filled: a full disk would surface mid-write (or, mapped, as a crash)
             need, free = self.slots * sum(self.row_bytes.values()) + 2**20, free_bytes(self.path.parent)
             if free < need:
-                raise DatasetError(f"cannot write dataset {self.path}: it needs about {need / 1e9:.2f} GB, "
-                                   f"{free / 1e9:.2f} GB is free on that disk; free space or choose another out=")
+                raise DatasetError(
+                    f"cannot write dataset {self.path}: it needs about {need / 1e9:.2f} GB, "
+                    f"{free / 1e9:.2f} GB is free on that disk; free space or choose another out="
+                )
             self.tmp.mkdir()
             self._lock = _lock_partial(self.tmp)
             # zero-stride stand-ins: memmap_like creates the files at full size without copying anything
             shapes = {k: torch.zeros((), dtype=t.dtype).expand(self.slots, *t.shape[1:]) for k, t in probe.items()}
             TensorDict(shapes, batch_size=[self.slots]).memmap_like(self.storage)  # mappings dropped at once
-            self._files = {k: open(self.storage / f"{k}.memmap", "r+b", buffering=0) for k in _HASHED}
+            self._files = {  # open until finish() or abort(): episodes are written through them one by one
+                k: open(self.storage / f"{k}.memmap", "r+b", buffering=0)  # noqa: SIM115
+                for k in _HASHED
+            }
         except OSError as e:
             self.abort()
             raise _disk_error(self.path, e) from None
@@ -313,7 +348,7 @@ class DatasetWriter:
             self.abort()
             raise
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -324,30 +359,33 @@ class DatasetWriter:
         rows = _episode_rows(self.frame_shape, self.action_dim, (frames, actions, rewards, discounts))
         n = len(rows["frames"])
         if self.next + n > self.slots:
-            raise DatasetError(f"got more than the {self.slots} slots counted up front; the input changed "
-                               "while being read")
+            raise DatasetError(
+                f"got more than the {self.slots} slots counted up front; the input changed while being read"
+            )
         rows["ep_start"] = rows["ep_start"] + self.next
         try:
             for key, fh in self._files.items():
                 fh.seek(self.next * self.row_bytes[key])
                 data = memoryview(rows[key].contiguous().numpy()).cast("B")
                 while data:  # an unbuffered write may write less than asked
-                    data = data[fh.write(data):]
+                    data = data[fh.write(data) :]
         except OSError as e:
             self.abort()
             raise _disk_error(self.path, e) from None
         self.lengths.append(n - 1)
         # a sequential float64 sum (index_add_ into one bin), as the statistics have always been computed
-        returns = torch.zeros(1, dtype=torch.float64).index_add_(0, torch.zeros(n, dtype=torch.int64),
-                                                                  rows["rewards"].double())
+        returns = torch.zeros(1, dtype=torch.float64).index_add_(
+            0, torch.zeros(n, dtype=torch.int64), rows["rewards"].double()
+        )
         self.returns.append(float(returns))
         self.last_start, self.next = self.next, self.next + n
 
     def finish(self, *, task: str, source: Any) -> dict[str, Any]:
         """Check that every slot was written, hash, describe and publish; returns ``dataset.json``."""
         if self.next != self.slots:
-            raise DatasetError(f"got {self.next} slots, {self.slots} were counted up front; the input changed "
-                               "while being read")
+            raise DatasetError(
+                f"got {self.next} slots, {self.slots} were counted up front; the input changed while being read"
+            )
         try:
             return self._publish(task, source)
         except OSError as e:
@@ -374,8 +412,9 @@ class DatasetWriter:
             "source": source,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        _write_replay_meta(self.tmp, self.storage.name, self.save_id, self.slots, self.last_start,
-                           self.frame_shape, self.action_dim)
+        _write_replay_meta(
+            self.tmp, self.storage.name, self.save_id, self.slots, self.last_start, self.frame_shape, self.action_dim
+        )
         _write_json(self.tmp / DATASET_FILE, info)
         if self.path.exists():
             old = partial_dir(self.path)
@@ -397,10 +436,8 @@ class DatasetWriter:
     def abort(self) -> None:
         """Close and delete the unfinished folder (nothing happens after :meth:`finish`)."""
         for fh in self._files.values():
-            try:
+            with contextlib.suppress(OSError):  # nothing buffered is worth keeping: the folder goes
                 fh.close()
-            except OSError:  # nothing buffered is worth keeping: the folder goes
-                pass
         shutil.rmtree(self.tmp, ignore_errors=True)
         self._unlock(self.tmp)
 
@@ -416,8 +453,9 @@ def _reset_only(frame_shape: tuple[int, ...], action_dim: int) -> tuple[np.ndarr
     return z((1, *frame_shape), np.uint8), z((0, action_dim), np.float32), z(0, np.float32), z(0, np.float32)
 
 
-def _write_replay_meta(folder: Path, storage: str, save_id: str, slots: int, last_start: int,
-                       frame_shape: tuple[int, ...], action_dim: int) -> None:
+def _write_replay_meta(
+    folder: Path, storage: str, save_id: str, slots: int, last_start: int, frame_shape: tuple[int, ...], action_dim: int
+) -> None:
     """The replay's ``meta.json`` for full storage of ``slots`` slots (what ``Replay.save`` writes)."""
     shell = Replay.__new__(Replay)
     shell._configure(slots, frame_shape, action_dim, 1, 1, 0.99, 0, "cpu")  # noqa: SLF001 - no storage
@@ -425,8 +463,15 @@ def _write_replay_meta(folder: Path, storage: str, save_id: str, slots: int, las
     Replay._write_meta(folder, shell._meta(storage, save_id, True))  # noqa: SLF001
 
 
-def write_dataset(replay: Replay, path: str | os.PathLike, *, task: str, source: Any,
-                  overwrite: bool = False, files: str | os.PathLike | None = None) -> dict[str, Any]:
+def write_dataset(
+    replay: Replay,
+    path: str | os.PathLike,
+    *,
+    task: str,
+    source: Any,
+    overwrite: bool = False,
+    files: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Store ``replay``'s held episodes as a dataset at ``path``; returns the ``dataset.json`` dict.
 
     Streams through :class:`DatasetWriter` (atomic; memory holds about one episode beyond the
@@ -490,8 +535,9 @@ def expected_file_sizes(info: dict[str, Any]) -> dict[str, int]:
     try:
         slots, frame, adim = int(info["slots"]), int(np.prod(info["frame_shape"])), int(info["action_dim"])
     except (TypeError, ValueError):
-        raise DatasetError(f"{Path(info['path']) / DATASET_FILE}: slots, frame_shape or action_dim is not a "
-                           "number") from None
+        raise DatasetError(
+            f"{Path(info['path']) / DATASET_FILE}: slots, frame_shape or action_dim is not a number"
+        ) from None
     per_row = {"frames": frame, "actions": adim, "rewards": 1, "discounts": 1, "ep_start": 1}
     return {k: slots * n * _ITEM_BYTES[k] for k, n in per_row.items()}
 
@@ -506,8 +552,10 @@ def check_file_sizes(info: dict[str, Any]) -> None:
         except OSError:
             raise DatasetError(f"{file}: missing; the dataset is incomplete (re-create or re-import it)") from None
         if size != want[key]:
-            raise DatasetError(f"{file}: {size} bytes, dataset.json's slots and shapes need {want[key]}: the dataset "
-                               "is inconsistent (a truncated or damaged file); re-create or re-import it")
+            raise DatasetError(
+                f"{file}: {size} bytes, dataset.json's slots and shapes need {want[key]}: the dataset "
+                "is inconsistent (a truncated or damaged file); re-create or re-import it"
+            )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -546,8 +594,14 @@ def is_verified(info: dict[str, Any]) -> bool:
 def record_verified(info: dict[str, Any]) -> None:
     """Note that the arrays, as they are now, match ``info["checksum"]`` (best effort: a folder and a
     cache nobody may write to mean the next open hashes again)."""
-    data = json.dumps({"checksum": info["checksum"], "files": _stamps(info), "path": info["path"],
-                       "verified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    data = json.dumps(
+        {
+            "checksum": info["checksum"],
+            "files": _stamps(info),
+            "path": info["path"],
+            "verified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
     for file in _record_paths(info):
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
@@ -571,8 +625,10 @@ def _check_matches(replay: Replay, info: dict[str, Any]) -> None:
     got = (list(replay.frame_shape), replay.action_dim, len(replay), replay.total_added)
     want = (list(info["frame_shape"]), info["action_dim"], info["slots"], info["slots"])
     if got != want:
-        raise DatasetError(f"{file}: says frame_shape/action_dim/slots {want[:3]}, the stored replay holds "
-                           f"{got[:3]} (total added {got[3]}); the dataset is inconsistent")
+        raise DatasetError(
+            f"{file}: says frame_shape/action_dim/slots {want[:3]}, the stored replay holds "
+            f"{got[:3]} (total added {got[3]}); the dataset is inconsistent"
+        )
 
 
 def verify_checksum(path: str | os.PathLike) -> str:
@@ -581,16 +637,27 @@ def verify_checksum(path: str | os.PathLike) -> str:
     info = dataset_info(path)
     replay = _open(Path(info["path"]), "cpu")
     _check_matches(replay, info)
-    digest = _file_checksum(_storage_dir(info["path"]), {k: len(replay) * _row_bytes(_tensor(replay, k)) for k in _HASHED})
+    digest = _file_checksum(
+        _storage_dir(info["path"]), {k: len(replay) * _row_bytes(_tensor(replay, k)) for k in _HASHED}
+    )
     if digest != info["checksum"]:
-        raise DatasetError(f"{info['path']}: checksum mismatch (stored {info['checksum']}, computed {digest}); "
-                           "the arrays were modified or damaged: re-create or re-import the dataset")
+        raise DatasetError(
+            f"{info['path']}: checksum mismatch (stored {info['checksum']}, computed {digest}); "
+            "the arrays were modified or damaged: re-create or re-import the dataset"
+        )
     record_verified(info)
     return digest
 
 
-def load_dataset(path: str | os.PathLike, *, device: str | torch.device = "cpu", frame_stack: int = 3,
-                 nstep: int = 3, gamma: float = 0.99, seq_len: int = 0) -> tuple[Replay, dict[str, Any]]:
+def load_dataset(
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    frame_stack: int = 3,
+    nstep: int = 3,
+    gamma: float = 0.99,
+    seq_len: int = 0,
+) -> tuple[Replay, dict[str, Any]]:
     """Open dataset ``path`` for sampling with the learner's settings; returns ``(replay, info)``.
 
     The array files must have the sizes dataset.json implies, and their checksum must match: it is
@@ -603,16 +670,20 @@ def load_dataset(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     info = dataset_info(path)
     if not is_verified(info):
         gb = sum(expected_file_sizes(info).values()) / 1e9
-        print(f"verifying the checksum of {info['path']} ({gb:.2f} GB; once, until its files change)",
-              file=sys.stderr, flush=True)
+        print(
+            f"verifying the checksum of {info['path']} ({gb:.2f} GB; once, until its files change)",
+            file=sys.stderr,
+            flush=True,
+        )
         verify_checksum(info["path"])
-    replay = _open(Path(info["path"]), device, frame_stack=frame_stack, nstep=nstep, gamma=gamma,
-                   seq_len=seq_len)
+    replay = _open(Path(info["path"]), device, frame_stack=frame_stack, nstep=nstep, gamma=gamma, seq_len=seq_len)
     _check_matches(replay, info)
     replay._saved = {}  # noqa: SLF001 - never an incremental save into the dataset folder
     if replay.num_sampleable == 0:
-        raise DatasetError(f"{info['path']}: no episode has max(nstep, seq_len)={replay.horizon} steps "
-                           f"(longest: {info.get('episode_length', {}).get('max', '?')} transitions)")
+        raise DatasetError(
+            f"{info['path']}: no episode has max(nstep, seq_len)={replay.horizon} steps "
+            f"(longest: {info.get('episode_length', {}).get('max', '?')} transitions)"
+        )
     return replay, info
 
 
@@ -634,5 +705,6 @@ def dataset_device(path: str | os.PathLike, learner_device: str | torch.device) 
     free, _ = torch.cuda.mem_get_info(device)
     if need < free // 2:
         return device, f"dataset copied to {device} ({gb:.2f} GB of {free / 1e9:.1f} GB free)"
-    return torch.device("cpu"), (f"dataset ({gb:.2f} GB) exceeds half of {device}'s free memory "
-                                 f"({free / 1e9:.1f} GB): memory-mapped on the CPU")
+    return torch.device("cpu"), (
+        f"dataset ({gb:.2f} GB) exceeds half of {device}'s free memory ({free / 1e9:.1f} GB): memory-mapped on the CPU"
+    )

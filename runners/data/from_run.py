@@ -1,5 +1,6 @@
 """`taco data from-run`: a dataset of the replay a run's last checkpoint holds, and reading a run
 directory (its resolved config and checkpoint state) for the data commands."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,8 +53,10 @@ def _run_lock(run: Path):
     try:
         return RunLock(run)
     except RunDirError as e:
-        raise DatasetError(f"{run} is in use by a running process ({e.holder}); its checkpoint can change "
-                           "while it is read: rerun once that run has stopped") from None
+        raise DatasetError(
+            f"{run} is in use by a running process ({e.holder}); its checkpoint can change "
+            "while it is read: rerun once that run has stopped"
+        ) from None
     except OSError as e:
         raise DatasetError(f"{run}: cannot lock the run directory ({e.strerror})") from None
 
@@ -64,16 +67,29 @@ def _from_run(run: Path, cfg: Config, out: str, overwrite: bool) -> dict[str, An
     state = run_state(run)
     name = state.get("replay_dir")
     if name not in ("replay_a", "replay_b"):
-        raise DatasetError(f"{run / 'checkpoint' / 'state.pt'}: names replay folder {name!r}, expected replay_a or replay_b")
+        raise DatasetError(
+            f"{run / 'checkpoint' / 'state.pt'}: names replay folder {name!r}, expected replay_a or replay_b"
+        )
     try:
         replay = Replay.load(run / "checkpoint" / name, "cpu")
     except ReplayFormatError as e:
         raise DatasetError(str(e)) from None
     if replay.total_added != state.get("replay_total"):
-        raise DatasetError(f"{run / 'checkpoint' / name}: holds {replay.total_added} slots, state.pt expects "
-                           f"{state.get('replay_total')}")
+        raise DatasetError(
+            f"{run / 'checkpoint' / name}: holds {replay.total_added} slots, state.pt expects "
+            f"{state.get('replay_total')}"
+        )
     counters = state.get("counters", {})
-    source = {"kind": "from-run", "run": str(run), "frame": counters.get("frame"), "agent": cfg.agent,
-              "aux": cfg.aux, "seed": cfg.seed, "image_size": cfg.image_size, "action_repeat": cfg.action_repeat}
-    return write_dataset(replay, out, task=cfg.task, source=source, overwrite=overwrite,
-                         files=run / "checkpoint" / name)
+    source = {
+        "kind": "from-run",
+        "run": str(run),
+        "frame": counters.get("frame"),
+        "agent": cfg.agent,
+        "aux": cfg.aux,
+        "seed": cfg.seed,
+        "image_size": cfg.image_size,
+        "action_repeat": cfg.action_repeat,
+    }
+    return write_dataset(
+        replay, out, task=cfg.task, source=source, overwrite=overwrite, files=run / "checkpoint" / name
+    )

@@ -1,6 +1,7 @@
 """One collected episode: a policy (a learner's mean action plus Gaussian noise, or uniform random
 actions) played in an env and written atomically to an episode file. Used in-process by
 `taco data collect` and in its worker processes alike, so both give the same episodes."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,9 @@ def rollout_to_file(env: Any, agent: Any, noise: float, seed: int, i: int, actio
     tmp.replace(file)
 
 
-def _rollout(env: Any, agent: Any, noise: float, rng: np.random.Generator, reset_seed: int,
-             action_dim: int) -> tuple[np.ndarray, ...]:
+def _rollout(
+    env: Any, agent: Any, noise: float, rng: np.random.Generator, reset_seed: int, action_dim: int
+) -> tuple[np.ndarray, ...]:
     """One episode: frames (T+1, 3, H, W), actions (T, A), rewards (T,), discounts (T,)."""
     obs, _ = env.reset(seed=reset_seed)
     frames, acts, rews, discs = [obs[-3:]], [], [], []

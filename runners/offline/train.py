@@ -7,6 +7,7 @@ its memory map on the CPU (never a DataLoader); batches are moved to the learner
 A checkpoint holds no copy of the data, only the dataset's checksum: resuming on another dataset
 is refused.
 """
+
 from __future__ import annotations
 
 import time
@@ -17,8 +18,8 @@ import torch
 
 from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.core.config import ConfigError, OfflineConfig
-from taco_rl.runners.data.datasets import DatasetError, dataset_device, load_dataset
 from taco_rl.runners.core.run import Run, build_agent, progress_bar, say
+from taco_rl.runners.data.datasets import DatasetError, dataset_device, load_dataset
 
 NORMALISER = 10.0  # DMC return / 10 = the normalised score offline RL papers report (SPEC 7)
 
@@ -26,14 +27,21 @@ NORMALISER = 10.0  # DMC return / 10 = the normalised score offline RL papers re
 def open_dataset(cfg: OfflineConfig, learner_device: torch.device):
     """(replay, info, reason): the dataset sampled with the learner's stack, n-step, gamma and K."""
     if not cfg.dataset:
-        raise ConfigError("dataset= is required: a dataset directory (dataset.json + arrays), "
-                          "e.g. one written by `taco data`")
+        raise ConfigError(
+            "dataset= is required: a dataset directory (dataset.json + arrays), e.g. one written by `taco data`"
+        )
     if cfg.replay_device == "cpu":
         device, reason = torch.device("cpu"), "replay_device=cpu: dataset memory-mapped on the CPU"
     else:
         device, reason = dataset_device(cfg.dataset, learner_device)
-    replay, info = load_dataset(cfg.dataset, device=device, frame_stack=cfg.frame_stack, nstep=cfg.nstep,
-                                gamma=cfg.gamma, seq_len=cfg.taco_k if cfg.aux == "taco" else 0)
+    replay, info = load_dataset(
+        cfg.dataset,
+        device=device,
+        frame_stack=cfg.frame_stack,
+        nstep=cfg.nstep,
+        gamma=cfg.gamma,
+        seq_len=cfg.taco_k if cfg.aux == "taco" else 0,
+    )
     return replay, info, reason
 
 
@@ -50,16 +58,25 @@ class OfflineTrainer(Run):
             self.dataset, self.info, where = open_dataset(cfg, self.device)
             frame_shape = (3, *obs_shape[1:])
             if tuple(self.info["frame_shape"]) != frame_shape or self.info["action_dim"] != action_dim:
-                raise DatasetError(f"{cfg.dataset} holds frames {tuple(self.info['frame_shape'])} and "
-                                   f"{self.info['action_dim']}-d actions; task={cfg.task} with image_size="
-                                   f"{cfg.image_size} needs frames {frame_shape} and {action_dim}-d actions")
+                raise DatasetError(
+                    f"{cfg.dataset} holds frames {tuple(self.info['frame_shape'])} and "
+                    f"{self.info['action_dim']}-d actions; task={cfg.task} with image_size="
+                    f"{cfg.image_size} needs frames {frame_shape} and {action_dim}-d actions"
+                )
             if self.info.get("task") not in (None, cfg.task):
                 say(None, f"note: {cfg.dataset} was recorded on {self.info['task']}, evaluating on {cfg.task}")
-            print(f"dataset: {self.info['transitions']} transitions in {self.info['episodes']} episodes; {where}",
-                  flush=True)
+            print(
+                f"dataset: {self.info['transitions']} transitions in {self.info['episodes']} episodes; {where}",
+                flush=True,
+            )
             self.agent = build_agent(cfg, obs_shape, action_dim, self.device)
-            self.counters = {"update": 0, "evals": 0, "last_eval": -1, "next_eval": 0,
-                             "next_checkpoint": cfg.checkpoint_every_updates}
+            self.counters = {
+                "update": 0,
+                "evals": 0,
+                "last_eval": -1,
+                "next_eval": 0,
+                "next_checkpoint": cfg.checkpoint_every_updates,
+            }
         self.open()
 
     # ------------------------------------------------------------------ checkpoints
@@ -68,7 +85,8 @@ class OfflineTrainer(Run):
             raise ckpt.CheckpointMismatch(
                 f"{self.ckpt_dir / 'state.pt'} was trained on dataset {state.get('dataset', '?')} "
                 f"({state.get('dataset_checksum')}); {self.cfg.dataset} is another dataset "
-                f"({self.info['checksum']}); pass a new run_dir= to train on it")
+                f"({self.info['checksum']}); pass a new run_dir= to train on it"
+            )
 
     def restore_extra(self, state: dict[str, Any], payload: Path) -> None:
         """Nothing beyond the learner: the data is the dataset (check_resume matched its checksum)."""
@@ -85,8 +103,11 @@ class OfflineTrainer(Run):
 
     def eval_metrics(self, returns, lengths):
         metrics = super().eval_metrics(returns, lengths)
-        return {"episode_return": metrics["episode_return"],
-                "normalized_score": metrics["episode_return"] / NORMALISER, **metrics}
+        return {
+            "episode_return": metrics["episode_return"],
+            "normalized_score": metrics["episode_return"] / NORMALISER,
+            **metrics,
+        }
 
     def score_text(self, row: dict[str, float]) -> str:
         return f" (score {row['normalized_score']:.1f})"
@@ -123,4 +144,3 @@ class OfflineTrainer(Run):
 
 def train_offline(cfg: OfflineConfig, progress: bool = True) -> Path:
     return OfflineTrainer(cfg, progress).train()
-

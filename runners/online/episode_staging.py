@@ -6,6 +6,7 @@ replay whole (`Replay.add_episode`) when it ends, so no frame stack, n-step retu
 can ever span two envs' streams. As in DrQ-v2's episode-file replay, a running episode becomes
 sampleable when it is written. With one env the trainer writes step by step instead (unchanged).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -47,8 +48,12 @@ class EpisodeStaging:
             return
         a = self.replay.action_dim
         actions = np.stack(ep["actions"]) if ep["actions"] else np.zeros((0, a), dtype=np.float32)
-        self.replay.add_episode(np.stack(ep["frames"]), actions, np.asarray(ep["rewards"], dtype=np.float32),
-                                np.asarray(ep["discounts"], dtype=np.float32))
+        self.replay.add_episode(
+            np.stack(ep["frames"]),
+            actions,
+            np.asarray(ep["rewards"], dtype=np.float32),
+            np.asarray(ep["discounts"], dtype=np.float32),
+        )
 
     def flush_all(self) -> None:
         for i in range(len(self._eps)):

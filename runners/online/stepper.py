@@ -11,10 +11,12 @@ MuJoCo, the renderer and torch release the GIL while they compute, so a thread o
 Every env call goes through the stepper (`call` for resets): dm_control's EGL context is bound to
 the thread that first renders with it, so the worker is the only thread that ever touches the env.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 _IDLE = object()
 

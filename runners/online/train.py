@@ -4,6 +4,7 @@ Episode ends are the loop's joints: evaluation and checkpoints happen there, and
 episode is reset with a seed derived from (seed, episode index). A checkpoint therefore pins the
 whole future of the run, and a resumed run continues exactly as one that never stopped.
 """
+
 from __future__ import annotations
 
 import time
@@ -13,14 +14,22 @@ import numpy as np
 import torch
 
 from taco_rl.envs import make_env
-
 from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.core.config import Config
 from taco_rl.runners.core.replay import Replay, ReplayFormatError
-from taco_rl.runners.core.run import (EVAL_SEED_OFFSET, Run, RunDirError, build_agent, env_kwargs, prepare_run_dir,  # noqa: F401
-                  progress_bar, resolve_device, say)
-from taco_rl.runners.online.stepper import EnvStepper
+from taco_rl.runners.core.run import (  # noqa: F401
+    EVAL_SEED_OFFSET,
+    Run,
+    RunDirError,
+    build_agent,
+    env_kwargs,
+    prepare_run_dir,
+    progress_bar,
+    resolve_device,
+    say,
+)
 from taco_rl.runners.core.workers import close_all
+from taco_rl.runners.online.stepper import EnvStepper
 from taco_rl.runners.online.vector_loop import vector_loop
 
 
@@ -41,8 +50,16 @@ def replay_device(cfg: Config, device: torch.device, frame_shape: tuple[int, int
 
 
 def make_replay(cfg: Config, frame_shape: tuple[int, int, int], action_dim: int, device: torch.device) -> Replay:
-    return Replay(cfg.capacity, frame_shape, action_dim, frame_stack=cfg.frame_stack, nstep=cfg.nstep,
-                  gamma=cfg.gamma, seq_len=cfg.taco_k if cfg.aux == "taco" else 0, device=device)
+    return Replay(
+        cfg.capacity,
+        frame_shape,
+        action_dim,
+        frame_stack=cfg.frame_stack,
+        nstep=cfg.nstep,
+        gamma=cfg.gamma,
+        seq_len=cfg.taco_k if cfg.aux == "taco" else 0,
+        device=device,
+    )
 
 
 class Trainer(Run):
@@ -56,10 +73,18 @@ class Trainer(Run):
             self.frame_shape = (3, *obs_shape[1:])
             action_dim = self.env.action_space.shape[0]
             self.agent = build_agent(cfg, obs_shape, action_dim, self.device)
-            self.replay = make_replay(cfg, self.frame_shape, action_dim,
-                                      replay_device(cfg, self.device, self.frame_shape))
-            self.counters = {"step": 0, "frame": 0, "episode": 0, "evals": 0, "last_eval": -1,
-                             "next_eval": 0, "next_checkpoint": cfg.checkpoint_every_frames}
+            self.replay = make_replay(
+                cfg, self.frame_shape, action_dim, replay_device(cfg, self.device, self.frame_shape)
+            )
+            self.counters = {
+                "step": 0,
+                "frame": 0,
+                "episode": 0,
+                "evals": 0,
+                "last_eval": -1,
+                "next_eval": 0,
+                "next_checkpoint": cfg.checkpoint_every_frames,
+            }
         self.open()
 
     # ------------------------------------------------------------------ checkpoints
@@ -68,8 +93,16 @@ class Trainer(Run):
     def restore_extra(self, state, payload: Path) -> None:
         cfg = self.cfg
         foreign = payload.parent != self.ckpt_dir  # resume_from: another run's replay
-        settings = dict(frame_stack=cfg.frame_stack, nstep=cfg.nstep, gamma=cfg.gamma,
-                        seq_len=cfg.taco_k if cfg.aux == "taco" else 0) if foreign else {}
+        settings = (
+            dict(
+                frame_stack=cfg.frame_stack,
+                nstep=cfg.nstep,
+                gamma=cfg.gamma,
+                seq_len=cfg.taco_k if cfg.aux == "taco" else 0,
+            )
+            if foreign
+            else {}
+        )
         self.replay = None  # free the empty buffer before mapping/copying the saved one
         try:
             # the device the run sampled on (its RNG stream differs between CPU and CUDA)
@@ -77,8 +110,9 @@ class Trainer(Run):
         except ReplayFormatError as e:
             raise ckpt.CheckpointError(f"its replay is damaged: {e}") from None
         if replay.total_added != state["replay_total"]:
-            raise ckpt.CheckpointError(f"{payload} holds {replay.total_added} transitions, "
-                                       f"the state expects {state['replay_total']}")
+            raise ckpt.CheckpointError(
+                f"{payload} holds {replay.total_added} transitions, the state expects {state['replay_total']}"
+            )
         if foreign:
             replay.detach_files()  # that run may write these files again later
         self.replay = replay
@@ -135,8 +169,9 @@ class Trainer(Run):
                 bar.set_postfix(ret=f"{episode_return:.1f}", refresh=False)  # the bar's own frame/s is live
                 obs = None
             if c["frame"] >= next_log:
-                self.logger.log("train", c["frame"], c["step"], {
-                    **self.drain_metrics(), "episode": c["episode"], "fps": fps})
+                self.logger.log(
+                    "train", c["frame"], c["step"], {**self.drain_metrics(), "episode": c["episode"], "fps": fps}
+                )
                 next_log += cfg.log_every_frames
         return self.finish(f0)
 

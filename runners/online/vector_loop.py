@@ -18,14 +18,15 @@ A worker that dies (a segfault in the renderer, a kill) raises WorkerError namin
 (`taco train` exits 1) and the last checkpoint is whole, so a rerun resumes from it. However the loop
 ends, `Trainer.close` stops every worker.
 """
+
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from taco_rl.runners.online.episode_staging import EpisodeStaging
 from taco_rl.runners.core.run import env_kwargs, progress_bar
 from taco_rl.runners.core.workers import WorkerError, start_workers
+from taco_rl.runners.online.episode_staging import EpisodeStaging
 
 
 def vector_loop(tr) -> Path:
@@ -34,8 +35,9 @@ def vector_loop(tr) -> Path:
     except WorkerError as e:  # mid-round: the state there holds unfinished episodes, the last checkpoint is whole
         point = tr.resume_point
         again = f"from {tr.clock} {point} (the last checkpoint)" if point is not None else "from the start"
-        raise WorkerError(f"training stopped at {tr.where()}: {e}; rerunning the same command resumes "
-                          f"{again}") from None
+        raise WorkerError(
+            f"training stopped at {tr.where()}: {e}; rerunning the same command resumes {again}"
+        ) from None
 
 
 def _loop(tr) -> Path:

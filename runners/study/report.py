@@ -9,6 +9,7 @@ listed as unfinished and enter no number and no curve.
 Outputs in --out: report.md, per_task.csv, aggregate.csv, improvement.csv, curves_<task>.csv/.png,
 curves_aggregate.png, videos/ (each task and variant's last eval video).
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,9 +18,10 @@ import io
 import math
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -32,8 +34,17 @@ RESULTS = Path(__file__).resolve().parents[2] / "results"  # the repository's re
 REFERENCE_METHOD = {("drqv2", "taco"): "TACO", ("drqv2", "none"): "DrQ-v2", ("sac", "none"): "DrQ"}
 # offline learners without an aux module, as named in V-D4RL's table (its scores are return / 10)
 OFFLINE_REFERENCE_METHOD = {"td3bc": "DrQ+BC", "cql": "CQL", "bc": "BC"}
-NINE_TASKS = ("quadruped_run", "quadruped_walk", "hopper_hop", "walker_run", "cheetah_run", "finger_turn_hard",
-              "acrobot_swingup", "reacher_hard", "reach_duplo")
+NINE_TASKS = (
+    "quadruped_run",
+    "quadruped_walk",
+    "hopper_hop",
+    "walker_run",
+    "cheetah_run",
+    "finger_turn_hard",
+    "acrobot_swingup",
+    "reacher_hard",
+    "reach_duplo",
+)
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
@@ -78,8 +89,10 @@ def _read_eval(run: RunLog, metric: str) -> None:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
-        raise ReportError(f"{path}, line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); the log is damaged: "
-                          "repair or delete that line, or leave the run out") from None
+        raise ReportError(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); the log is damaged: "
+            "repair or delete that line, or leave the run out"
+        ) from None
     try:
         rows = list(csv.DictReader(io.StringIO(text, newline="")))
     except csv.Error as e:
@@ -119,8 +132,9 @@ def _default_label(config: dict[str, Any]) -> tuple[str, list[str]]:
     except Exception:  # not a `taco train` config (e.g. offline): agent and aux only
         return label, []
     skip = set(UNHASHED) | {"seed", "task", "agent", "aux", "preset"}
-    return label, [f"{k}={v}" for k, v in sorted(config.items())
-                   if k not in skip and hasattr(base, k) and getattr(base, k) != v]
+    return label, [
+        f"{k}={v}" for k, v in sorted(config.items()) if k not in skip and hasattr(base, k) and getattr(base, k) != v
+    ]
 
 
 def collect(items: Sequence[str], metric: str = "episode_return") -> tuple[list[RunLog], tuple[str, ...]]:
@@ -231,8 +245,13 @@ def _curve(runs: list[RunLog], reps: int, seed: int) -> tuple[np.ndarray, np.nda
     return np.array(xs), ys.mean(axis=0), low, high
 
 
-def _plot(path: Path, title: str, xlabel: str, ylabel: str,
-          series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None:
+def _plot(
+    path: Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -265,9 +284,15 @@ def default_out(items: Sequence[str]) -> Path:
     return Path("reports") / (sweeps[0].stem if sweeps else "runs")
 
 
-def report(items: Sequence[str], out: str | Path | None = None, frame: int | None = None,
-           metric: str = "episode_return", compare: Sequence[str] | None = None, reps: int = 2000,
-           seed: int = 0) -> Path:
+def report(
+    items: Sequence[str],
+    out: str | Path | None = None,
+    frame: int | None = None,
+    metric: str = "episode_return",
+    compare: Sequence[str] | None = None,
+    reps: int = 2000,
+    seed: int = 0,
+) -> Path:
     """Write the report for `items` (run dirs, globs, sweep files) into `out` (default:
     :func:`default_out`); returns report.md."""
     out = default_out(items) if out is None else out
@@ -277,8 +302,10 @@ def report(items: Sequence[str], out: str | Path | None = None, frame: int | Non
     finished = [r for r in runs if r.reached >= at]
     unfinished = [r for r in runs if r.reached < at]
     if not finished:
-        raise ReportError(f"no run has reached {xname} {at} (furthest: {max(r.reached for r in runs)}); "
-                          f"pass --frame to report an earlier point")
+        raise ReportError(
+            f"no run has reached {xname} {at} (furthest: {max(r.reached for r in runs)}); "
+            f"pass --frame to report an earlier point"
+        )
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
 
@@ -302,13 +329,19 @@ def report(items: Sequence[str], out: str | Path | None = None, frame: int | Non
             point, low, high = stats.aggregate([scores], stats.aggregate_iqm, reps=reps, seed=seed)
             ref = _reference(refs, task, group[0].config, at)
             seeds = sorted(r.seed for r in group)
-            per_task_rows.append([task, label, len(scores), " ".join(map(str, seeds)), float(scores.mean()), sd,
-                                  point, low, high, ref])
+            per_task_rows.append(
+                [task, label, len(scores), " ".join(map(str, seeds)), float(scores.mean()), sd, point, low, high, ref]
+            )
             sd_txt = f"{sd:.1f}" if not math.isnan(sd) else "n/a"
-            md_task.append(f"| {task} | {label} | {len(scores)} | {scores.mean():.1f} +- {sd_txt} | "
-                           f"{_ci(point, low, high)} | {ref} |")
-    _write_csv(out / "per_task.csv", ["task", "variant", "runs", "seeds", "mean", "std", "iqm", "iqm_low",
-                                      "iqm_high", "paper"], per_task_rows)
+            md_task.append(
+                f"| {task} | {label} | {len(scores)} | {scores.mean():.1f} +- {sd_txt} | "
+                f"{_ci(point, low, high)} | {ref} |"
+            )
+    _write_csv(
+        out / "per_task.csv",
+        ["task", "variant", "runs", "seeds", "mean", "std", "iqm", "iqm_low", "iqm_high", "paper"],
+        per_task_rows,
+    )
 
     # aggregate table (normalised scores, stratified bootstrap over tasks)
     def normalised(label: str, only: Sequence[str] | None = None) -> tuple[list[str], list[np.ndarray]]:
@@ -323,10 +356,21 @@ def report(items: Sequence[str], out: str | Path | None = None, frame: int | Non
             continue
         cells = [stats.aggregate(scores, fn, reps=reps, seed=seed) for fn in stats.AGGREGATES.values()]
         agg_rows.append([label, len(ts), sum(len(s) for s in scores), *[v for c in cells for v in c]])
-        md_agg.append(f"| {label} | {len(ts)} | {sum(len(s) for s in scores)} | "
-                      + " | ".join(_ci(*c, digits=3) for c in cells) + " |")
-    _write_csv(out / "aggregate.csv", ["variant", "tasks", "runs", *[f"{n.replace(' ', '_')}{s}" for n in
-               stats.AGGREGATES for s in ("", "_low", "_high")]], agg_rows)
+        md_agg.append(
+            f"| {label} | {len(ts)} | {sum(len(s) for s in scores)} | "
+            + " | ".join(_ci(*c, digits=3) for c in cells)
+            + " |"
+        )
+    _write_csv(
+        out / "aggregate.csv",
+        [
+            "variant",
+            "tasks",
+            "runs",
+            *[f"{n.replace(' ', '_')}{s}" for n in stats.AGGREGATES for s in ("", "_low", "_high")],
+        ],
+        agg_rows,
+    )
 
     # probability of improvement
     pair = tuple(compare or sweep_compare or (labels if len(labels) == 2 else ()))
@@ -334,8 +378,9 @@ def report(items: Sequence[str], out: str | Path | None = None, frame: int | Non
     if pair:
         for name in pair:
             if name not in labels:
-                raise ReportError(f"--compare names {name!r}, which is not a variant here (variants: "
-                                  f"{', '.join(labels)})")
+                raise ReportError(
+                    f"--compare names {name!r}, which is not a variant here (variants: {', '.join(labels)})"
+                )
         common = [t for t in tasks if (t, pair[0]) in groups and (t, pair[1]) in groups]
         if common:
             _, xs = normalised(pair[0], common)
@@ -357,7 +402,7 @@ def report(items: Sequence[str], out: str | Path | None = None, frame: int | Non
                 continue
             x, y, low, high = _curve(group, reps, seed)
             series[f"{label} ({len(group)} seeds)"] = (x, y, low, high)
-            rows += [[label, len(group), xi, yi, li, hi] for xi, yi, li, hi in zip(x, y, low, high)]
+            rows += [[label, len(group), xi, yi, li, hi] for xi, yi, li, hi in zip(x, y, low, high, strict=True)]
         if not series:
             continue
         _write_csv(out / f"curves_{_slug(task)}.csv", ["variant", "seeds", xname, metric, "low", "high"], rows)
@@ -376,17 +421,26 @@ def report(items: Sequence[str], out: str | Path | None = None, frame: int | Non
             continue
         pts = []
         for x in xs:  # IQM of normalised scores across tasks and seeds at each x, stratified CI
-            scores = [np.array([r.y[np.nonzero(r.x == x)[0][-1]] for r in groups[(t, label)]])
-                      / (max_return(t) if norm else 1.0) for t in ts]
+            scores = [
+                np.array([r.y[np.nonzero(r.x == x)[0][-1]] for r in groups[(t, label)]])
+                / (max_return(t) if norm else 1.0)
+                for t in ts
+            ]
             pts.append(stats.aggregate(scores, stats.aggregate_iqm, reps=min(reps, 500), seed=seed))
         arr = np.array(pts)
         agg_series[f"{label} ({len(ts)} tasks)"] = (np.array(xs), arr[:, 0], arr[:, 1], arr[:, 2])
     if agg_series:
-        runs_txt = ", ".join(f"{lab}: {sum(len(groups[(t, lab)]) for t in tasks if (t, lab) in groups)}"
-                             for lab in labels)
-        _plot(out / "curves_aggregate.png", f"{len(tasks)} tasks, up to {at:,} {xname}s; runs: {runs_txt}\n"
-              f"IQM of normalised {metric}, 95% stratified bootstrap CI", f"{xname}s", "IQM (normalised)",
-              agg_series)
+        runs_txt = ", ".join(
+            f"{lab}: {sum(len(groups[(t, lab)]) for t in tasks if (t, lab) in groups)}" for lab in labels
+        )
+        _plot(
+            out / "curves_aggregate.png",
+            f"{len(tasks)} tasks, up to {at:,} {xname}s; runs: {runs_txt}\n"
+            f"IQM of normalised {metric}, 95% stratified bootstrap CI",
+            f"{xname}s",
+            "IQM (normalised)",
+            agg_series,
+        )
         figures.append(("aggregate", "curves_aggregate.png"))
 
     # videos: each task and variant's last eval video (from the run that got furthest)
@@ -400,42 +454,73 @@ def report(items: Sequence[str], out: str | Path | None = None, frame: int | Non
 
     # markdown
     frames_txt = f"{at:,} {xname}s"
-    md = [f"# Report at {frames_txt}", "",
-          f"{len(finished)} finished runs ({len(tasks)} task(s), {len(labels)} variant(s)), scored by their last "
-          f"evaluation at or before {frames_txt} (`{metric}`). Bootstrap: {reps} replicates, seed {seed}.", ""]
-    md += ["## Per task", "", "Mean +- std (ddof 1) across seeds; IQM with a 95% bootstrap CI over seeds; "
-           "the paper's number for the matching method at this frame (SPEC 8, results/reference_scores.csv).", "",
-           "| task | variant | seeds | mean +- std | IQM [95% CI] | paper |", "| --- | --- | ---: | ---: | ---: | ---: |",
-           *md_task, ""]
-    norm_txt = ("scores / the task's maximum return (1000; reach_duplo 250; point_reach 50)" if norm
-                else f"raw `{metric}`")
-    md += ["## Across tasks", "", f"Normalised {norm_txt}; 95% stratified-bootstrap CIs (runs resampled within "
-           "each task). rliable's definitions: IQM and optimality gap (mean of max(0, 1 - score)) over all "
-           "runs pooled; mean and median over tasks of each task's mean score.", "",
-           "| variant | tasks | runs | IQM | mean | median | optimality gap |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |", *md_agg, ""]
+    md = [
+        f"# Report at {frames_txt}",
+        "",
+        f"{len(finished)} finished runs ({len(tasks)} task(s), {len(labels)} variant(s)), scored by their last "
+        f"evaluation at or before {frames_txt} (`{metric}`). Bootstrap: {reps} replicates, seed {seed}.",
+        "",
+    ]
+    md += [
+        "## Per task",
+        "",
+        "Mean +- std (ddof 1) across seeds; IQM with a 95% bootstrap CI over seeds; "
+        "the paper's number for the matching method at this frame (SPEC 8, results/reference_scores.csv).",
+        "",
+        "| task | variant | seeds | mean +- std | IQM [95% CI] | paper |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+        *md_task,
+        "",
+    ]
+    norm_txt = (
+        "scores / the task's maximum return (1000; reach_duplo 250; point_reach 50)" if norm else f"raw `{metric}`"
+    )
+    md += [
+        "## Across tasks",
+        "",
+        f"Normalised {norm_txt}; 95% stratified-bootstrap CIs (runs resampled within "
+        "each task). rliable's definitions: IQM and optimality gap (mean of max(0, 1 - score)) over all "
+        "runs pooled; mean and median over tasks of each task's mean score.",
+        "",
+        "| variant | tasks | runs | IQM | mean | median | optimality gap |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *md_agg,
+        "",
+    ]
     nine = [r for r in refs if r["task"] == "mean of nine tasks" and int(r["frames"]) == at]
     if nine and set(NINE_TASKS) <= set(tasks):
-        md += ["Paper, mean raw return over the nine tasks at this frame: "
-               + ", ".join(f"{r['method']} {float(r['score']):.0f}" for r in nine), ""]
+        md += [
+            "Paper, mean raw return over the nine tasks at this frame: "
+            + ", ".join(f"{r['method']} {float(r['score']):.0f}" for r in nine),
+            "",
+        ]
         for label in labels:
             if all((t, label) in groups for t in NINE_TASKS):
                 m = np.mean([np.mean([r.score_at(at) for r in groups[(t, label)]]) for t in NINE_TASKS])
                 md.append(f"- ours, {label}: {m:.0f}")
         md.append("")
     if any("dataset" in r.config for r in runs):
-        md += ["Offline reference numbers (SPEC 7, normalised return = return / 10): "
-               "results/reference_offline.csv.", ""]
+        md += [
+            "Offline reference numbers (SPEC 7, normalised return = return / 10): results/reference_offline.csv.",
+            "",
+        ]
     if md_poi:
         md += ["## Probability of improvement", "", *md_poi, ""]
-    md += ["## Learning curves", "", f"Only runs that reached {frames_txt} are drawn; shading is a 95% bootstrap "
-           "CI over seeds.", ""]
+    md += [
+        "## Learning curves",
+        "",
+        f"Only runs that reached {frames_txt} are drawn; shading is a 95% bootstrap CI over seeds.",
+        "",
+    ]
     md += [f"![{task}]({name})" for task, name in figures] + [""]
     if videos:
         md += ["## Videos (last evaluation)", "", *videos, ""]
     md += ["## Unfinished runs (left out of every number above)", ""]
-    md += [f"- {r.task} / {r.label} / seed {r.seed}: "
-           + (f"reached {r.reached:,} of {at:,}" if r.reached >= 0 else "no evaluation yet")
-           + f" ({r.run_dir})" for r in unfinished] or ["none"]
+    md += [
+        f"- {r.task} / {r.label} / seed {r.seed}: "
+        + (f"reached {r.reached:,} of {at:,}" if r.reached >= 0 else "no evaluation yet")
+        + f" ({r.run_dir})"
+        for r in unfinished
+    ] or ["none"]
     (out / "report.md").write_text("\n".join(md) + "\n")
     return out / "report.md"

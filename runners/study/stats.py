@@ -18,9 +18,10 @@ aggregate. The interval is the percentile interval of the replicates (rliable's 
 - Probability of improvement P(X > Y): per task, the fraction of (x, y) run pairs with x > y (ties
   count half: the Mann-Whitney U statistic over n_x * n_y), averaged over tasks.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.stats import trim_mean
@@ -64,8 +65,11 @@ def aggregate_optimality_gap(tasks: Sequence[np.ndarray], threshold: float = 1.0
 
 
 AGGREGATES: dict[str, Callable[[Sequence[np.ndarray]], np.ndarray]] = {
-    "IQM": aggregate_iqm, "mean": aggregate_mean, "median": aggregate_median,
-    "optimality gap": aggregate_optimality_gap}
+    "IQM": aggregate_iqm,
+    "mean": aggregate_mean,
+    "median": aggregate_median,
+    "optimality gap": aggregate_optimality_gap,
+}
 
 
 def _check(scores: Scores) -> list[np.ndarray]:
@@ -80,8 +84,13 @@ def stratified_resample(scores: Scores, reps: int, rng: np.random.Generator) -> 
     return [a[rng.integers(0, a.size, size=(reps, a.size))] for a in _check(scores)]
 
 
-def aggregate(scores: Scores, stat: Callable[[Sequence[np.ndarray]], np.ndarray], reps: int = 2000, seed: int = 0,
-              level: float = 0.95) -> tuple[float, float, float]:
+def aggregate(
+    scores: Scores,
+    stat: Callable[[Sequence[np.ndarray]], np.ndarray],
+    reps: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
     """(point estimate, CI low, CI high) of an aggregate over tasks (one of AGGREGATES), stratified by task."""
     arrays = _check(scores)
     point = float(stat(arrays))
@@ -97,17 +106,18 @@ def _improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return ((diff > 0).astype(np.float64) + 0.5 * (diff == 0)).mean(axis=(-2, -1))
 
 
-def probability_of_improvement(x_scores: Scores, y_scores: Scores, reps: int = 2000, seed: int = 0,
-                               level: float = 0.95) -> tuple[float, float, float]:
+def probability_of_improvement(
+    x_scores: Scores, y_scores: Scores, reps: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
     """P(X > Y) averaged over tasks, with a stratified-bootstrap percentile CI (x and y resampled
     independently within each task). Both lists hold the same tasks in the same order."""
     xs, ys = _check(x_scores), _check(y_scores)
     if len(xs) != len(ys):
         raise ValueError(f"probability of improvement needs the same tasks on both sides ({len(xs)} vs {len(ys)})")
-    point = float(np.mean([_improvement(x, y) for x, y in zip(xs, ys)]))
+    point = float(np.mean([_improvement(x, y) for x, y in zip(xs, ys, strict=True)]))
     rng = np.random.default_rng(seed)
     per_task = []
-    for x, y in zip(xs, ys):
+    for x, y in zip(xs, ys, strict=True):
         bx = x[rng.integers(0, x.size, size=(reps, x.size))]
         by = y[rng.integers(0, y.size, size=(reps, y.size))]
         per_task.append(_improvement(bx, by))

@@ -25,6 +25,7 @@ Values may contain `{task}` (replaced by the run's task, e.g. a per-task dataset
 on the command line.
 Precedence, later wins: overrides, variant, grid, then `key=value` given on the command line.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,17 +38,27 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SWEEP_KEYS = ("description", "command", "tasks", "seeds", "overrides", "grid", "variants", "resources",
-              "retries", "compare")
+SWEEP_KEYS = (
+    "description",
+    "command",
+    "tasks",
+    "seeds",
+    "overrides",
+    "grid",
+    "variants",
+    "resources",
+    "retries",
+    "compare",
+)
 RESOURCE_KEYS = ("cpus", "gpus")
 
 
@@ -62,10 +73,10 @@ class Command:
 
     name: str
     resolve: Callable[[list[str]], Any]  # overrides -> config (raises ConfigError on bad input)
-    run_dir: Callable[[Any], Path]       # config -> its run directory
-    budget: Callable[[Any], int]         # config -> the counter value at which the run is done
-    counter: str                         # the checkpoint/state.pt counter compared with the budget
-    run: Callable[[Any], Path]           # config -> run it in this process
+    run_dir: Callable[[Any], Path]  # config -> its run directory
+    budget: Callable[[Any], int]  # config -> the counter value at which the run is done
+    counter: str  # the checkpoint/state.pt counter compared with the budget
+    run: Callable[[Any], Path]  # config -> run it in this process
 
 
 def _train(cfg: Any) -> Path:
@@ -86,8 +97,9 @@ def commands() -> dict[str, Command]:
 
     return {
         "train": Command("train", resolve, run_directory, lambda c: c.frames, "frame", _train),
-        "offline": Command("offline", lambda o: resolve(o, offline=True), run_directory, lambda c: c.updates,
-                           "update", _offline),
+        "offline": Command(
+            "offline", lambda o: resolve(o, offline=True), run_directory, lambda c: c.updates, "update", _offline
+        ),
     }
 
 
@@ -97,7 +109,7 @@ class Run:
     command: str
     task: str
     seed: int
-    labels: list[str]           # the variant(s) this run belongs to (identical runs are run once)
+    labels: list[str]  # the variant(s) this run belongs to (identical runs are run once)
     overrides: list[str]
     run_dir: Path
     budget: int
@@ -146,8 +158,7 @@ def _scalars(where: str, mapping: Any) -> dict[str, Any]:
         if key == "run_dir":
             raise SweepError(f"{where}: run_dir would put every run in one folder; set root= instead")
         if value is None or isinstance(value, (list, dict)):
-            raise SweepError(f"{where}: {key} must be a single value (a number, string or true/false), "
-                             f"got {value!r}")
+            raise SweepError(f"{where}: {key} must be a single value (a number, string or true/false), got {value!r}")
     return mapping
 
 
@@ -237,9 +248,16 @@ def load_sweep(path: str | Path, extra: list[str] | tuple[str, ...] = ()) -> Swe
         raise SweepError(f"{path}: `resources:` must be a mapping with cpus and/or gpus")
     _check_keys(f"{path}: resources", resources, list(RESOURCE_KEYS))
     for key, value in resources.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (key == "cpus" and value == 0):
-            raise SweepError(f"{path}: resources {key} must be a {'positive' if key == 'cpus' else 'non-negative'} "
-                             f"number, got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value < 0
+            or (key == "cpus" and value == 0)
+        ):
+            raise SweepError(
+                f"{path}: resources {key} must be a {'positive' if key == 'cpus' else 'non-negative'} "
+                f"number, got {value!r}"
+            )
     retries = data.get("retries", 3)
     if type(retries) is not int or retries < 0:
         raise SweepError(f"{path}: `retries:` must be a non-negative integer, got {retries!r}")
@@ -248,7 +266,7 @@ def load_sweep(path: str | Path, extra: list[str] | tuple[str, ...] = ()) -> Swe
     grid_keys = list(grid)
     for vname, settings in variants.items():
         for combo in itertools.product(*(grid[k] for k in grid_keys)):
-            point = dict(zip(grid_keys, combo))
+            point = dict(zip(grid_keys, combo, strict=True))
             label = " ".join([vname] * bool(vname) + [f"{k}={_fmt(v)}" for k, v in point.items()]) or "default"
             for task in tasks:
                 merged = {k: _fmt(v) for k, v in {**base, **settings, **point, **extra_map}.items()}
@@ -277,16 +295,25 @@ def load_sweep(path: str | Path, extra: list[str] | tuple[str, ...] = ()) -> Swe
                         continue
                     runs[run_dir] = Run(name, task, seed, [label], overrides, run_dir, int(cmd.budget(cfg)), cfg)
 
-    sweep = Sweep(path, str(data.get("description", "")), cmd, list(runs.values()),
-                  cpus=float(resources.get("cpus", 1)), gpus=float(resources.get("gpus", 0)), retries=retries)
+    sweep = Sweep(
+        path,
+        str(data.get("description", "")),
+        cmd,
+        list(runs.values()),
+        cpus=float(resources.get("cpus", 1)),
+        gpus=float(resources.get("gpus", 0)),
+        retries=retries,
+    )
     compare = data.get("compare") or []
     if compare:
         if not isinstance(compare, list) or len(compare) != 2 or not all(isinstance(c, str) for c in compare):
             raise SweepError(f"{path}: `compare:` must name two variants, e.g. [taco, drqv2]")
         for label in compare:
             if label not in sweep.labels:
-                raise SweepError(f"{path}: compare names {label!r}, which is not a variant here "
-                                 f"(variants: {', '.join(sweep.labels)})")
+                raise SweepError(
+                    f"{path}: compare names {label!r}, which is not a variant here "
+                    f"(variants: {', '.join(sweep.labels)})"
+                )
         sweep.compare = tuple(compare)
     return sweep
 
@@ -323,8 +350,10 @@ def describe(sweep: Sweep) -> str:
         state = status(run, sweep.command)
         counts["finished" if state == "finished" else "new" if state == "new" else "resume"] += 1
         lines.append(f"[{state}] {' | '.join(run.labels)} | {run.run_dir}\n    {shlex.join(run.argv())}")
-    head = (f"{sweep.path}: {len(sweep.runs)} runs of `taco {sweep.command.name}`"
-            f" ({counts['finished']} finished, {counts['resume']} to resume, {counts['new']} new)")
+    head = (
+        f"{sweep.path}: {len(sweep.runs)} runs of `taco {sweep.command.name}`"
+        f" ({counts['finished']} finished, {counts['resume']} to resume, {counts['new']} new)"
+    )
     if sweep.description:
         head += f"\n{sweep.description.strip()}"
     return "\n".join([head, *lines])
@@ -391,8 +420,10 @@ def run_local(sweep: Sweep, workers: int = 1, say: Callable[[str], None] = print
     <run_dir>/sweep.log. With `gpus` > 0 per run and several GPUs, worker slots take the GPUs in
     turn (CUDA_VISIBLE_DEVICES). Returns the runs that failed."""
     todo = [r for r in sweep.runs if status(r, sweep.command) != "finished"]
-    say(f"{len(sweep.runs) - len(todo)} of {len(sweep.runs)} runs already finished; running {len(todo)} "
-        f"with {workers} worker(s)")
+    say(
+        f"{len(sweep.runs) - len(todo)} of {len(sweep.runs)} runs already finished; running {len(todo)} "
+        f"with {workers} worker(s)"
+    )
     env = _child_env(sweep.cpus)
     gpus = visible_gpus() if sweep.gpus > 0 else []
     slots: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -434,8 +465,7 @@ def run_local(sweep: Sweep, workers: int = 1, say: Callable[[str], None] = print
             if rc != 0:
                 failed.append(run)
             verdict = "done" if rc == 0 else f"FAILED (exit {rc}; see {run.run_dir / 'sweep.log'})"
-            say(f"[{n}/{len(todo)}] {verdict} | {run.label} | {run.task} seed {run.seed} | "
-                f"{time.time() - t0:.0f}s")
+            say(f"[{n}/{len(todo)}] {verdict} | {run.label} | {run.task} seed {run.seed} | {time.time() - t0:.0f}s")
     except KeyboardInterrupt:
         stopping.set()
         with lock:
@@ -454,8 +484,10 @@ def run_ray(sweep: Sweep, address: str, say: Callable[[str], None] = print) -> l
     except ImportError:
         raise SweepError("--backend ray needs the `ray` package: pip install -e .[ray]") from None
     todo = [r for r in sweep.runs if status(r, sweep.command) != "finished"]
-    say(f"{len(sweep.runs) - len(todo)} of {len(sweep.runs)} runs already finished; submitting {len(todo)} "
-        f"to Ray at {address} ({sweep.cpus:g} CPU, {sweep.gpus:g} GPU per run, {sweep.retries} retries)")
+    say(
+        f"{len(sweep.runs) - len(todo)} of {len(sweep.runs)} runs already finished; submitting {len(todo)} "
+        f"to Ray at {address} ({sweep.cpus:g} CPU, {sweep.gpus:g} GPU per run, {sweep.retries} retries)"
+    )
     if not todo:
         return []
     _check_reachable(address)
@@ -463,14 +495,23 @@ def run_ray(sweep: Sweep, address: str, say: Callable[[str], None] = print) -> l
     try:
         ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
     except ConnectionError as e:
-        raise SweepError(f"cannot reach a Ray cluster at {address!r} ({e}); start one with `ray start --head`"
-                         " or pass --address HOST:PORT") from None
+        raise SweepError(
+            f"cannot reach a Ray cluster at {address!r} ({e}); start one with `ray start --head`"
+            " or pass --address HOST:PORT"
+        ) from None
     try:
-        fits = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= sweep.cpus
-                and n["Resources"].get("GPU", 0) >= sweep.gpus]
+        fits = [
+            n
+            for n in ray.nodes()
+            if n.get("Alive")
+            and n["Resources"].get("CPU", 0) >= sweep.cpus
+            and n["Resources"].get("GPU", 0) >= sweep.gpus
+        ]
         if not fits:
-            raise SweepError(f"no node of the Ray cluster has {sweep.cpus:g} CPU and {sweep.gpus:g} GPU free for "
-                             f"one run (cluster: {ray.cluster_resources()}); lower `resources:` in the sweep file")
+            raise SweepError(
+                f"no node of the Ray cluster has {sweep.cpus:g} CPU and {sweep.gpus:g} GPU free for "
+                f"one run (cluster: {ray.cluster_resources()}); lower `resources:` in the sweep file"
+            )
         task = ray.remote(num_cpus=sweep.cpus, num_gpus=sweep.gpus, max_retries=sweep.retries)(taco_run)
         refs = {task.remote(run.command, run.overrides): run for run in todo}
         failed, t0 = [], time.time()
@@ -483,8 +524,7 @@ def run_ray(sweep: Sweep, address: str, say: Callable[[str], None] = print) -> l
             except Exception as e:  # the run raised, or its worker died more than `retries` times
                 failed.append(run)
                 verdict = f"FAILED ({type(e).__name__}: {str(e).strip().splitlines()[-1]})"
-            say(f"[{n}/{len(todo)}] {verdict} | {run.label} | {run.task} seed {run.seed} | "
-                f"{time.time() - t0:.0f}s")
+            say(f"[{n}/{len(todo)}] {verdict} | {run.label} | {run.task} seed {run.seed} | {time.time() - t0:.0f}s")
         return failed
     finally:
         ray.shutdown()
@@ -500,8 +540,10 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as e:
-        raise SweepError(f"cannot reach a Ray cluster at {address} ({e.strerror or e}); start one with "
-                         "`ray start --head` there, or pass --address auto on a cluster node") from None
+        raise SweepError(
+            f"cannot reach a Ray cluster at {address} ({e.strerror or e}); start one with "
+            "`ray start --head` there, or pass --address auto on a cluster node"
+        ) from None
 
 
 def taco_run(command: str, overrides: list[str]) -> str:

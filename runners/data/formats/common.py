@@ -1,10 +1,12 @@
 """What every format reader shares: the scan result, the import loop and the input checks."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +29,9 @@ class Plan:
     source: dict[str, Any] = field(default_factory=dict)
 
 
-def build(plan: Plan, out: str | os.PathLike, *, task: str, overwrite: bool = False,
-          progress: bool = False) -> dict[str, Any]:
+def build(
+    plan: Plan, out: str | os.PathLike, *, task: str, overwrite: bool = False, progress: bool = False
+) -> dict[str, Any]:
     """Stream ``plan``'s episodes into a dataset of exactly ``plan.slots`` slots at ``out``."""
     with DatasetWriter(out, plan.slots, plan.frame_shape, plan.action_dim, overwrite=overwrite) as writer:
         bar = _bar(plan.episodes, progress)
@@ -45,9 +48,14 @@ def _bar(total: int, enabled: bool):
     return tqdm(total=total, unit="episode", disable=not enabled, dynamic_ncols=True, mininterval=1.0)
 
 
-def scan_files(path: str | os.PathLike, suffix: str, fmt: str, keys: tuple[str, str],
-               scan_file: Callable[[Path], tuple[tuple[int, int, int], int, list[tuple[int, int]]]],
-               read_file: Callable[[Path, list[tuple[int, int]]], Iterator[Episode]]) -> Plan:
+def scan_files(
+    path: str | os.PathLike,
+    suffix: str,
+    fmt: str,
+    keys: tuple[str, str],
+    scan_file: Callable[[Path], tuple[tuple[int, int, int], int, list[tuple[int, int]]]],
+    read_file: Callable[[Path, list[tuple[int, int]]], Iterator[Episode]],
+) -> Plan:
     """Scan every ``*suffix`` file below ``path`` with ``scan_file(file) -> (frame shape, action dim,
     episode record ranges)``; episodes without a transition are dropped; ``read_file(file, ranges)``
     yields the episodes later. ``keys`` (frames key, action key) name the keys in mismatch errors."""
@@ -73,8 +81,12 @@ def scan_files(path: str | os.PathLike, suffix: str, fmt: str, keys: tuple[str, 
             if eps:
                 yield from read_file(file, eps)
 
-    source = {"format": fmt, "path": str(Path(path).expanduser().resolve()), "files": len(files),
-              "dropped_empty_episodes": dropped}
+    source = {
+        "format": fmt,
+        "path": str(Path(path).expanduser().resolve()),
+        "files": len(files),
+        "dropped_empty_episodes": dropped,
+    }
     return Plan(slots, episodes, fshape, action_dim, read, source)  # type: ignore[arg-type]
 
 
@@ -99,8 +111,9 @@ def list_files(path: str | os.PathLike, suffix: str) -> list[Path]:
     return files
 
 
-def frame_shape(shape: tuple[int, ...], dtype: np.dtype, file: Path, key: str, layout: str,
-                channels: int | None = 3) -> tuple[int, int, int]:
+def frame_shape(
+    shape: tuple[int, ...], dtype: np.dtype, file: Path, key: str, layout: str, channels: int | None = 3
+) -> tuple[int, int, int]:
     """Check the shape (N, ...) and dtype of stored frames in ``layout`` ('chw' or 'hwc') and return
     the shape of one stored frame, (3, H, W). With ``channels=None`` a channel count that is a
     multiple of 3 is a frame stack (CHW only), of which the newest frame is kept."""
@@ -113,8 +126,9 @@ def frame_shape(shape: tuple[int, ...], dtype: np.dtype, file: Path, key: str, l
     ok = c == 3 if channels == 3 else (c >= 3 and c % 3 == 0)
     if not ok:
         want = "3 channels" if channels == 3 else "a multiple of 3 channels (a frame stack)"
-        raise DatasetError(f"{file}: key '{key}' has shape {shape}, expected {want} "
-                           f"in layout (N, {_shape_hint(layout)})")
+        raise DatasetError(
+            f"{file}: key '{key}' has shape {shape}, expected {want} in layout (N, {_shape_hint(layout)})"
+        )
     return (3, *shape[2:]) if layout == "chw" else (3, *shape[1:3])  # type: ignore[return-value]
 
 
@@ -157,10 +171,11 @@ def split_firsts(first: np.ndarray, file: Path, key: str) -> list[tuple[int, int
     if len(first) == 0:
         raise DatasetError(f"{file}: key '{key}' is empty; the file holds no records")
     if not first[0]:
-        raise DatasetError(f"{file}: key '{key}': record 0 is not an episode's first record "
-                           "(the file starts mid-episode)")
+        raise DatasetError(
+            f"{file}: key '{key}': record 0 is not an episode's first record (the file starts mid-episode)"
+        )
     starts = np.flatnonzero(first).tolist() + [len(first)]
-    return [(s, e) for s, e in zip(starts[:-1], starts[1:])]
+    return [(s, e) for s, e in zip(starts[:-1], starts[1:], strict=True)]
 
 
 def check_same(name: str, value: Any, expected: Any, file: Path, key: str) -> None:
@@ -184,11 +199,13 @@ class NpzFile:
         try:
             self.npz = np.load(file, allow_pickle=False)
         except (*_READ_ERRORS, zipfile.BadZipFile) as e:
-            raise DatasetError(f"{file}: cannot read the npz file, truncated or corrupt ({type(e).__name__}: {e})") from None
+            raise DatasetError(
+                f"{file}: cannot read the npz file, truncated or corrupt ({type(e).__name__}: {e})"
+            ) from None
         if not hasattr(self.npz, "files"):
             raise DatasetError(f"{file}: a single .npy array, expected an .npz archive of named arrays")
 
-    def __enter__(self) -> "NpzFile":
+    def __enter__(self) -> NpzFile:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -212,12 +229,13 @@ class NpzFile:
         return tuple(shape), dtype
 
     def __getitem__(self, key: str) -> np.ndarray:
-        import zlib
         import zipfile
+        import zlib
 
         self.require(key)
         try:
             return self.npz[key]
         except (*_READ_ERRORS, zipfile.BadZipFile, zlib.error) as e:
-            raise DatasetError(f"{self.file}: key '{key}' is unreadable, truncated or corrupt "
-                               f"({type(e).__name__}: {e})") from None
+            raise DatasetError(
+                f"{self.file}: key '{key}' is unreadable, truncated or corrupt ({type(e).__name__}: {e})"
+            ) from None

@@ -6,16 +6,27 @@ or (T+1, 1), ``discount`` (same; the env discount, 0 only at a true terminal). R
 reset (zero action, reward 0); transition i takes the action, reward and discount of record i+1.
 The length in the file name is never used; other keys are ignored.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from taco_rl.runners.data.datasets import DatasetError
-from taco_rl.runners.data.formats.common import Episode, NpzFile, Plan, action_dim_of, actions, frame_shape, frames_chw, scan_files, vector
+from taco_rl.runners.data.formats.common import (
+    Episode,
+    NpzFile,
+    Plan,
+    action_dim_of,
+    actions,
+    frame_shape,
+    frames_chw,
+    scan_files,
+    vector,
+)
 
 KEYS = ("observation", "action", "reward", "discount")
 
@@ -39,7 +50,11 @@ def scan(path: str | os.PathLike) -> Plan:
         with NpzFile(file) as f:
             obs = f["observation"]
             n = len(obs)
-            yield (frames_chw(obs, file, "observation", "chw", None), actions(f["action"], file, "action", n)[1:],
-                   vector(f["reward"], file, "reward", n)[1:], vector(f["discount"], file, "discount", n)[1:])
+            yield (
+                frames_chw(obs, file, "observation", "chw", None),
+                actions(f["action"], file, "action", n)[1:],
+                vector(f["reward"], file, "reward", n)[1:],
+                vector(f["discount"], file, "discount", n)[1:],
+            )
 
     return scan_files(path, ".npz", "drqv2-npz", ("observation", "action"), scan_file, read_file)

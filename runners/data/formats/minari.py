@@ -21,6 +21,7 @@ vd4rl-hdf5``), never a local path. It goes through Minari's
 own writer, so ``minari.load_dataset(ID)`` reads the result. Import never downloads: a dataset ID
 is looked up only under the local Minari root (``MINARI_DATASETS_PATH`` or ``~/.minari/datasets``).
 """
+
 from __future__ import annotations
 
 import io
@@ -29,9 +30,10 @@ import os
 import re
 import shutil
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -57,12 +59,14 @@ def locate(path_or_id: str | os.PathLike) -> Path:
     local = Path(get_dataset_path(str(path_or_id))) / "data"
     if (local / METADATA_FILE).is_file():
         return local
-    raise DatasetError(f"{path_or_id!r}: no such folder, and no local Minari dataset with that ID under "
-                       f"{get_dataset_path()} (nothing is downloaded: run `minari download {path_or_id}` first)")
+    raise DatasetError(
+        f"{path_or_id!r}: no such folder, and no local Minari dataset with that ID under "
+        f"{get_dataset_path()} (nothing is downloaded: run `minari download {path_or_id}` first)"
+    )
 
 
 def _episode_names(h5: Any, file: Path) -> list[str]:
-    names = [k for k in h5.keys() if re.fullmatch(r"episode_\d+", k)]
+    names = [k for k in h5 if re.fullmatch(r"episode_\d+", k)]
     if not names:
         raise DatasetError(f"{file}: no episode_{{i}} groups (empty dataset?)")
     return sorted(names, key=lambda k: int(k.split("_")[1]))
@@ -85,8 +89,9 @@ def _obs_node(group: Any, file: Path, obs_key: str | None) -> tuple[Any, str]:
         return node[obs_key], f"{where}/{obs_key}"
     images = [k for k, v in node.items() if isinstance(v, h5py.Dataset) and _image_like(v)]
     if len(images) != 1:
-        raise DatasetError(f"{file}: '{where}' is a Dict with entries {sorted(node.keys())}; pass obs_key= "
-                           "to name the image entry")
+        raise DatasetError(
+            f"{file}: '{where}' is a Dict with entries {sorted(node.keys())}; pass obs_key= to name the image entry"
+        )
     return node[images[0]], f"{where}/{images[0]}"
 
 
@@ -115,12 +120,16 @@ def _newest_of_stacks(raw: np.ndarray, file: Path, key: str) -> np.ndarray:
         return raw
     first = raw[0].reshape(-1, 3, *raw.shape[2:])
     if not (first == first[-1]).all():
-        raise DatasetError(f"{file}: key '{key}' record 0 is a frame stack whose frames differ; expected the "
-                           "reset frame repeated (as taco-rl's FrameStack and DrQ-v2 start an episode)")
+        raise DatasetError(
+            f"{file}: key '{key}' record 0 is a frame stack whose frames differ; expected the "
+            "reset frame repeated (as taco-rl's FrameStack and DrQ-v2 start an episode)"
+        )
     bad = np.flatnonzero((raw[1:, :-3] != raw[:-1, 3:]).reshape(len(raw) - 1, -1).any(axis=1))
     if len(bad):
-        raise DatasetError(f"{file}: key '{key}' record {bad[0] + 1}: its older frames are not record {bad[0]}'s "
-                           "newer ones; expected frame stacks that slide by one frame per step")
+        raise DatasetError(
+            f"{file}: key '{key}' record {bad[0] + 1}: its older frames are not record {bad[0]}'s "
+            "newer ones; expected frame stacks that slide by one frame per step"
+        )
     return np.ascontiguousarray(raw[:, -3:])
 
 
@@ -199,8 +208,10 @@ def scan(path_or_id: str | os.PathLike, obs_key: str | None = None) -> Plan:
                 if key not in g:
                     raise DatasetError(f"{file}: missing key '{g.name}/{key}'")
                 if g[key].shape[:1] != (n - 1,):
-                    raise DatasetError(f"{file}: key '{g.name}/{key}' has shape {g[key].shape}, expected "
-                                       f"{n - 1} records ({where} has {n} = T+1)")
+                    raise DatasetError(
+                        f"{file}: key '{g.name}/{key}' has shape {g[key].shape}, expected "
+                        f"{n - 1} records ({where} has {n} = T+1)"
+                    )
             a = g["actions"]
             actions(np.empty((0, *a.shape[1:]), a.dtype), file, f"{g.name}/actions", 0)
             a_dim = 1 if a.ndim == 1 else int(a.shape[1])
@@ -223,15 +234,25 @@ def scan(path_or_id: str | os.PathLike, obs_key: str | None = None) -> Plan:
                 node, where = _obs_node(g, file, obs_key)
                 frames = _read_frames(node, file, where)
                 if frames.shape[0] != n or tuple(frames.shape[1:]) != fshape:
-                    raise DatasetError(f"{file}: key '{where}' gives frames {frames.shape}, expected "
-                                       f"({n}, {', '.join(map(str, fshape))})")  # type: ignore[arg-type]
+                    raise DatasetError(
+                        f"{file}: key '{where}' gives frames {frames.shape}, expected "
+                        f"({n}, {', '.join(map(str, fshape))})"
+                    )  # type: ignore[arg-type]
                 t = n - 1
                 term = vector(_read(g, file, "terminations"), file, f"{g.name}/terminations", t) > 0
-                yield (frames, actions(_read(g, file, "actions"), file, f"{g.name}/actions", t),
-                       vector(_read(g, file, "rewards"), file, f"{g.name}/rewards", t), 1.0 - term.astype(np.float32))
+                yield (
+                    frames,
+                    actions(_read(g, file, "actions"), file, f"{g.name}/actions", t),
+                    vector(_read(g, file, "rewards"), file, f"{g.name}/rewards", t),
+                    1.0 - term.astype(np.float32),
+                )
 
-    source = {"format": "minari", "path": str(folder.resolve()), "dataset_id": meta.get("dataset_id"),
-              "jpeg_decoded": jpeg}
+    source = {
+        "format": "minari",
+        "path": str(folder.resolve()),
+        "dataset_id": meta.get("dataset_id"),
+        "jpeg_decoded": jpeg,
+    }
     return Plan(slots, len(plan_eps), fshape, action_dim, read, source)  # type: ignore[arg-type]
 
 
@@ -252,8 +273,9 @@ def _minari_root(root: str | os.PathLike | None):
             os.environ["MINARI_DATASETS_PATH"] = old
 
 
-def export(dataset: str | os.PathLike, dataset_id: str, *, root: str | os.PathLike | None = None,
-           progress: bool = False) -> Path:
+def export(
+    dataset: str | os.PathLike, dataset_id: str, *, root: str | os.PathLike | None = None, progress: bool = False
+) -> Path:
     """Write native dataset ``dataset`` as Minari dataset ``dataset_id`` (raw HWC frames, lossless);
     returns its folder. ``root`` overrides the Minari datasets root for this call."""
     import gymnasium as gym
@@ -275,14 +297,21 @@ def export(dataset: str | os.PathLike, dataset_id: str, *, root: str | os.PathLi
             for frames, acts, rews, discs in iter_episodes(replay):
                 bad = (discs != 0) & (discs != 1)
                 if bool(bad.any()):
-                    raise DatasetError(f"{info['path']}: discount {float(discs[bad][0])} cannot be written as a Minari "
-                                       "termination flag (only 0 = terminal and 1 are)")
+                    raise DatasetError(
+                        f"{info['path']}: discount {float(discs[bad][0])} cannot be written as a Minari "
+                        "termination flag (only 0 = terminal and 1 are)"
+                    )
                 term = (discs == 0).numpy()
                 trunc = np.zeros_like(term)
                 trunc[-1] = not term[-1]
                 bar.update(1)
-                yield EpisodeBuffer(observations=frames.numpy().transpose(0, 2, 3, 1), actions=acts.numpy(),
-                                    rewards=rews.numpy(), terminations=term, truncations=trunc)
+                yield EpisodeBuffer(
+                    observations=frames.numpy().transpose(0, 2, 3, 1),
+                    actions=acts.numpy(),
+                    rewards=rews.numpy(),
+                    terminations=term,
+                    truncations=trunc,
+                )
 
         obs_space = gym.spaces.Box(0, 255, (h, w, c), np.uint8)
         act_space = gym.spaces.Box(-1.0, 1.0, (info["action_dim"],), np.float32)
@@ -291,11 +320,19 @@ def export(dataset: str | os.PathLike, dataset_id: str, *, root: str | os.PathLi
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Minari warns about unset optional metadata (author, URL)
                 minari.create_dataset_from_buffers(
-                    dataset_id, episodes(), env=spec, observation_space=obs_space, action_space=act_space,
-                    data_format="hdf5", jpeg_encoding=False, algorithm_name=algorithm_name(info.get("source")),
+                    dataset_id,
+                    episodes(),
+                    env=spec,
+                    observation_space=obs_space,
+                    action_space=act_space,
+                    data_format="hdf5",
+                    jpeg_encoding=False,
+                    algorithm_name=algorithm_name(info.get("source")),
                     description=f"taco-rl dataset of task {info['task']} ({info['checksum']})"
-                                + (f"; scores normalised by the task's return range [0, {scores[1]:g}]" if scores else ""),
-                    requirements=["taco-rl"], **({"ref_min_score": scores[0], "ref_max_score": scores[1]} if scores else {}))
+                    + (f"; scores normalised by the task's return range [0, {scores[1]:g}]" if scores else ""),
+                    requirements=["taco-rl"],
+                    **({"ref_min_score": scores[0], "ref_max_score": scores[1]} if scores else {}),
+                )
         except DatasetError:
             shutil.rmtree(target, ignore_errors=True)  # never leave a half-written dataset behind
             raise
@@ -347,7 +384,6 @@ def _env_spec(info: dict[str, Any], h: int, w: int) -> Any:
     action repeat the data was recorded at (the task's default when the source does not say)."""
     from taco_rl.envs.frame_env import frame_env_spec
     from taco_rl.envs.tasks import TASKS
-
     from taco_rl.runners.core.config import resolve
 
     task = info.get("task")
@@ -355,4 +391,6 @@ def _env_spec(info: dict[str, Any], h: int, w: int) -> Any:
         return None
     src = info.get("source") if isinstance(info.get("source"), dict) else {}
     repeat = src.get("action_repeat") or resolve([f"task={task}"]).action_repeat
-    return frame_env_spec(task, action_repeat=int(repeat), image_size=h, fast_render=bool(src.get("fast_render", False)))
+    return frame_env_spec(
+        task, action_repeat=int(repeat), image_size=h, fast_render=bool(src.get("fast_render", False))
+    )

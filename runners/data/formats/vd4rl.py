@@ -13,18 +13,32 @@ open (no last step at its end); one that follows a last step, or comes first, is
 ``is_first``, ``is_terminal`` (record 0 is the reset; a transition's discount is 0 only where
 ``is_terminal`` is set). The length in the file name is never used.
 """
+
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from taco_rl.runners.data.datasets import DatasetError
-from taco_rl.runners.data.formats.common import (Episode, NpzFile, Plan, action_dim_of, actions, check_same, frame_shape, frames_chw, list_files,
-                     scan_files, split_firsts, vector)
+from taco_rl.runners.data.formats.common import (
+    Episode,
+    NpzFile,
+    Plan,
+    action_dim_of,
+    actions,
+    check_same,
+    frame_shape,
+    frames_chw,
+    list_files,
+    scan_files,
+    split_firsts,
+    vector,
+)
 
 H5_KEYS = ("observation", "action", "reward", "step_type")
 NPZ_KEYS = ("image", "action", "reward", "is_first", "is_terminal")
@@ -39,8 +53,9 @@ def scan(path: str | os.PathLike) -> Plan:
         if has_h5 and has_npz:
             raise DatasetError(f"{p}: holds both .hdf5 and .npz files; point at the folder of one layout")
         if not has_h5 and not has_npz:
-            raise DatasetError(f"{p}: no V-D4RL files found (expected *.hdf5 84px shards or *.npz 64px "
-                               "episodes; empty folder?)")
+            raise DatasetError(
+                f"{p}: no V-D4RL files found (expected *.hdf5 84px shards or *.npz 64px episodes; empty folder?)"
+            )
         return scan_hdf5(p) if has_h5 else scan_npz(p)
     if p.suffix == ".hdf5":
         return scan_hdf5(p)
@@ -82,8 +97,9 @@ def _h5_step_types(file: Path, step_type: np.ndarray) -> np.ndarray:
         raise DatasetError(f"{file}: key 'step_type' has value {st[bad[0]]} at record {bad[0]}, expected 0, 1 or 2")
     after_last = np.flatnonzero((st[:-1] == 2) & (st[1:] != 0))
     if len(after_last):
-        raise DatasetError(f"{file}: key 'step_type': record {after_last[0] + 1} follows a last step (2) "
-                           "but is not a first step (0)")
+        raise DatasetError(
+            f"{file}: key 'step_type': record {after_last[0] + 1} follows a last step (2) but is not a first step (0)"
+        )
     return st
 
 
@@ -107,17 +123,21 @@ def _stitch(files: list[tuple[Path, np.ndarray]]) -> list[list[Segment]]:
         head_end = starts[0] if starts else len(st)
         if head_end > 0:  # the file starts mid-episode
             if prev is None:
-                raise DatasetError(f"{file}: key 'step_type': record 0 is not an episode's first record "
-                                   "(the first file starts mid-episode)")
+                raise DatasetError(
+                    f"{file}: key 'step_type': record 0 is not an episode's first record "
+                    "(the first file starts mid-episode)"
+                )
             if open_ep is None:
-                raise DatasetError(f"{file}: key 'step_type': starts mid-episode (step type {st[0]}) but the file "
-                                   f"before it, {prev}, ends with a last step (2): cannot stitch them")
+                raise DatasetError(
+                    f"{file}: key 'step_type': starts mid-episode (step type {st[0]}) but the file "
+                    f"before it, {prev}, ends with a last step (2): cannot stitch them"
+                )
             open_ep.append((file, 0, head_end))
         elif open_ep is not None:  # the previous file's last episode ended at its file end
             episodes.append(open_ep)
             open_ep = None
         bounds = starts + [len(st)]
-        for s, e in zip(bounds[:-1], bounds[1:]):
+        for s, e in zip(bounds[:-1], bounds[1:], strict=True):
             if open_ep is not None:
                 episodes.append(open_ep)
             open_ep = [(file, s, e)]
@@ -164,20 +184,34 @@ def scan_hdf5(path: Path) -> Plan:
                         if h5 is not None:
                             h5.close()
                         h5, at = _h5_open(file), file
-                    parts.append((frames_chw(_h5_read(h5, file, "observation", np.s_[s:e]), file, "observation", "chw"),
-                                  actions(_h5_read(h5, file, "action", np.s_[s:e]), file, "action", e - s),
-                                  vector(_h5_read(h5, file, "reward", np.s_[s:e]), file, "reward", e - s)))
+                    parts.append(
+                        (
+                            frames_chw(_h5_read(h5, file, "observation", np.s_[s:e]), file, "observation", "chw"),
+                            actions(_h5_read(h5, file, "action", np.s_[s:e]), file, "action", e - s),
+                            vector(_h5_read(h5, file, "reward", np.s_[s:e]), file, "reward", e - s),
+                        )
+                    )
                 frames, act, rew = (np.concatenate([p[i] for p in parts]) for i in range(3))
                 yield frames, act[1:], rew[1:], np.ones(len(frames) - 1, np.float32)
         finally:
             if h5 is not None:
                 h5.close()
 
-    source = {"format": "vd4rl-hdf5", "path": str(Path(path).expanduser().resolve()), "files": len(files),
-              "dropped_empty_episodes": len(episodes) - len(kept),
-              "stitched_episodes": sum(len(ep) > 1 for ep in kept)}
-    return Plan(sum(sum(e - s for _, s, e in ep) for ep in kept), len(kept), fshape, action_dim, read,  # type: ignore[arg-type]
-                source)
+    source = {
+        "format": "vd4rl-hdf5",
+        "path": str(Path(path).expanduser().resolve()),
+        "files": len(files),
+        "dropped_empty_episodes": len(episodes) - len(kept),
+        "stitched_episodes": sum(len(ep) > 1 for ep in kept),
+    }
+    return Plan(
+        sum(sum(e - s for _, s, e in ep) for ep in kept),
+        len(kept),
+        fshape,
+        action_dim,
+        read,  # type: ignore[arg-type]
+        source,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ 64px
