@@ -116,6 +116,12 @@ def wheel_and_venv(tmp_path_factory):
     site = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp).strip())
     # this venv's packages as a plain path entry: its .pth files (the editable install's finder) do not run
     base = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    for pth in Path(sysconfig.get_paths()["purelib"]).glob("*.pth"):  # folders its .pth files add (no imports)
+        base |= {
+            line
+            for line in pth.read_text().splitlines()
+            if line and not line.startswith("import") and Path(line).is_dir()
+        }
     (site / "zz_base_packages.pth").write_text("\n".join(sorted(base)) + "\n")
     dummy = next((tmp / "dist").glob("dummy_agents_envs-*.whl"))
     _run([*pip, "--python", str(py), "install", "--no-deps", "-q", str(dummy)], tmp)
