@@ -144,6 +144,12 @@ def test_wheel_installs_only_taco_rl_at_the_top(wheel_and_venv):
         "taco_rl/sb3/sac.py",
     ):
         assert module in names
+    # the published reference numbers `taco report` reads, as package data (one copy: results/reference links it)
+    reference = ROOT / "runners" / "study" / "reference"
+    shipped = sorted(p.relative_to(reference).as_posix() for p in reference.rglob("*") if p.is_file())
+    assert len(shipped) >= 27 and (ROOT / "results" / "reference").resolve() == reference
+    for name in shipped:
+        assert f"taco_rl/runners/study/reference/{name}" in names, name
     record = zipfile.ZipFile(wheel).read("taco_rl-0.1.0.dist-info/RECORD").decode()
     assert "taco_rl-gymnasium.pth,sha256=" in record  # pip removes it on uninstall
     entry_points = zipfile.ZipFile(wheel).read("taco_rl-0.1.0.dist-info/entry_points.txt").decode()

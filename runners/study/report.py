@@ -29,7 +29,7 @@ import yaml
 from taco_rl.envs.tasks import max_return
 from taco_rl.runners.study import stats
 
-RESULTS = Path(__file__).resolve().parents[2] / "results"  # the repository's results/ (reference tables)
+REFERENCE = Path(__file__).resolve().parent / "reference"  # published numbers, installed with the package
 # Maximum episode return per task (reward <= 1 per simulator frame): aggregates use score / max.
 REFERENCE_METHOD = {("drqv2", "taco"): "TACO", ("drqv2", "none"): "DrQ-v2", ("sac", "none"): "DrQ"}
 # offline learners without an aux module, as named in V-D4RL's table (its scores are return / 10)
@@ -203,8 +203,8 @@ def collect(items: Sequence[str], metric: str = "episode_return") -> tuple[list[
 
 
 # ---------------------------------------------------------------------------- numbers
-def _references(name: str = "reference_scores.csv") -> list[dict[str, str]]:
-    path = RESULTS / name
+def _references(name: str = "scores.csv") -> list[dict[str, str]]:
+    path = REFERENCE / name
     if not path.exists():
         return []
     with path.open(newline="") as f:
@@ -216,7 +216,7 @@ def _reference(refs: list[dict[str, str]], task: str, config: dict[str, Any], at
     agent, aux = config.get("agent"), config.get("aux")
     if "dataset" in config:  # offline: V-D4RL's table, matched by the dataset folder's name
         method, kind = OFFLINE_REFERENCE_METHOD.get(str(agent)), Path(str(config["dataset"])).name
-        for r in _references("reference_offline.csv") if aux == "none" else []:
+        for r in _references("offline_scores.csv") if aux == "none" else []:
             if r["task"] == task and r["method"] == method and r["dataset"] == kind:
                 return f"{10 * float(r['score']):.0f} ({method}, V-D4RL {kind}: {r['score']} x 10)"
         return ""
@@ -465,7 +465,7 @@ def report(
         "## Per task",
         "",
         "Mean +- std (ddof 1) across seeds; IQM with a 95% bootstrap CI over seeds; "
-        "the paper's number for the matching method at this frame (SPEC 8, results/reference_scores.csv).",
+        "the paper's number for the matching method at this frame (SPEC 8, runners/study/reference/scores.csv).",
         "",
         "| task | variant | seeds | mean +- std | IQM [95% CI] | paper |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
@@ -501,7 +501,8 @@ def report(
         md.append("")
     if any("dataset" in r.config for r in runs):
         md += [
-            "Offline reference numbers (SPEC 7, normalised return = return / 10): results/reference_offline.csv.",
+            "Offline reference numbers (SPEC 7, normalised return = return / 10): "
+            "runners/study/reference/offline_scores.csv.",
             "",
         ]
     if md_poi:
