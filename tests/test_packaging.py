@@ -189,6 +189,22 @@ def test_installed_beside_top_level_agents_and_envs_both_work(wheel_and_venv):
     assert "taco train" in _run([py, "-m", "taco_rl", "train", "--help"], tmp)
 
 
+def test_installed_report_finds_the_published_references(wheel_and_venv):
+    _, venv, tmp = wheel_and_venv
+    run = tmp / "cheetah_run_run"
+    run.mkdir()
+    (run / "config.yaml").write_text("task: cheetah_run\nseed: 1\nagent: drqv2\naux: none\nframes: 1000000\n")
+    (run / "eval.csv").write_text("frame,episode_return\n0,1.5\n500000,400\n1000000,700\n")
+    out = tmp / "report"
+    _run(
+        [str(venv / "bin" / "taco"), "report", str(run), "--out", str(out), "--reps", "20", "--reference", "drqv2"], tmp
+    )
+    md = (out / "report.md").read_text()
+    assert "| cheetah_run | drqv2-none | 1 | 700.0 +- n/a | 700.0 [700.0, 700.0] | 729 (DrQ-v2) |" in md
+    compared = (out / "reference_drqv2.csv").read_text().splitlines()
+    assert [line.split(",")[2] for line in compared[1:]] == ["0", "500000", "1000000"]
+
+
 @pytest.mark.parametrize("where", ["wheel", "editable"])
 def test_gymnasium_make_needs_no_import_of_ours(wheel_and_venv, where):
     _, venv, tmp = wheel_and_venv
