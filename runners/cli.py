@@ -166,7 +166,22 @@ def _add_sweep_parsers(sub, fmt) -> None:
         "--frame",
         type=int,
         default=None,
-        help="score runs at this frame (offline: update); default: the largest budget among the runs",
+        help="score online runs at this frame (a report of offline runs only: at this update); "
+        "default: the largest budget among the online runs",
+    )
+    r.add_argument(
+        "--update",
+        type=int,
+        default=None,
+        help="score offline runs at this learner update; default: the largest budget among the offline runs",
+    )
+    r.add_argument(
+        "--reference",
+        default=None,
+        metavar="NAME",
+        help="draw a method's published per-seed curves (mean, min-max over seeds) behind each task's online "
+        "curves and compare the runs with them at the frames both have; NAME: drqv2 (DrQ-v2's curves, "
+        "24 DeepMind Control tasks)",
     )
     r.add_argument("--metric", default="episode_return", help="eval.csv column to aggregate")
     r.add_argument(
@@ -183,8 +198,10 @@ def _add_sweep_parsers(sub, fmt) -> None:
 REPORT_HELP = """Aggregate the eval logs of finished runs into report.md, tables (CSV) and figures (PNG).
 
 Scores are normalised by each task's maximum return (1000 for DMC, 250 for reach_duplo, 50 for
-point_reach) for the aggregates; per-task tables keep raw returns. Runs that have not reached the
-frame are listed in report.md and left out of every number."""
+point_reach) for the aggregates; per-task tables keep raw returns. Online runs (counted in frames)
+and offline runs (counted in learner updates) are reported in separate sections and never compared.
+Runs that have not reached the frame (offline: update) are listed in report.md and left out of
+every number."""
 
 
 def _sweep_main(args) -> int:
@@ -223,7 +240,15 @@ def _report_main(args) -> int:
     from taco_rl.runners.study.report import report
 
     out = report(
-        args.runs, args.out, frame=args.frame, metric=args.metric, compare=args.compare, reps=args.reps, seed=args.seed
+        args.runs,
+        args.out,
+        frame=args.frame,
+        metric=args.metric,
+        compare=args.compare,
+        reps=args.reps,
+        seed=args.seed,
+        update=args.update,
+        reference=args.reference,
     )
     print(f"report: {out}")
     return 0

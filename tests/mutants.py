@@ -864,6 +864,42 @@ MUTANTS = [
             ("{**base, **settings, **extra_map, **point}", "sweep precedence: the grid wins over the command line"),
         ]
     ],
+    # ------------------------------------------------------------ report: clocks and published curves
+    *[
+        M(path, original, replacement, what, ("tests/test_report.py",))
+        for path, original, replacement, what in [
+            (
+                "runners/study/report.py",
+                'return "update" if "updates" in self.config else "frame"',
+                'return "frame"',
+                "report: offline runs scored on the online clock",
+            ),
+            (
+                "runners/study/report.py",
+                '"update": update if update is not None or "frame" in by_clock else frame}',
+                '"update": update}',
+                "report: a report of offline runs only ignores --frame",
+            ),
+            (
+                "runners/study/report.py",
+                "xs = [x for x in curves[(task, label)][0].tolist() if x <= at]",
+                "xs = [x for x in curves[(task, label)][0].tolist() if x < at]",
+                "report: published comparison leaves out the report's own frame",
+            ),
+            (
+                "runners/study/published.py",
+                "(np.sum(published < value) + 0.5 * np.sum(published == value))",
+                "(np.sum(published < value) + np.sum(published == value))",
+                "report: published percentile counts ties whole",
+            ),
+            (
+                "runners/study/published.py",
+                "if value < published.min():",
+                "if value <= published.min():",
+                "report: a run at the published minimum placed below the range",
+            ),
+        ]
+    ],
     # ------------------------------------------------------------ offline learners
     M(
         "agents/td3bc.py",

@@ -116,6 +116,12 @@ def wheel_and_venv(tmp_path_factory):
     site = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp).strip())
     # this venv's packages as a plain path entry: its .pth files (the editable install's finder) do not run
     base = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    for pth in Path(sysconfig.get_paths()["purelib"]).glob("*.pth"):  # folders its .pth files add (no imports)
+        base |= {
+            line
+            for line in pth.read_text().splitlines()
+            if line and not line.startswith("import") and Path(line).is_dir()
+        }
     (site / "zz_base_packages.pth").write_text("\n".join(sorted(base)) + "\n")
     dummy = next((tmp / "dist").glob("dummy_agents_envs-*.whl"))
     _run([*pip, "--python", str(py), "install", "--no-deps", "-q", str(dummy)], tmp)
@@ -138,6 +144,12 @@ def test_wheel_installs_only_taco_rl_at_the_top(wheel_and_venv):
         "taco_rl/sb3/sac.py",
     ):
         assert module in names
+    # the published reference numbers `taco report` reads, as package data (one copy: results/reference links it)
+    reference = ROOT / "runners" / "study" / "reference"
+    shipped = sorted(p.relative_to(reference).as_posix() for p in reference.rglob("*") if p.is_file())
+    assert len(shipped) >= 27 and (ROOT / "results" / "reference").resolve() == reference
+    for name in shipped:
+        assert f"taco_rl/runners/study/reference/{name}" in names, name
     record = zipfile.ZipFile(wheel).read("taco_rl-0.1.0.dist-info/RECORD").decode()
     assert "taco_rl-gymnasium.pth,sha256=" in record  # pip removes it on uninstall
     entry_points = zipfile.ZipFile(wheel).read("taco_rl-0.1.0.dist-info/entry_points.txt").decode()
@@ -175,6 +187,22 @@ def test_installed_beside_top_level_agents_and_envs_both_work(wheel_and_venv):
     )
     assert (run / "eval.csv").read_text().count("\n") >= 2, out
     assert "taco train" in _run([py, "-m", "taco_rl", "train", "--help"], tmp)
+
+
+def test_installed_report_finds_the_published_references(wheel_and_venv):
+    _, venv, tmp = wheel_and_venv
+    run = tmp / "cheetah_run_run"
+    run.mkdir()
+    (run / "config.yaml").write_text("task: cheetah_run\nseed: 1\nagent: drqv2\naux: none\nframes: 1000000\n")
+    (run / "eval.csv").write_text("frame,episode_return\n0,1.5\n500000,400\n1000000,700\n")
+    out = tmp / "report"
+    _run(
+        [str(venv / "bin" / "taco"), "report", str(run), "--out", str(out), "--reps", "20", "--reference", "drqv2"], tmp
+    )
+    md = (out / "report.md").read_text()
+    assert "| cheetah_run | drqv2-none | 1 | 700.0 +- n/a | 700.0 [700.0, 700.0] | 729 (DrQ-v2) |" in md
+    compared = (out / "reference_drqv2.csv").read_text().splitlines()
+    assert [line.split(",")[2] for line in compared[1:]] == ["0", "500000", "1000000"]
 
 
 @pytest.mark.parametrize("where", ["wheel", "editable"])
