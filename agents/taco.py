@@ -78,9 +78,12 @@ class TACO(nn.Module):
         codes = self.tok(action_seq) if self.tok is not None else action_seq
         return self.seq(codes.flatten(1))
 
-    def loss(
-        self, batch, anchor: torch.Tensor, targets: list[torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def terms(self, batch, anchor: torch.Tensor, targets: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The terms that are on, unweighted and each with its gradient: "curl", "taco", "reward" (in that order).
+
+        `loss` sums them with their weights; a caller that reports each term on its own (the torchrl
+        LossModule's loss_* keys) reads them here.
+        """
         z = self.proj_s(anchor).float()
         zt: dict[str, torch.Tensor] = {}
         if targets:
@@ -89,21 +92,28 @@ class TACO(nn.Module):
                     zip(self.nograd_keys, self.proj_s(cat_rows(targets)).float().chunk(len(targets)), strict=True)
                 )
         labels = torch.arange(z.shape[0], device=z.device)
-        total = z.new_zeros(())
-        metrics: dict[str, torch.Tensor] = {}
+        terms: dict[str, torch.Tensor] = {}
         if self.curl_weight > 0:
-            curl = F.cross_entropy(self.logits(z, zt["obs"]), labels)
-            total = total + self.curl_weight * curl
-            metrics["curl_loss"] = curl.detach()
+            terms["curl"] = F.cross_entropy(self.logits(z, zt["obs"]), labels)
         if self.uses_actions:
             za = torch.cat([z, self.encode_actions(batch["action_seq"]).float()], dim=-1)
             if self.taco_weight > 0:
-                taco = F.cross_entropy(self.logits(self.G(za).float(), zt["future_obs"]), labels)
-                total = total + self.taco_weight * taco
-                metrics["taco_loss"] = taco.detach()
+                terms["taco"] = F.cross_entropy(self.logits(self.G(za).float(), zt["future_obs"]), labels)
             if self.reward_weight > 0:
-                reward = F.mse_loss(self.R(za).float(), batch["reward"].float())
-                total = total + self.reward_weight * reward
-                metrics["reward_loss"] = reward.detach()
+                terms["reward"] = F.mse_loss(self.R(za).float(), batch["reward"].float())
+        return terms
+
+    def weight(self, term: str) -> float:
+        """The weight of a term of `terms` in the total."""
+        return {"curl": self.curl_weight, "taco": self.taco_weight, "reward": self.reward_weight}[term]
+
+    def loss(
+        self, batch, anchor: torch.Tensor, targets: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total = anchor.new_zeros((), dtype=torch.float32)
+        metrics: dict[str, torch.Tensor] = {}
+        for term, value in self.terms(batch, anchor, targets).items():
+            total = total + self.weight(term) * value
+            metrics[f"{term}_loss"] = value.detach()
         metrics["aux_loss"] = total.detach()
         return total, metrics

@@ -95,13 +95,18 @@ MUTANTS = [
         "labels = torch.arange(z.shape[0], device=z.device).flip(0)",
         "InfoNCE positives off the diagonal",
     ),
-    M("agents/taco.py", "total = total + self.curl_weight * curl", "total = total + curl", "CURL weight ignored"),
-    M("agents/taco.py", "total = total + self.taco_weight * taco", "total = total + taco", "TACO weight ignored"),
+    M("agents/taco.py", "total = total + self.weight(term) * value", "total = total + value", "term weights ignored"),
     M(
         "agents/taco.py",
-        "total = total + self.reward_weight * reward",
-        "total = total + reward",
-        "reward weight ignored",
+        '{"curl": self.curl_weight, "taco": self.taco_weight,',
+        '{"curl": self.taco_weight, "taco": self.curl_weight,',
+        "CURL and TACO weights swapped",
+    ),
+    M(
+        "agents/taco.py",
+        '"taco": self.taco_weight, "reward": self.reward_weight}',
+        '"taco": self.taco_weight, "reward": self.taco_weight}',
+        "reward term takes the TACO weight",
     ),
     M(
         "agents/taco.py",
