@@ -88,7 +88,7 @@ def test_write_info_checksum_and_load(tmp_path):
     a = rb.sample(32)
     torch.manual_seed(0)
     b = ref.sample(32)
-    for k in a:
+    for k in a.keys():
         assert torch.equal(a[k], b[k]), k
     # read-only: adding to the loaded replay never touches the files
     before = verify_checksum(out)

@@ -314,7 +314,7 @@ def test_add_accepts_tensors_and_numpy() -> None:
 # ---------------------------------------------------------------------------------------------
 def assert_same_batch(x, y) -> None:
     assert set(x.keys()) == set(y.keys())
-    for key in x:
+    for key in x.keys():
         assert torch.equal(x[key], y[key]), key
 
 

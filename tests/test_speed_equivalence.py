@@ -85,9 +85,14 @@ def test_fast_and_plain_updates_agree(cls, aux, optimizer):
     after_fast, after_plain = comparable(fast), comparable(plain)
     moved = 0
     for k, v in after_fast.items():
-        # Adam divides by |grad|: where a gradient is ~0 float rounding can move a weight by up to
-        # a step (lr = 1e-4); so within a tenth of one step, elementwise
-        assert torch.allclose(v, after_plain[k], rtol=1e-4, atol=1e-5), k
+        # Adam divides by |grad|: where a gradient is ~0, float rounding can flip its sign and move that
+        # weight by up to a few steps (lr = 1e-4; at most (1 - beta1) / sqrt(1 - beta2) ~ 3.2 steps each
+        # update). So all but a rare such element agree within a tenth of one step, and none by more
+        # than three updates' worth of those steps.
+        diff = (v - after_plain[k]).abs()
+        off = diff > 1e-5 + 1e-4 * after_plain[k].abs()
+        assert int(off.sum()) <= max(1, v.numel() // 1000), (k, int(off.sum()), v.numel())
+        assert float(diff.max()) <= 3 * 3.2 * 1e-4, (k, float(diff.max()))
         moved += not torch.equal(v, before[k])
     assert moved > len(after_fast) // 2  # the updates did change the weights being compared
 
@@ -217,7 +222,7 @@ def test_env_overlap_is_bit_identical_to_the_serial_loop(tmp_path):
     a = replay_serial.sample(32)
     torch.manual_seed(0)
     b = replay_overlap.sample(32)
-    for k in a:
+    for k in a.keys():
         assert torch.equal(a[k], b[k]), k
 
 

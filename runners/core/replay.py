@@ -650,7 +650,7 @@ class Replay:
             "ep_start": ((c,), torch.int64),
         }
         for key, (shape, dtype) in expected.items():
-            if key not in td:
+            if key not in td.keys():
                 raise ReplayFormatError(f"{storage}: tensor '{key}' is missing")
             x = td.get(key)
             if tuple(x.shape) != shape or x.dtype != dtype:
