@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .nets import ActionEncoder, cat_rows, mlp, trunk, weight_init
+from .nets import ActionEncoder, Batch, cat_rows, mlp, trunk, weight_init
 
 
 class TACO(nn.Module):
@@ -64,7 +64,8 @@ class TACO(nn.Module):
 
     def own_parameters(self) -> list[nn.Parameter]:
         """Parameters that belong to this module alone (the shared `tok` excluded)."""
-        shared = {id(p) for p in self.tok.parameters()} if getattr(self, "tok", None) is not None else set()
+        tok: ActionEncoder | None = getattr(self, "tok", None)
+        shared = {id(p) for p in tok.parameters()} if tok is not None else set()
         return [p for p in self.parameters() if id(p) not in shared]
 
     def logits(self, anchors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -79,7 +80,7 @@ class TACO(nn.Module):
         return self.seq(codes.flatten(1))
 
     def loss(
-        self, batch, anchor: torch.Tensor, targets: list[torch.Tensor]
+        self, batch: Batch, anchor: torch.Tensor, targets: list[torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         z = self.proj_s(anchor).float()
         zt: dict[str, torch.Tensor] = {}
