@@ -168,13 +168,14 @@ def collect(items: Sequence[str], metric: str = "episode_return") -> tuple[list[
         if item.endswith((".yaml", ".yml")) and Path(item).is_file():
             sweep = load_sweep(item, overrides)
             compare = sweep.compare or compare
-            for run in sweep.runs:
+            for planned in sweep.runs:
                 import dataclasses
 
-                cfg = dataclasses.asdict(run.cfg) if dataclasses.is_dataclass(run.cfg) else {}
-                cfg = _read_config(run.run_dir) if (run.run_dir / "config.yaml").exists() else cfg
-                for label in run.labels:
-                    add(run.run_dir, label, cfg)
+                cfg = planned.cfg  # its resolved config (None in a Run built without one)
+                cfg = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else {}
+                cfg = _read_config(planned.run_dir) if (planned.run_dir / "config.yaml").exists() else cfg
+                for label in planned.labels:
+                    add(planned.run_dir, label, cfg)
             continue
         matches = sorted(glob.glob(str(Path(item).expanduser()))) if glob.has_magic(item) else [item]
         if not matches:
@@ -220,7 +221,7 @@ def _reference(refs: list[dict[str, str]], task: str, config: dict[str, Any], at
             if r["task"] == task and r["method"] == method and r["dataset"] == kind:
                 return f"{10 * float(r['score']):.0f} ({method}, V-D4RL {kind}: {r['score']} x 10)"
         return ""
-    method = REFERENCE_METHOD.get((agent, aux))
+    method = REFERENCE_METHOD.get((str(agent), str(aux)))
     for r in refs:
         if r["task"] == task and r["method"] == method and int(r["frames"]) == at:
             return f"{float(r['score']):.0f} ({method})"
@@ -324,18 +325,17 @@ def report(
             group = groups.get((task, label))
             if not group:
                 continue
-            scores = np.array([r.score_at(at) for r in group])
-            sd = float(np.std(scores, ddof=1)) if len(scores) > 1 else math.nan
-            point, low, high = stats.aggregate([scores], stats.aggregate_iqm, reps=reps, seed=seed)
+            raw = np.array([r.score_at(at) for r in group])
+            sd = float(np.std(raw, ddof=1)) if len(raw) > 1 else math.nan
+            point, lo, hi = stats.aggregate([raw], stats.aggregate_iqm, reps=reps, seed=seed)
             ref = _reference(refs, task, group[0].config, at)
             seeds = sorted(r.seed for r in group)
             per_task_rows.append(
-                [task, label, len(scores), " ".join(map(str, seeds)), float(scores.mean()), sd, point, low, high, ref]
+                [task, label, len(raw), " ".join(map(str, seeds)), float(raw.mean()), sd, point, lo, hi, ref]
             )
             sd_txt = f"{sd:.1f}" if not math.isnan(sd) else "n/a"
             md_task.append(
-                f"| {task} | {label} | {len(scores)} | {scores.mean():.1f} +- {sd_txt} | "
-                f"{_ci(point, low, high)} | {ref} |"
+                f"| {task} | {label} | {len(raw)} | {raw.mean():.1f} +- {sd_txt} | {_ci(point, lo, hi)} | {ref} |"
             )
     _write_csv(
         out / "per_task.csv",

@@ -129,7 +129,7 @@ def frame_shape(
         raise DatasetError(
             f"{file}: key '{key}' has shape {shape}, expected {want} in layout (N, {_shape_hint(layout)})"
         )
-    return (3, *shape[2:]) if layout == "chw" else (3, *shape[1:3])  # type: ignore[return-value]
+    return (3, *shape[2:]) if layout == "chw" else (3, *shape[1:3])
 
 
 def frames_chw(x: np.ndarray, file: Path, key: str, layout: str, channels: int | None = 3) -> np.ndarray:
