@@ -9,8 +9,9 @@ from .sac import SAC
 from .taco import TACO
 from .td3bc import TD3BC
 
-AGENTS = {"drqv2": DrQV2, "sac": SAC}  # online learners
-OFFLINE_AGENTS = {"bc": BC, "td3bc": TD3BC, "cql": CQL, "iql": IQL}  # learners on a fixed dataset
+AGENTS: dict[str, type[PixelActorCritic]] = {"drqv2": DrQV2, "sac": SAC}  # online learners
+# learners on a fixed dataset
+OFFLINE_AGENTS: dict[str, type[PixelActorCritic]] = {"bc": BC, "td3bc": TD3BC, "cql": CQL, "iql": IQL}
 
 __all__ = [
     "AGENTS",

@@ -18,14 +18,19 @@ import torch
 import torch.nn.functional as F
 
 from .learner import PixelActorCritic
+from .nets import Batch
 
 
 class BC(PixelActorCritic):
     has_critic = False
 
-    def _act(self, feat, step, eval_mode):
+    def _act(self, feat: torch.Tensor, step: int, eval_mode: bool) -> torch.Tensor:
         return torch.tanh(self.actor(feat))
 
-    def _actor_loss(self, feat, step, batch=None):
+    def _actor_loss(
+        self, feat: torch.Tensor, step: int, batch: Batch | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if batch is None:
+            raise ValueError(f"{type(self).__name__}'s actor loss needs the batch (its dataset actions)")
         loss = F.mse_loss(torch.tanh(self.actor(feat)).float(), batch["action"].float())
         return loss, {"actor_loss": loss.detach(), "bc_loss": loss.detach()}

@@ -22,15 +22,20 @@ learning test in tests/test_offline.py).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .drqv2 import DrQV2, schedule, truncated_normal_sample
+from .nets import Batch
 
 
 class CQL(DrQV2):
     options = DrQV2.options + ("cql_alpha", "cql_temp", "cql_samples")
 
-    def __init__(self, *args, cql_alpha: float = 10.0, cql_temp: float = 1.0, cql_samples: int = 10, **kwargs) -> None:
+    def __init__(
+        self, *args: Any, cql_alpha: float = 10.0, cql_temp: float = 1.0, cql_samples: int = 10, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         if cql_temp <= 0 or cql_samples < 1:
             raise ValueError(f"CQL needs cql_temp > 0 and cql_samples >= 1, got {cql_temp}, {cql_samples}")
@@ -47,7 +52,9 @@ class CQL(DrQV2):
         ]
         return torch.cat([rand, *policy], dim=1)
 
-    def critic_loss(self, feat, batch, next_feat, step):
+    def critic_loss(
+        self, feat: torch.Tensor, batch: Batch, next_feat: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         target_q = self.td_target(batch, next_feat, step)
         actions = torch.cat([batch["action"].unsqueeze(1), self.penalty_actions(feat.detach(), next_feat, step)], 1)
         z = self.critic.trunk(feat).unsqueeze(1).expand(-1, actions.shape[1], -1)

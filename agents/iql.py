@@ -15,11 +15,13 @@ The policy is a Gaussian around tanh(mean) with a state-dependent std; evaluatio
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
 from .learner import PixelActorCritic
-from .nets import mlp, trunk, weight_init
+from .nets import Batch, Critic, mlp, trunk, weight_init
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -47,16 +49,22 @@ class ValueHead(nn.Module):
 class IQL(PixelActorCritic):
     actor_out_mult = 2
     options = ("iql_expectile", "iql_beta", "iql_max_weight")
+    # has_critic: the base class builds both (typed Critic | None there for learners without one)
+    critic: Critic
+    critic_target: Critic
+    # what the critic step leaves for this update's actor step: (features, data actions, target trunk
+    # output, min Q_target or None when the action code has moved since); taken once
+    _q_data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None] | None
 
     def __init__(
         self,
-        obs_shape,
-        action_dim,
+        obs_shape: tuple[int, int, int],
+        action_dim: int,
         *,
         iql_expectile: float = 0.7,
         iql_beta: float = 3.0,
         iql_max_weight: float = 100.0,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(obs_shape, action_dim, **kwargs)
         if not 0.0 < iql_expectile < 1.0:
@@ -65,31 +73,31 @@ class IQL(PixelActorCritic):
         self.value = ValueHead(self.encoder.repr_dim, self.feature_dim, self.hidden_dim).to(self.device)
         self.opts["critic"].add_param_group({"params": list(self.value.parameters())})
 
-    def modules(self):
+    def modules(self) -> dict[str, nn.Module]:
         mods = super().modules()
         if hasattr(self, "value"):
             mods["value"] = self.value
         return mods
 
-    def _gaussian(self, feat):
+    def _gaussian(self, feat: torch.Tensor) -> torch.distributions.Normal:
         mu, log_std = self.actor(feat).float().chunk(2, dim=-1)
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)
         return torch.distributions.Normal(torch.tanh(mu), log_std.exp())
 
-    def _act(self, feat, step, eval_mode):
+    def _act(self, feat: torch.Tensor, step: int, eval_mode: bool) -> torch.Tensor:
         dist = self._gaussian(feat)
         return dist.mean if eval_mode else dist.sample()
 
-    def _target_value(self, next_feat, step):
+    def _target_value(self, next_feat: torch.Tensor, step: int) -> torch.Tensor:
         return self.value(next_feat)
 
     @torch.no_grad()
-    def _data_q_target(self, feat, batch, z=None) -> torch.Tensor:
+    def _data_q_target(self, feat: torch.Tensor, batch: Batch, z: torch.Tensor | None = None) -> torch.Tensor:
         """min Q_target(s, a_data); `z`: the target trunk's output on `feat`, when already computed."""
         z = self.critic_target.trunk(feat) if z is None else z
         return torch.min(*self.critic_target.heads(z, self.action_code(batch["action"]).to(feat.dtype))).float()
 
-    def _take_data_q_target(self, feat, batch) -> torch.Tensor:
+    def _take_data_q_target(self, feat: torch.Tensor, batch: Batch) -> torch.Tensor:
         """min Q_target(s, a_data) from what the critic step cached for these features and actions
         (used once), else computed here (an actor loss evaluated on its own)."""
         cached, self._q_data = getattr(self, "_q_data", None), None
@@ -103,7 +111,9 @@ class IQL(PixelActorCritic):
                 return q if q is not None else self._data_q_target(feat, batch, z)
         return self._data_q_target(feat, batch)
 
-    def critic_loss(self, feat, batch, next_feat, step):
+    def critic_loss(
+        self, feat: torch.Tensor, batch: Batch, next_feat: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss, metrics = super().critic_loss(feat, batch, next_feat, step)
         v = self.value(feat.detach())
         with torch.no_grad():
@@ -115,7 +125,11 @@ class IQL(PixelActorCritic):
         metrics.update(value_loss=value_loss.detach(), value=v.detach().mean())
         return loss + value_loss, metrics
 
-    def _actor_loss(self, feat, step, batch=None):
+    def _actor_loss(
+        self, feat: torch.Tensor, step: int, batch: Batch | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if batch is None:
+            raise ValueError(f"{type(self).__name__}'s actor loss needs the batch (its dataset actions)")
         with torch.no_grad():
             weights = advantage_weights(
                 self._take_data_q_target(feat, batch) - self.value(feat), self.beta, self.max_weight

@@ -20,6 +20,7 @@ skips steps 2 and 4 and its actor loss trains the encoder.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .nets import ActionEncoder, Actor, Critic, Encoder, RandomShift, latent_action_dim, soft_update
+from .nets import ActionEncoder, Actor, Batch, Critic, Encoder, RandomShift, latent_action_dim, soft_update
 from .taco import TACO
 
 AUX_KINDS = ("none", "curl", "taco")
@@ -39,7 +40,7 @@ def _check_adam_impl(impl: str) -> None:
         raise ValueError(f"adam impl {impl!r}: expected one of {ADAM_IMPLS}")
 
 
-def adam(params, lr: float, impl: str = "fused") -> torch.optim.Adam:
+def adam(params: Iterable[torch.Tensor], lr: float, impl: str = "fused") -> torch.optim.Adam:
     """torch's Adam; `impl` picks its kernel, not its math: "fused" (one kernel over every tensor,
     CPU and CUDA), "foreach" (multi-tensor ops) or "plain" (a loop over tensors, the reference's).
     Results agree to float rounding."""
@@ -101,19 +102,21 @@ class PixelActorCritic:
 
         self.encoder = Encoder(obs_shape).to(self.device)
         repr_dim = self.encoder.repr_dim
-        self.tok = None
+        self.tok: ActionEncoder | None = None
         if aux == "taco" and action_encoder:
             self.tok = ActionEncoder(action_dim, latent_dim or latent_action_dim(action_dim)).to(self.device)
         self.latent_critic = self.tok is not None and latent_critic and self.has_critic
-        code_dim = self.tok.latent_dim if self.latent_critic else action_dim
+        code_dim = self.tok.latent_dim if self.latent_critic and self.tok is not None else action_dim
         self.actor = Actor(repr_dim, action_dim, feature_dim, hidden_dim, self.actor_out_mult).to(self.device)
-        self.critic = self.critic_target = None
+        # None exactly when has_critic is False (learners with a critic declare it as Critic)
+        self.critic: Critic | None = None
+        self.critic_target: Critic | None = None
         if self.has_critic:
             self.critic = Critic(repr_dim, code_dim, feature_dim, hidden_dim).to(self.device)
             self.critic_target = Critic(repr_dim, code_dim, feature_dim, hidden_dim).to(self.device)
             self.critic_target.load_state_dict(self.critic.state_dict())
             self.critic_target.requires_grad_(False)
-        self.aux = None
+        self.aux: TACO | None = None
         if aux == "curl" and curl_weight <= 0:
             raise ValueError("aux=curl needs curl_weight > 0 (use aux=none for no auxiliary loss)")
         if aux == "taco" and max(taco_weight, curl_weight, reward_weight) <= 0:
@@ -143,7 +146,7 @@ class PixelActorCritic:
             self.actor_params += list(self.encoder.parameters())
         self.adam_impl = adam_impl
         self.opts: dict[str, torch.optim.Optimizer] = {"actor": adam(self.actor_params, lr, adam_impl)}
-        if not self.has_critic:
+        if self.critic is None:  # has_critic False
             if self.aux is not None:
                 self.opts["aux"] = adam(shared + aux_own, lr, adam_impl)
         elif self.single_opt:
@@ -154,13 +157,13 @@ class PixelActorCritic:
                 self.opts["aux"] = adam(shared + aux_own, lr, adam_impl)
 
     # ----------------------------------------------------------------- helpers
-    def autocast(self):
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if not self.bf16:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def action_code(self, action: torch.Tensor) -> torch.Tensor:
-        return self.tok(action) if self.latent_critic else action
+        return self.tok(action) if self.latent_critic and self.tok is not None else action
 
     def encode_nograd(self, frames: list[torch.Tensor]) -> list[torch.Tensor]:
         """enc(aug(x)) under no-grad for each x; one batched encoder call unless `batch_nograd` is off.
@@ -174,8 +177,8 @@ class PixelActorCritic:
             return list(self.encoder(torch.cat(augmented)).split([len(x) for x in augmented]))
 
     def modules(self) -> dict[str, nn.Module]:
-        mods = {"encoder": self.encoder, "actor": self.actor}
-        if self.critic is not None:
+        mods: dict[str, nn.Module] = {"encoder": self.encoder, "actor": self.actor}
+        if self.critic is not None and self.critic_target is not None:
             mods.update(critic=self.critic, critic_target=self.critic_target)
         if self.tok is not None:
             mods["tok"] = self.tok
@@ -205,16 +208,22 @@ class PixelActorCritic:
         return action.float().clamp(-1.0, 1.0).cpu().numpy()
 
     # ----------------------------------------------------------------- learning
-    def td_target(self, batch, next_feat: torch.Tensor, step: int) -> torch.Tensor:
+    def td_target(self, batch: Batch, next_feat: torch.Tensor, step: int) -> torch.Tensor:
         with torch.no_grad():
             return batch["reward"] + batch["discount"] * self._target_value(next_feat, step)
 
-    def critic_loss(self, feat: torch.Tensor, batch, next_feat: torch.Tensor, step: int):
+    def critic_loss(
+        self, feat: torch.Tensor, batch: Batch, next_feat: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.critic is None:
+            raise RuntimeError(f"{type(self).__name__} has no critic: it has no critic loss")
         target_q = self.td_target(batch, next_feat, step)
         q1, q2 = self.critic(feat, self.action_code(batch["action"]))
         return self.td_loss(q1, q2, target_q)
 
-    def td_loss(self, q1: torch.Tensor, q2: torch.Tensor, target_q: torch.Tensor):
+    def td_loss(
+        self, q1: torch.Tensor, q2: torch.Tensor, target_q: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss = F.mse_loss(q1.float(), target_q.float()) + F.mse_loss(q2.float(), target_q.float())
         return loss, {
             "critic_loss": loss.detach(),
@@ -222,7 +231,7 @@ class PixelActorCritic:
             "critic_target_q": target_q.detach().float().mean(),
         }
 
-    def update_actor(self, feat: torch.Tensor, step: int, batch=None) -> dict[str, torch.Tensor]:
+    def update_actor(self, feat: torch.Tensor, step: int, batch: Batch | None = None) -> dict[str, torch.Tensor]:
         with self.autocast():
             loss, metrics = self._actor_loss(feat, step, batch)
         self.opts["actor"].zero_grad(set_to_none=True)
@@ -230,10 +239,11 @@ class PixelActorCritic:
         self.opts["actor"].step()
         return metrics
 
-    def update(self, batch, step: int) -> dict[str, torch.Tensor]:
+    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         """One learner update on a sampled batch; returns 0-dim tensors (no host sync here)."""
         metrics: dict[str, torch.Tensor] = {"batch_reward": batch["reward"].mean()}
-        if not self.has_critic:  # the actor loss trains the encoder; then the auxiliary step
+        # has_critic False: the actor loss trains the encoder; then the auxiliary step
+        if self.critic is None or self.critic_target is None:
             with self.autocast():
                 feat = self.encoder(self.aug(batch["obs"]))
             metrics.update(self.update_actor(feat, step, batch))
@@ -261,7 +271,9 @@ class PixelActorCritic:
             metrics.update(self.update_aux(batch))
         return metrics
 
-    def update_aux(self, batch) -> dict[str, torch.Tensor]:
+    def update_aux(self, batch: Batch) -> dict[str, torch.Tensor]:
+        if self.aux is None:
+            raise RuntimeError(f"{type(self).__name__} has no auxiliary module (aux=none): no auxiliary step")
         with self.autocast():
             anchor = self.encoder(self.aug(batch["obs"]))
             targets = self.encode_nograd([batch[k] for k in self.aux.nograd_keys])
@@ -273,7 +285,7 @@ class PixelActorCritic:
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        state = {f"net/{k}": m.state_dict() for k, m in self.modules().items()}
+        state: dict[str, Any] = {f"net/{k}": m.state_dict() for k, m in self.modules().items()}
         state.update({f"opt/{k}": o.state_dict() for k, o in self.opts.items()})
         return state
 
@@ -297,6 +309,8 @@ class PixelActorCritic:
     def _target_value(self, next_feat: torch.Tensor, step: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def _actor_loss(self, feat: torch.Tensor, step: int, batch=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _actor_loss(
+        self, feat: torch.Tensor, step: int, batch: Batch | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The actor's loss on encoder features; `batch` holds the dataset actions offline learners need."""
         raise NotImplementedError

@@ -7,9 +7,15 @@ tensor-core GPUs); the flattened features keep NCHW order so the math is that of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeAlias
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+# what a learner's update reads: batch key (obs, action, reward, ...) -> tensor (a TensorDict or a dict)
+Batch: TypeAlias = Mapping[str, torch.Tensor]
 
 
 def weight_init(m: nn.Module) -> None:
@@ -100,7 +106,8 @@ class Encoder(nn.Module):
         self.out_shape = (32, oh, ow)
         self.channels_last = True
         self.apply(weight_init)
-        self.to(memory_format=torch.channels_last)
+        # torch's type stubs for Module.to leave out the memory_format keyword, which it takes
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if not self.channels_last:  # the reference layout (kept for `taco bench --baseline`)
@@ -119,10 +126,12 @@ class Encoder(nn.Module):
         else:  # uint8 -> bf16 with the layout change in one copy takes torch's slow path: two copies
             x = obs.to(dtype).contiguous(memory_format=torch.channels_last)
         first = self.convnet[0]
+        if not isinstance(first, nn.Conv2d) or first.bias is None:  # (Sequential's indexing is typed Module)
+            raise TypeError(f"the encoder's first layer is {first}, expected a Conv2d with a bias")
         weight = first.weight / 255.0
         bias = first.bias - 0.5 * first.weight.sum(dim=(1, 2, 3))
         h = F.relu(F.conv2d(x, weight, bias, first.stride), inplace=True)
-        for layer in self.convnet[2:]:
+        for layer in list(self.convnet)[2:]:
             h = layer(h)
         # Flatten in (H, W, C) order: a view of the channels_last output instead of a 5 MB/sample
         # copy. The features are the same 32*35*35 values in another order; each trunk's Linear

@@ -7,12 +7,14 @@ and DrQ-v2 differ only in the policy and its losses: TACO's effect compares acro
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .learner import PixelActorCritic, adam
+from .nets import Batch, Critic
 
 LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
 
@@ -29,9 +31,18 @@ class Temperature(nn.Module):
 class SAC(PixelActorCritic):
     actor_out_mult = 2
     options = ("init_alpha",)
+    # has_critic: the base class builds both (typed Critic | None there for learners without one)
+    critic: Critic
+    critic_target: Critic
 
     def __init__(
-        self, obs_shape, action_dim, *, init_alpha: float = 0.1, alpha_lr: float | None = None, **kwargs
+        self,
+        obs_shape: tuple[int, int, int],
+        action_dim: int,
+        *,
+        init_alpha: float = 0.1,
+        alpha_lr: float | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(obs_shape, action_dim, **kwargs)
         self.temperature = Temperature(init_alpha).to(self.device)
@@ -39,7 +50,7 @@ class SAC(PixelActorCritic):
         lr = alpha_lr or self.opts["actor"].param_groups[0]["lr"]
         self.opts["alpha"] = adam(self.temperature.parameters(), lr, self.adam_impl)
 
-    def modules(self):
+    def modules(self) -> dict[str, nn.Module]:
         mods = super().modules()
         if hasattr(self, "temperature"):
             mods["temperature"] = self.temperature
@@ -55,17 +66,19 @@ class SAC(PixelActorCritic):
         log_prob = log_prob - 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))
         return torch.tanh(x), log_prob.sum(-1, keepdim=True), torch.tanh(mu)
 
-    def _act(self, feat, step, eval_mode):
+    def _act(self, feat: torch.Tensor, step: int, eval_mode: bool) -> torch.Tensor:
         if eval_mode:  # the mean action, without drawing noise (evaluation leaves the RNG alone)
             return torch.tanh(self.actor(feat).float().chunk(2, dim=-1)[0])
         return self._sample(feat)[0]
 
-    def _target_value(self, next_feat, step):
+    def _target_value(self, next_feat: torch.Tensor, step: int) -> torch.Tensor:
         action, log_prob, _ = self._sample(next_feat)
         q1, q2 = self.critic_target(next_feat, self.action_code(action))
         return torch.min(q1, q2).float() - self.temperature().detach() * log_prob
 
-    def _actor_loss(self, feat, step, batch=None):
+    def _actor_loss(
+        self, feat: torch.Tensor, step: int, batch: Batch | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         action, log_prob, _ = self._sample(feat)
         q1, q2 = self.critic(feat, self.action_code(action))
         alpha = self.temperature().detach()
@@ -73,7 +86,7 @@ class SAC(PixelActorCritic):
         self._log_prob = log_prob.detach()  # for the temperature step that follows the actor step
         return loss, {"actor_loss": loss.detach(), "alpha": alpha, "entropy": -log_prob.detach().mean()}
 
-    def update_actor(self, feat, step, batch=None):
+    def update_actor(self, feat: torch.Tensor, step: int, batch: Batch | None = None) -> dict[str, torch.Tensor]:
         metrics = super().update_actor(feat, step, batch)
         alpha_loss = -(self.temperature() * (self._log_prob + self.target_entropy)).mean()
         self.opts["alpha"].zero_grad(set_to_none=True)

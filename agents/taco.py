@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .nets import ActionEncoder, cat_rows, mlp, trunk, weight_init
+from .nets import ActionEncoder, Batch, cat_rows, mlp, trunk, weight_init
 
 
 class TACO(nn.Module):
@@ -64,7 +64,8 @@ class TACO(nn.Module):
 
     def own_parameters(self) -> list[nn.Parameter]:
         """Parameters that belong to this module alone (the shared `tok` excluded)."""
-        shared = {id(p) for p in self.tok.parameters()} if getattr(self, "tok", None) is not None else set()
+        tok: ActionEncoder | None = getattr(self, "tok", None)
+        shared = {id(p) for p in tok.parameters()} if tok is not None else set()
         return [p for p in self.parameters() if id(p) not in shared]
 
     def logits(self, anchors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -78,7 +79,7 @@ class TACO(nn.Module):
         codes = self.tok(action_seq) if self.tok is not None else action_seq
         return self.seq(codes.flatten(1))
 
-    def terms(self, batch, anchor: torch.Tensor, targets: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def terms(self, batch: Batch, anchor: torch.Tensor, targets: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """The terms that are on, unweighted and each with its gradient: "curl", "taco", "reward" (in that order).
 
         `loss` sums them with their weights; a caller that reports each term on its own (the torchrl
@@ -108,7 +109,7 @@ class TACO(nn.Module):
         return {"curl": self.curl_weight, "taco": self.taco_weight, "reward": self.reward_weight}[term]
 
     def loss(
-        self, batch, anchor: torch.Tensor, targets: list[torch.Tensor]
+        self, batch: Batch, anchor: torch.Tensor, targets: list[torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         total = anchor.new_zeros((), dtype=torch.float32)
         metrics: dict[str, torch.Tensor] = {}

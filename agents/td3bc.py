@@ -15,19 +15,27 @@ Logged as V-D4RL logs DrQ+BC: `actor_loss` is the policy-improvement term -mean(
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 import torch.nn.functional as F
 
 from .drqv2 import DrQV2
+from .nets import Batch
 
 
 class TD3BC(DrQV2):
     options = DrQV2.options + ("bc_alpha",)
 
-    def __init__(self, *args, bc_alpha: float = 2.5, **kwargs) -> None:
+    def __init__(self, *args: Any, bc_alpha: float = 2.5, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.bc_alpha = bc_alpha
 
-    def _actor_loss(self, feat, step, batch=None):
+    def _actor_loss(
+        self, feat: torch.Tensor, step: int, batch: Batch | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if batch is None:
+            raise ValueError(f"{type(self).__name__}'s actor loss needs the batch (its dataset actions)")
         action, q, _ = self._policy_q(feat, step)
         lam = self.bc_alpha / q.detach().abs().mean()
         bc = F.mse_loss(action.float(), batch["action"].float())

@@ -158,7 +158,7 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
             camera = self._cameras[(size, camera_id)] = Camera(physics, height=size, width=size, camera_id=camera_id)
         return camera.render()
 
-    def render(self) -> np.ndarray | None:  # type: ignore[override]
+    def render(self) -> np.ndarray | None:
         if self.render_mode is None:
             gym.logger.warn("render() needs render_mode='rgb_array' (make_env(..., render_mode='rgb_array'))")
             return None

@@ -23,9 +23,10 @@ class HWCFrame(gym.ObservationWrapper):
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        c, h, w = env.observation_space.shape
-        if c != 3:
-            raise ValueError(f"HWCFrame needs single RGB frames (3, H, W), got {env.observation_space.shape}")
+        shape = env.observation_space.shape
+        if shape is None or len(shape) != 3 or shape[0] != 3:
+            raise ValueError(f"HWCFrame needs single RGB frames (3, H, W), got {shape}")
+        _, h, w = shape
         self.observation_space = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:

@@ -96,7 +96,7 @@ class PointReach(gym.Env[np.ndarray, np.ndarray]):
         size = self.render_size if size is None else size
         return np.ascontiguousarray(self.render_frame(size).transpose(1, 2, 0))
 
-    def render(self) -> np.ndarray | None:  # type: ignore[override]
+    def render(self) -> np.ndarray | None:
         if self.render_mode is None:
             gym.logger.warn("render() needs render_mode='rgb_array' (make_env(..., render_mode='rgb_array'))")
             return None

@@ -15,7 +15,7 @@ from taco_rl.envs.render import check_render_args, probe_render_backend
 from taco_rl.envs.tasks import TASKS, get_task_spec
 from taco_rl.envs.wrappers import ActionRepeat, FrameStack
 
-__all__ = ["make_env", "make_base_env", "gym_id", "register_gymnasium"]
+__all__ = ["make_env", "make_base_env", "env_shapes", "gym_id", "register_gymnasium"]
 
 GYM_NAMESPACE = "taco"
 
@@ -66,6 +66,14 @@ def make_env(
         task, seed, image_size=image_size, fast_render=fast_render, render_mode=render_mode, render_size=render_size
     )
     return FrameStack(ActionRepeat(base, action_repeat), frame_stack)
+
+
+def env_shapes(env: gym.Env) -> tuple[tuple[int, int, int], int]:
+    """A pixel env's observation shape (C, H, W) and action dimension (``make_env``'s envs have both)."""
+    obs, action = env.observation_space.shape, env.action_space.shape
+    if obs is None or len(obs) != 3 or action is None or len(action) != 1:
+        raise ValueError(f"expected (C, H, W) observations and flat actions, got shapes {obs} and {action}")
+    return obs, action[0]
 
 
 def gym_id(task: str) -> str:

@@ -50,7 +50,7 @@ class ActionRepeat(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
             raise ValueError(f"action repeat must be >= 1, got {repeat}")
         super().__init__(env)
         self.repeat = repeat
-        self._deferred = isinstance(env, FrameDeferringEnv)
+        self._deferred: FrameDeferringEnv | None = env if isinstance(env, FrameDeferringEnv) else None
         if "render_fps" in env.metadata:  # a video shows one frame per agent step
             self.metadata = dict(env.metadata, render_fps=env.metadata["render_fps"] / repeat)
 
@@ -59,9 +59,10 @@ class ActionRepeat(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
         total_reward = 0.0
         discount = 1.0
         frames = 0
+        reward: SupportsFloat
         for _ in range(self.repeat):
-            if deferred:
-                reward, terminated, truncated, info = self.env.step_no_frame(action)
+            if deferred is not None:
+                reward, terminated, truncated, info = deferred.step_no_frame(action)
             else:
                 obs, reward, terminated, truncated, info = self.env.step(action)
             total_reward += float(reward)
@@ -69,8 +70,8 @@ class ActionRepeat(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
             frames += 1
             if terminated or truncated:
                 break
-        if deferred:
-            obs = self.env.frame()
+        if deferred is not None:
+            obs = deferred.frame()
         info = dict(info, discount=discount, frames=frames)
         return obs, total_reward, terminated, truncated, info
 

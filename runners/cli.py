@@ -90,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="mode=offline: also time the online DrQ-v2 update with the same aux and batch size",
     )
-    b.epilog += "\nmode=offline (first override) times an offline learner: offline keys as in `taco offline --help`\n"
+    b.epilog = (
+        b.epilog or ""
+    ) + "\nmode=offline (first override) times an offline learner: offline keys as in `taco offline --help`\n"
     b.add_argument(
         "--loop-steps",
         type=int,
@@ -320,6 +322,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "offline":
         from taco_rl.runners.offline.train import train_offline
 
+        if not isinstance(cfg, OfflineConfig):  # resolve(..., offline=True) makes one
+            raise TypeError(f"taco offline needs an OfflineConfig, got {type(cfg).__name__}")
         run_dir = train_offline(cfg, progress=not args.no_progress)
         print(f"done: {run_dir}")
     elif args.command == "bench" and offline:

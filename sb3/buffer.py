@@ -21,7 +21,7 @@ At 9x84x84 uint8 that is 63.5 KB per transition: 100k transitions ~ 6.4 GB, SB3'
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 import torch as th
@@ -109,8 +109,8 @@ class TacoReplayBuffer(ReplayBuffer):
                 if not np.array_equal(obs[env], self._pending_next[env]):
                     self.dones[prev, env], self.timeouts[prev, env] = 1.0, 1.0
                     self.final_obs[(prev, int(env))] = self._pending_next[env].copy()
-        for env in range(self.n_envs):
-            self.final_obs.pop((self.pos, env), None)  # this slot is being overwritten
+        for i in range(self.n_envs):
+            self.final_obs.pop((self.pos, i), None)  # this slot is being overwritten
         self.observations[self.pos] = obs
         self.actions[self.pos] = np.asarray(action).reshape((self.n_envs, self.action_dim))
         self.rewards[self.pos] = np.asarray(reward)
@@ -139,7 +139,12 @@ class TacoReplayBuffer(ReplayBuffer):
         newest = (self.pos - 1) % self.buffer_size
         for i in np.flatnonzero(self.dones[idx, env].astype(bool) | (idx == newest)):
             key = (int(idx[i]), int(env[i]))
-            out[i] = self.final_obs[key] if key in self.final_obs else self._pending_next[env[i]]
+            if key in self.final_obs:
+                out[i] = self.final_obs[key]
+            elif self._pending_next is not None:
+                out[i] = self._pending_next[env[i]]
+            else:
+                raise RuntimeError("the replay buffer has no step stored: there is no observation to read")
         return out
 
     def ready(self) -> bool:
@@ -171,10 +176,15 @@ class TacoReplayBuffer(ReplayBuffer):
         rewards = self._normalize_reward(self.rewards[steps, e[:, None]], env)
         return (rewards * self.gamma ** np.arange(self.n_steps, dtype=np.float32)).sum(axis=1, keepdims=True)
 
-    def _tensor(self, array: np.ndarray) -> th.Tensor:
+    def _tensor(self, array: np.ndarray | dict[str, np.ndarray]) -> th.Tensor:
+        if not isinstance(array, np.ndarray):  # SB3's _normalize_obs is typed for Dict observations too
+            raise TypeError("TacoReplayBuffer holds image observations, not Dict observations")
         return self.to_torch(array, copy=False)  # every array here is a fresh gather: no second copy
 
-    def sample(self, batch_size: int, env: VecNormalize | None = None) -> TacoReplayBufferSamples:
+    # A NamedTuple cannot extend SB3's ReplayBufferSamples; this one starts with its five fields, in order.
+    def sample(  # type: ignore[override]
+        self, batch_size: int, env: VecNormalize | None = None
+    ) -> TacoReplayBufferSamples:
         n, k = self.n_steps, self.k
         t, e = self._draw(batch_size, n)
         last = (t + n - 1) % self.buffer_size
@@ -186,9 +196,9 @@ class TacoReplayBuffer(ReplayBuffer):
             self._returns(t, e, env).astype(np.float32),
             np.full((batch_size, 1), self.gamma**n, np.float32),
         )
-        sac_t = [self._tensor(x) for x in sac]
+        obs, actions, next_obs, dones, returns, discounts = (self._tensor(x) for x in sac)
         if k <= n:  # TACO's sequences fit in SAC's draw
-            t2, e2, obs2, returns2 = t, e, sac_t[0], sac_t[4]
+            t2, e2, obs2, returns2 = t, e, obs, returns
         else:
             t2, e2 = self._draw(batch_size, k)
             obs2 = self._tensor(self._normalize_obs(self.observations[t2, e2], env))
@@ -196,7 +206,9 @@ class TacoReplayBuffer(ReplayBuffer):
         seq = (t2[:, None] + np.arange(k)) % self.buffer_size
         action_seq = self._tensor(self.actions[seq, e2[:, None]])
         future = self._tensor(self._normalize_obs(self._obs_after(seq[:, -1], e2), env))
-        return TacoReplayBufferSamples(*sac_t, obs2, action_seq, future, returns2)
+        return TacoReplayBufferSamples(
+            obs, actions, next_obs, dones, returns, discounts, obs2, action_seq, future, returns2
+        )
 
-    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> TacoReplayBufferSamples:
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> NoReturn:
         raise TypeError("TacoReplayBuffer draws (step, env) pairs itself: use sample()")

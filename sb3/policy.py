@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch as th
@@ -21,6 +22,7 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import BaseModel, ContinuousCritic
 from stable_baselines3.common.preprocessing import get_action_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, get_actor_critic_arch
+from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACPolicy
 from torch import nn
 
@@ -38,7 +40,8 @@ class SuiteEncoder(BaseFeaturesExtractor):
     def __init__(self, observation_space: spaces.Box) -> None:
         if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 3:
             raise ValueError(f"SuiteEncoder takes (C, H, W) image observations, got {observation_space}")
-        encoder = Encoder(tuple(observation_space.shape))
+        c, h, w = observation_space.shape
+        encoder = Encoder((c, h, w))
         super().__init__(observation_space, encoder.repr_dim)
         self.encoder = encoder
 
@@ -46,7 +49,7 @@ class SuiteEncoder(BaseFeaturesExtractor):
         return self.encoder(observations)
 
 
-def _features(model: BaseModel, obs: th.Tensor, features_extractor: BaseFeaturesExtractor) -> th.Tensor:
+def _features(model: BaseModel, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor) -> th.Tensor:
     """uint8 frames straight into an encoder that normalises them itself; else SB3's preprocessing."""
     if getattr(features_extractor, "takes_uint8", False) and not model.normalize_images:
         return features_extractor(obs)
@@ -55,6 +58,9 @@ def _features(model: BaseModel, obs: th.Tensor, features_extractor: BaseFeatures
 
 class TacoActor(Actor):
     """SB3's squashed-Gaussian SAC actor with a trunk in front, reading detached encoder features."""
+
+    # SB3 types Actor.log_std as gSDE's Parameter; without gSDE (checked below) it is a Linear
+    log_std: nn.Linear  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -69,15 +75,17 @@ class TacoActor(Actor):
     ) -> None:
         # Actor builds its MLP on `features_dim` inputs: give it the trunk's width, then put the trunk in front
         super().__init__(observation_space, action_space, net_arch, features_extractor, feature_dim, **kwargs)
+        if not isinstance(self.log_std, nn.Linear):
+            raise ValueError("TacoActor does not support gSDE (use_sde=True)")
         self.features_dim, self.feature_dim = features_dim, feature_dim
         self.latent_pi = nn.Sequential(trunk(features_dim, feature_dim), *self.latent_pi)
         for module in (self.latent_pi, self.mu, self.log_std):
             module.apply(weight_init)
 
-    def extract_features(self, obs: th.Tensor, features_extractor: BaseFeaturesExtractor) -> th.Tensor:
+    def extract_features(self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor) -> th.Tensor:
         return _features(self, obs, features_extractor).detach()  # the critic and TACO train the encoder
 
-    def get_action_dist_params(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor, dict[str, th.Tensor]]:
+    def get_action_dist_params(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor, dict[str, th.Tensor]]:
         return self.dist_params_from_features(self.extract_features(obs, self.features_extractor))
 
     def dist_params_from_features(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor, dict[str, th.Tensor]]:
@@ -119,7 +127,7 @@ class TacoCritic(ContinuousCritic):
         for module in (self.trunk, *self.q_networks):
             module.apply(weight_init)
 
-    def extract_features(self, obs: th.Tensor, features_extractor: BaseFeaturesExtractor) -> th.Tensor:
+    def extract_features(self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor) -> th.Tensor:
         return _features(self, obs, features_extractor)
 
     def code(self, actions: th.Tensor) -> th.Tensor:
@@ -247,12 +255,11 @@ class TacoSACPolicy(SACPolicy):
         shared += list(self.action_encoder.parameters()) if self.action_encoder is not None else []
         shared_ids = {id(p) for p in encoder.parameters()}
         lr = lr_schedule(1)
-        self.actor.optimizer = self.optimizer_class(
-            [p for p in self.actor.parameters() if id(p) not in shared_ids], lr=lr, **self.optimizer_kwargs
-        )
-        self.critic.optimizer = self.optimizer_class(self.critic.parameters(), lr=lr, **self.optimizer_kwargs)
+        self.actor.optimizer = self._optimizer([p for p in self.actor.parameters() if id(p) not in shared_ids], lr)
+        self.critic.optimizer = self._optimizer(self.critic.parameters(), lr)
 
         self.taco: TACO | None = None
+        self.taco_optimizer: th.optim.Optimizer | None = None
         if max(self.taco_weights) > 0:
             _, critic_arch = get_actor_critic_arch(self.net_arch)
             hidden = self.taco_hidden_dim or max(critic_arch, default=1024)
@@ -268,9 +275,11 @@ class TacoSACPolicy(SACPolicy):
                 reward_weight=reward_w,
             )
             # the reference's second Adam: the auxiliary loss steps encoder, tok and TACO's own heads
-            self.taco.optimizer = self.optimizer_class(
-                shared + self.taco.own_parameters(), lr=lr, **self.optimizer_kwargs
-            )
+            self.taco_optimizer = self._optimizer(shared + self.taco.own_parameters(), lr)
+
+    def _optimizer(self, params: Iterable[th.Tensor], lr: float) -> th.optim.Optimizer:
+        # optimizer_class is typed type[Optimizer], whose __init__ takes (params, defaults); its subclasses take lr
+        return self.optimizer_class(params, lr=lr, **self.optimizer_kwargs)  # type: ignore[call-arg]
 
     def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> TacoActor:
         kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)

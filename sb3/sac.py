@@ -12,7 +12,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import polyak_update
 
 from taco_rl.sb3.buffer import TacoReplayBuffer, TacoReplayBufferSamples
-from taco_rl.sb3.policy import TacoSACPolicy
+from taco_rl.sb3.policy import TacoActor, TacoCritic, TacoSACPolicy
 
 __all__ = ["TacoSAC"]
 
@@ -42,6 +42,9 @@ class TacoSAC(SAC):
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"CnnPolicy": TacoSACPolicy}
     policy: TacoSACPolicy
+    actor: TacoActor
+    critic: TacoCritic
+    critic_target: TacoCritic
     replay_buffer: TacoReplayBuffer
 
     def __init__(
@@ -133,7 +136,7 @@ class TacoSAC(SAC):
 
     def _setup_model(self) -> None:
         super()._setup_model()
-        self.taco_optimizer = self.policy.taco.optimizer if self.policy.taco is not None else None
+        self.taco_optimizer = self.policy.taco_optimizer
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, variables = super()._get_torch_save_params()
@@ -201,7 +204,7 @@ class TacoSAC(SAC):
         metrics: dict[str, th.Tensor] = {}
         if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
             ent_coef = th.exp(self.log_ent_coef.detach())
-            ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
+            ent_coef_loss = -(self.log_ent_coef * (log_prob + float(self.target_entropy)).detach()).mean()
             self.ent_coef_optimizer.zero_grad()
             ent_coef_loss.backward()
             self.ent_coef_optimizer.step()
@@ -215,7 +218,8 @@ class TacoSAC(SAC):
             next_q = th.cat(self.critic_target.q_values(next_feat, next_actions), dim=1).min(dim=1, keepdim=True)[0]
             next_q = next_q - ent_coef * next_log_prob.reshape(-1, 1)
             target_q = data.rewards + (1 - data.dones) * data.discounts * next_q
-        critic_loss = 0.5 * sum(F.mse_loss(q, target_q) for q in critic.q_values(feat, data.actions))
+        q_losses = [F.mse_loss(q, target_q) for q in critic.q_values(feat, data.actions)]
+        critic_loss = 0.5 * sum(q_losses[1:], q_losses[0])
         critic.optimizer.zero_grad()
         critic_loss.backward()
         critic.optimizer.step()
@@ -230,7 +234,9 @@ class TacoSAC(SAC):
 
     def _taco_step(self, data: TacoReplayBufferSamples) -> dict[str, th.Tensor]:
         """The suite's TACO loss (with its CURL and reward terms) on fresh augmentations."""
-        policy, taco = self.policy, self.policy.taco
+        policy, taco, optimizer = self.policy, self.policy.taco, self.taco_optimizer
+        if taco is None or optimizer is None:
+            raise RuntimeError("TacoSAC's TACO step needs the TACO module (a TACO, CURL or reward weight > 0)")
         batch = {
             "obs": data.taco_observations,
             "future_obs": data.future_observations,
@@ -240,7 +246,7 @@ class TacoSAC(SAC):
         anchor = policy.encode(policy.aug(batch["obs"]))
         targets = policy.encode_nograd([batch[key] for key in taco.nograd_keys])
         loss, metrics = taco.loss(batch, anchor, targets)
-        self.taco_optimizer.zero_grad()
+        optimizer.zero_grad()
         loss.backward()
-        self.taco_optimizer.step()
+        optimizer.step()
         return metrics

@@ -33,7 +33,7 @@ if (
     and _os.path.isfile(_os.path.join(_checkout, "agents", "__init__.py"))
 ):
     # source checkout: the subpackages are the checkout's top-level folders
-    __path__.append(_checkout)  # type: ignore[name-defined]  # noqa: F821
+    __path__.append(_checkout)  # noqa: F821
 
 _LAZY = {"TacoLoss": "taco_rl.agents.taco_loss", "WindowSampler": "taco_rl.runners.core.windows"}
 __all__ = ["TacoLoss", "WindowSampler", "__version__"]

@@ -39,8 +39,9 @@ class _AfterGymnasium:
                 break
         else:
             return None
-        exec_module = getattr(spec.loader, "exec_module", None)
-        if exec_module is None:
+        loader = spec.loader
+        exec_module = getattr(loader, "exec_module", None)
+        if loader is None or exec_module is None:
             return spec
 
         def exec_then_register(module):
@@ -48,7 +49,8 @@ class _AfterGymnasium:
             self.remove()
             _register()
 
-        spec.loader.exec_module = exec_then_register
+        # wraps this loader instance's method on purpose (mypy forbids assigning to a method)
+        loader.exec_module = exec_then_register  # type: ignore[method-assign]
         return spec
 
     def remove(self) -> None:

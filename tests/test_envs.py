@@ -192,7 +192,7 @@ def test_deferred_and_eager_repeat_agree() -> None:
     actions = np.random.default_rng(2).uniform(-1, 1, (30, 2)).astype(np.float32)
     lazy = envs.make_env("point_reach", 3, action_repeat=2, image_size=24)
     eager = envs.FrameStack(envs.ActionRepeat(Eager(PointReach(seed=3, image_size=24)), 2), 3)
-    assert lazy.env._deferred and not eager.env._deferred
+    assert lazy.env._deferred is not None and eager.env._deferred is None
     a, ra = rollout(lazy, actions[:24])
     b, rb = rollout(eager, actions[:24])
     assert (a == b).all() and np.allclose(ra, rb)

@@ -25,6 +25,7 @@ import torch
 from taco_rl.agents.learner import set_adam_impl
 from taco_rl.agents.nets import hwc_to_chw_columns
 from taco_rl.envs import make_env
+from taco_rl.envs.registry import env_shapes
 from taco_rl.runners.bench.whole_run import eval_hours, whole_run
 from taco_rl.runners.core.config import Config
 from taco_rl.runners.core.run import env_kwargs
@@ -241,7 +242,7 @@ def _setup(cfg: Config):
     probe = make_env(
         cfg.task, cfg.seed, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack, image_size=cfg.image_size
     )
-    obs_shape, action_dim = probe.observation_space.shape, probe.action_space.shape[0]
+    obs_shape, action_dim = env_shapes(probe)
     probe.close()
     length = 500
     episodes = max(4, (4 * cfg.batch_size) // length + 2)

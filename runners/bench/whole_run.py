@@ -42,7 +42,8 @@ class _InProcess:
     """The env a `num_envs=1` run steps, in this process, behind EnvWorker's send/recv."""
 
     def __init__(self, env) -> None:
-        self.env, self.out = env, None
+        self.env = env
+        self.out: tuple[Any, None] | None = None  # the reply `recv` returns
 
     def send(self, cmd: str, arg: Any = None) -> None:
         self.out = (self.env.reset(seed=arg) if cmd == "reset" else self.env.step(arg)), None
@@ -100,11 +101,13 @@ def vec_env_fps(cfg: Config, num_envs: list[int], steps: int, rounds: int = 4) -
                             w.recv()
                 seconds[n] += time.perf_counter() - t
                 cpu1 = [_cpu_seconds(p) for p in pids]
-                if cpu[n] is not None and None not in cpu0 + cpu1:
-                    cpu[n] += sum(b - a for a, b in zip(cpu0, cpu1, strict=True))
+                known = [(a, b) for a, b in zip(cpu0, cpu1, strict=True) if a is not None and b is not None]
+                busy = cpu[n]
+                if busy is not None and len(known) == len(pids):
+                    cpu[n] = busy + sum(b - a for a, b in known)
                 else:
                     cpu[n] = None
-        return {n: (frames[n] / seconds[n], None if cpu[n] is None else cpu[n] / seconds[n]) for n in num_envs}
+        return {n: (frames[n] / seconds[n], None if (c := cpu[n]) is None else c / seconds[n]) for n in num_envs}
     finally:
         for group in envs.values():
             for w in group:

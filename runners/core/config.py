@@ -298,6 +298,7 @@ def _parse(overrides: list[str], schema: type[Config] = Config) -> dict[str, Any
             hint = f"; did you mean {', '.join(close)}?" if close else f"; `taco {command} --help` lists them"
             raise ConfigError(f"unknown config key {key!r}{hint}")
     try:
+        # OmegaConf types to_container as any container (any key type); a dotlist's is a str-keyed dict
         return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))  # type: ignore[return-value]
     except OmegaConfBaseException as e:
         raise ConfigError(f"could not parse overrides {overrides}: {e}") from None
@@ -338,6 +339,7 @@ def resolve(overrides: list[str] | tuple[str, ...] = (), *, offline: bool = Fals
         key = getattr(e, "full_key", None) or getattr(e, "key", "?")
         expected = next((f.type for f in dataclasses.fields(schema) if f.name == key), "?")
         raise ConfigError(f"bad value for {key}: {str(e).splitlines()[0]} (expected {expected})") from None
+    # OmegaConf types to_container as any container (any key type); a dataclass's is a str-keyed dict
     cfg = schema(**OmegaConf.to_container(merged))  # type: ignore[arg-type]
     validate(cfg)
     return cfg

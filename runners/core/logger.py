@@ -9,7 +9,7 @@ between two checkpoints (or before its first) never shows those frames twice.
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +127,7 @@ class Logger:
             self.wandb = None
 
 
-def mean_metrics(history: list[Mapping[str, Any]]) -> dict[str, float]:
+def mean_metrics(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Average a list of metric dicts: one stack and one host sync per key, once per log interval."""
     if not history:
         return {}
@@ -143,7 +143,8 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.mp4")
-    with imageio.get_writer(tmp, fps=fps, macro_block_size=1) as writer:
+    writer = imageio.get_writer(tmp, fps=fps, macro_block_size=1)
+    with writer:  # (not `as writer`: imageio's stubs type __enter__ as its base class, without append_data)
         for frame in frames:
             writer.append_data(np.ascontiguousarray(frame))
     tmp.replace(path)

@@ -118,7 +118,7 @@ class Replay:
     def __init__(
         self,
         capacity: int,
-        frame_shape: tuple[int, int, int],
+        frame_shape: tuple[int, ...],
         action_dim: int,
         *,
         frame_stack: int = 3,
@@ -141,7 +141,7 @@ class Replay:
     def _configure(
         self,
         capacity: int,
-        frame_shape: tuple[int, int, int],
+        frame_shape: tuple[int, ...],
         action_dim: int,
         frame_stack: int,
         nstep: int,
@@ -160,7 +160,7 @@ class Replay:
         if not 0.0 <= float(gamma) <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
         self.capacity = int(capacity)
-        self.frame_shape: tuple[int, int, int] = frame_shape  # type: ignore[assignment]
+        self.frame_shape: tuple[int, int, int] = frame_shape
         self.action_dim = int(action_dim)
         self.frame_stack = int(frame_stack)
         self.nstep = int(nstep)
@@ -610,7 +610,7 @@ class Replay:
         rb = cls.__new__(cls)
         try:
             overrides = {"frame_stack": frame_stack, "nstep": nstep, "gamma": gamma, "seq_len": seq_len}
-            settings = {k: meta[k] if v is None else v for k, v in overrides.items()}
+            settings: dict[str, Any] = {k: meta[k] if v is None else v for k, v in overrides.items()}
             rb._configure(
                 meta["capacity"],
                 tuple(meta["frame_shape"]),

@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from taco_rl.runners.core.guard import NonFiniteError, check_metrics, check_stat
 from taco_rl.runners.core.logger import Logger, mean_metrics, write_video
 from taco_rl.runners.core.rundir import RunDirError, RunInterrupted, RunLock, prepare_run_dir  # noqa: F401 (re-exported)
 from taco_rl.runners.core.workers import WorkerError
+
+if TYPE_CHECKING:
+    from taco_rl.agents import PixelActorCritic
 
 EVAL_SEED_OFFSET = 10_000
 
@@ -48,7 +51,9 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-def build_agent(cfg: Config, obs_shape: tuple[int, int, int], action_dim: int, device: torch.device):
+def build_agent(
+    cfg: Config, obs_shape: tuple[int, int, int], action_dim: int, device: torch.device
+) -> PixelActorCritic:
     """The learner a config describes (shared by train, offline and bench)."""
     from taco_rl.agents import AGENTS, OFFLINE_AGENTS
 
@@ -101,6 +106,7 @@ class Run:
     clock = "frame"  # the counter evaluations, logs, videos and checkpoints are keyed on
     step_key = "step"  # the counter passed to the learner as its step
     eval_every = 0  # in `clock` units
+    agent: PixelActorCritic  # the learner (the subclass builds it)
 
     def __init__(self, cfg: Config, progress: bool = True) -> None:
         self.cfg, self.progress = cfg, progress
@@ -110,7 +116,7 @@ class Run:
         self.lock = RunLock(self.run_dir)  # one process per run directory, from here to the end of train()
         torch.manual_seed(cfg.seed)
         self.bar = None
-        self.logger: Logger | None = None
+        self._logger: Logger | None = None  # opened by open()
         self.ckpt_dir = self.run_dir / "checkpoint"
         self.checkpoints = ckpt.Checkpoints(self.ckpt_dir, self.clock)
         self.counters: dict[str, int] = {}
@@ -130,7 +136,7 @@ class Run:
 
     def make_eval_env(self):
         cfg = self.cfg  # videos are rendered by the eval env at video_size; observations are unchanged
-        video = dict(render_mode="rgb_array", render_size=cfg.video_size) if cfg.save_video else {}
+        video: dict[str, Any] = dict(render_mode="rgb_array", render_size=cfg.video_size) if cfg.save_video else {}
         self.eval_env = make_env(cfg.task, cfg.seed + EVAL_SEED_OFFSET, **env_kwargs(cfg), **video)
         return self.eval_env
 
@@ -141,7 +147,7 @@ class Run:
         with self.releasing_lock():
             resumed = self._maybe_resume()
             (self.run_dir / "config.yaml").write_text(to_yaml(self.cfg))
-            self.logger = Logger(
+            self._logger = Logger(
                 self.run_dir,
                 resume_frame=self.counters[self.clock] if resumed else None,
                 axis=self.clock,
@@ -165,12 +171,19 @@ class Run:
             self.close()
             if self.bar is not None:
                 self.bar.close()
-            if self.logger is not None:
-                self.logger.close()
+            if self._logger is not None:
+                self._logger.close()
             self.lock.release()
 
     def loop(self) -> Path:
         raise NotImplementedError
+
+    @property
+    def logger(self) -> Logger:
+        """The run's logs (CSV, TensorBoard, W&B), opened by `open`."""
+        if self._logger is None:
+            raise RuntimeError("the run's logs are not open: open() opens them")
+        return self._logger
 
     def close(self) -> None:
         """Release what the subclass's loop holds (called however `train()` ends)."""

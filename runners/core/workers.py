@@ -75,7 +75,10 @@ def overdue(since: float, limit: float | None) -> bool:
     return limit is not None and time.monotonic() - since >= limit
 
 
-def silent_text(seconds: float) -> str:
+def silent_text(seconds: float | None) -> str:
+    """What a worker silent for `seconds` (the limit that ran out) did; a wait without a limit never runs out."""
+    if seconds is None:
+        raise ValueError("silent_text needs the limit that ran out, got None (a wait without a limit never ends)")
     return f"sent nothing for {seconds:g} s (hung; {TIMEOUT_VARIABLE} sets this limit)"
 
 
@@ -117,7 +120,7 @@ def _serve(conn, task: str, seed: int | None, kwargs: dict[str, Any], siblings: 
                 conn.send(("ok", None))
                 break
             if cmd == "reset":
-                out = env.reset(seed=arg)
+                out: tuple[Any, ...] = env.reset(seed=arg)
             elif cmd == "step":
                 out = env.step(arg)
             elif cmd == "crash":  # tests: die the way a segfaulting renderer does
@@ -202,7 +205,7 @@ class EnvWorker:
         of the cores (`render_threads`)."""
         self.name = name
         self.proc, self.conn = spawn(_serve, (task, seed, kwargs, siblings), name)
-        self.spaces = None
+        self.spaces: tuple[Any, ...] | None = None
         self.sent_at = time.monotonic()  # when the command now awaited was sent (start-up: the spawn)
         self.hung = False
 
@@ -242,7 +245,7 @@ class EnvWorker:
         self.proc.join(timeout=5)
         return WorkerError(f"env worker {self.name} (pid {self.proc.pid}) {exit_text(self.proc.exitcode)}")
 
-    def silent(self, limit: float) -> WorkerError:
+    def silent(self, limit: float | None) -> WorkerError:
         """The error for a worker that has been silent for `limit` seconds; `close` will not wait on it."""
         self.hung = True
         return WorkerError(f"env worker {self.name} (pid {self.proc.pid}) {silent_text(limit)}")

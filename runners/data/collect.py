@@ -88,6 +88,7 @@ def collect(
     policy on the CPU there): the same episodes, the same dataset checksum.
     """
     from taco_rl.envs import make_env
+    from taco_rl.envs.registry import env_shapes
     from taco_rl.runners.core.config import resolve
     from taco_rl.runners.core.run import build_agent, resolve_device
     from taco_rl.runners.data.datasets import check_destination
@@ -128,9 +129,9 @@ def collect(
         image_size=cfg.image_size,
         fast_render=cfg.fast_render,
     )
-    action_dim = e.action_space.shape[0]
+    obs_shape, action_dim = env_shapes(e)
     if policy != "random":
-        agent = build_agent(cfg, e.observation_space.shape, action_dim, resolve_device(device))
+        agent = build_agent(cfg, obs_shape, action_dim, resolve_device(device))
         agent.load_state_dict(state["agent"])
         agent.train(False)
     from taco_rl.runners.data.formats.common import _bar

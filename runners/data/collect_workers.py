@@ -35,6 +35,7 @@ def _collect(conn, cfg, agent_state, noise: float, seed: int, jobs: list[tuple[i
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its workers
     share_render_cores(siblings)
     from taco_rl.envs import make_env
+    from taco_rl.envs.registry import env_shapes
     from taco_rl.runners.data.rollout import rollout_to_file
 
     env = make_env(
@@ -45,7 +46,7 @@ def _collect(conn, cfg, agent_state, noise: float, seed: int, jobs: list[tuple[i
         image_size=cfg.image_size,
         fast_render=cfg.fast_render,
     )
-    action_dim = env.action_space.shape[0]
+    obs_shape, action_dim = env_shapes(env)
     agent = None
     if agent_state is not None:
         import torch
@@ -53,7 +54,7 @@ def _collect(conn, cfg, agent_state, noise: float, seed: int, jobs: list[tuple[i
         from taco_rl.runners.core.run import build_agent
 
         torch.set_num_threads(1)
-        agent = build_agent(cfg, env.observation_space.shape, action_dim, torch.device("cpu"))
+        agent = build_agent(cfg, obs_shape, action_dim, torch.device("cpu"))
         agent.load_state_dict(agent_state)
         agent.train(False)
     for i, file in jobs:

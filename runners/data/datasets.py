@@ -145,7 +145,7 @@ def _file_rows(storage: Path, replay: Replay, start: int, stop: int, key: str) -
     from them is never touched, so nothing of it stays resident in this process."""
     t, c = _tensor(replay, key), replay.capacity
     out = torch.empty((stop - start, *t.shape[1:]), dtype=t.dtype)
-    buf, row = memoryview(out.numpy()).cast("B"), _row_bytes(t)
+    buf, row = out.numpy().data.cast("B"), _row_bytes(t)
     with open(storage / f"{key}.memmap", "rb", buffering=0) as fh:
         done, g = 0, start
         while g < stop:  # at most two pieces: up to the end of the ring, then from its start
@@ -314,7 +314,9 @@ class DatasetWriter:
             raise DatasetError(f"a dataset needs at least one transition (2 slots), got {slots} slots")
         self.path = check_destination(path, overwrite)
         self.slots, self.frame_shape, self.action_dim = int(slots), tuple(int(s) for s in frame_shape), int(action_dim)
-        self.next, self.last_start, self.lengths, self.returns = 0, -1, [], []
+        self.next, self.last_start = 0, -1
+        self.lengths: list[int] = []
+        self.returns: list[float] = []
         self.save_id = uuid.uuid4().hex
         self.tmp = partial_dir(self.path)
         self.storage = self.tmp / f"storage-{self.save_id}"
@@ -366,7 +368,7 @@ class DatasetWriter:
         try:
             for key, fh in self._files.items():
                 fh.seek(self.next * self.row_bytes[key])
-                data = memoryview(rows[key].contiguous().numpy()).cast("B")
+                data = rows[key].contiguous().numpy().data.cast("B")
                 while data:  # an unbuffered write may write less than asked
                     data = data[fh.write(data) :]
         except OSError as e:

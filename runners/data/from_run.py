@@ -22,6 +22,7 @@ def load_run_config(run_dir: Path) -> Config:
         raise DatasetError(f"{file}: missing; {run_dir} is not a run directory")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(file))
+        # OmegaConf types to_container as any container (any key type); a dataclass's is a str-keyed dict
         cfg = Config(**OmegaConf.to_container(merged))  # type: ignore[arg-type]
     except (OmegaConfBaseException, OSError, ValueError, TypeError) as e:
         raise DatasetError(f"{file}: unreadable run config ({str(e).splitlines()[0]})") from None

@@ -48,6 +48,7 @@ def open_dataset(cfg: OfflineConfig, learner_device: torch.device):
 class OfflineTrainer(Run):
     clock = "update"
     step_key = "update"
+    cfg: OfflineConfig
 
     def __init__(self, cfg: OfflineConfig, progress: bool = True) -> None:
         super().__init__(cfg, progress)

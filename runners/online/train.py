@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from taco_rl.envs import make_env
+from taco_rl.envs.registry import env_shapes
 from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.core.config import Config
 from taco_rl.runners.core.replay import Replay, ReplayFormatError
@@ -28,7 +30,7 @@ from taco_rl.runners.core.run import (  # noqa: F401
     resolve_device,
     say,
 )
-from taco_rl.runners.core.workers import close_all
+from taco_rl.runners.core.workers import EnvWorker, close_all
 from taco_rl.runners.online.stepper import EnvStepper
 from taco_rl.runners.online.vector_loop import vector_loop
 
@@ -63,15 +65,17 @@ def make_replay(cfg: Config, frame_shape: tuple[int, int, int], action_dim: int,
 
 
 class Trainer(Run):
+    stepper: EnvStepper  # the one-env loop's (made at its first call)
+    train_workers: list[EnvWorker]  # the num_envs > 1 loop's env workers (vector_loop starts them)
+
     def __init__(self, cfg: Config, progress: bool = True) -> None:
         super().__init__(cfg, progress)
         with self.releasing_lock():
             self.eval_every = cfg.eval_every_frames
             self.env = make_env(cfg.task, cfg.seed, **env_kwargs(cfg))
             self.make_eval_env()
-            obs_shape = self.env.observation_space.shape
+            obs_shape, action_dim = env_shapes(self.env)
             self.frame_shape = (3, *obs_shape[1:])
-            action_dim = self.env.action_space.shape[0]
             self.agent = build_agent(cfg, obs_shape, action_dim, self.device)
             self.replay = make_replay(
                 cfg, self.frame_shape, action_dim, replay_device(cfg, self.device, self.frame_shape)
@@ -93,7 +97,7 @@ class Trainer(Run):
     def restore_extra(self, state, payload: Path) -> None:
         cfg = self.cfg
         foreign = payload.parent != self.ckpt_dir  # resume_from: another run's replay
-        settings = (
+        settings: dict[str, Any] = (
             dict(
                 frame_stack=cfg.frame_stack,
                 nstep=cfg.nstep,
@@ -103,7 +107,10 @@ class Trainer(Run):
             if foreign
             else {}
         )
-        self.replay = None  # free the empty buffer before mapping/copying the saved one
+        # free the empty buffer before mapping/copying the saved one (gone already when a damaged
+        # newest generation falls back to the previous one)
+        if hasattr(self, "replay"):
+            del self.replay
         try:
             # the device the run sampled on (its RNG stream differs between CPU and CUDA)
             replay = Replay.load(payload, device=state["replay_device"], **settings)

@@ -176,11 +176,11 @@ def collect(items: Sequence[str], metric: str = "episode_return") -> tuple[list[
         if item.endswith((".yaml", ".yml")) and Path(item).is_file():
             sweep = load_sweep(item, overrides)
             compare = sweep.compare or compare
-            for run in sweep.runs:
-                cfg = asdict(run.cfg) if is_dataclass(run.cfg) and not isinstance(run.cfg, type) else {}
-                cfg = _read_config(run.run_dir) if (run.run_dir / "config.yaml").exists() else cfg
-                for label in run.labels:
-                    add(run.run_dir, label, cfg)
+            for planned in sweep.runs:
+                cfg = asdict(planned.cfg) if is_dataclass(planned.cfg) and not isinstance(planned.cfg, type) else {}
+                cfg = _read_config(planned.run_dir) if (planned.run_dir / "config.yaml").exists() else cfg
+                for label in planned.labels:
+                    add(planned.run_dir, label, cfg)
             continue
         matches = sorted(glob.glob(str(Path(item).expanduser()))) if glob.has_magic(item) else [item]
         if not matches:
@@ -450,9 +450,9 @@ def _section(
             group = groups.get((task, label))
             if not group:
                 continue
-            x, y, low, high = curves[(task, label)] = _curve(group, reps, seed)
-            series[f"{label} ({len(group)} seeds)"] = (x, y, low, high)
-            rows += [[label, len(group), xi, yi, li, hi] for xi, yi, li, hi in zip(x, y, low, high, strict=True)]
+            cx, cy, clow, chigh = curves[(task, label)] = _curve(group, reps, seed)
+            series[f"{label} ({len(group)} seeds)"] = (cx, cy, clow, chigh)
+            rows += [[label, len(group), *point] for point in zip(cx, cy, clow, chigh, strict=True)]
         if not series:
             continue
         name = f"curves_{sec.prefix}{_slug(task)}"

@@ -22,19 +22,22 @@ aggregate. The interval is the percentile interval of the replicates (rliable's 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias
 
 import numpy as np
 from scipy.stats import trim_mean
 
 Scores = Sequence[np.ndarray]  # one array of run scores per task
+# a reduction's result: an array over the axes it keeps, or a numpy scalar when it keeps none
+Stat: TypeAlias = np.ndarray | np.floating[Any]
 
 
-def iqm(x: np.ndarray, axis: int | None = None) -> np.ndarray:
+def iqm(x: np.ndarray, axis: int | None = None) -> Stat:
     """IQM of one array of scores (25% trimmed mean)."""
     return trim_mean(x, proportiontocut=0.25, axis=axis)
 
 
-def optimality_gap(x: np.ndarray, axis: int | None = None, threshold: float = 1.0) -> np.ndarray:
+def optimality_gap(x: np.ndarray, axis: int | None = None, threshold: float = 1.0) -> Stat:
     return np.mean(np.maximum(threshold - x, 0.0), axis=axis)
 
 
@@ -48,23 +51,23 @@ def _task_means(tasks: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack([t.mean(axis=-1) for t in tasks], axis=-1)
 
 
-def aggregate_iqm(tasks: Sequence[np.ndarray]) -> np.ndarray:
+def aggregate_iqm(tasks: Sequence[np.ndarray]) -> Stat:
     return iqm(_pooled(tasks), axis=-1)
 
 
-def aggregate_mean(tasks: Sequence[np.ndarray]) -> np.ndarray:
+def aggregate_mean(tasks: Sequence[np.ndarray]) -> Stat:
     return np.mean(_task_means(tasks), axis=-1)
 
 
-def aggregate_median(tasks: Sequence[np.ndarray]) -> np.ndarray:
+def aggregate_median(tasks: Sequence[np.ndarray]) -> Stat:
     return np.median(_task_means(tasks), axis=-1)
 
 
-def aggregate_optimality_gap(tasks: Sequence[np.ndarray], threshold: float = 1.0) -> np.ndarray:
+def aggregate_optimality_gap(tasks: Sequence[np.ndarray], threshold: float = 1.0) -> Stat:
     return optimality_gap(_pooled(tasks), axis=-1, threshold=threshold)
 
 
-AGGREGATES: dict[str, Callable[[Sequence[np.ndarray]], np.ndarray]] = {
+AGGREGATES: dict[str, Callable[[Sequence[np.ndarray]], Stat]] = {
     "IQM": aggregate_iqm,
     "mean": aggregate_mean,
     "median": aggregate_median,
@@ -86,7 +89,7 @@ def stratified_resample(scores: Scores, reps: int, rng: np.random.Generator) -> 
 
 def aggregate(
     scores: Scores,
-    stat: Callable[[Sequence[np.ndarray]], np.ndarray],
+    stat: Callable[[Sequence[np.ndarray]], Stat],
     reps: int = 2000,
     seed: int = 0,
     level: float = 0.95,

@@ -514,10 +514,10 @@ def run_ray(sweep: Sweep, address: str, say: Callable[[str], None] = print) -> l
             )
         task = ray.remote(num_cpus=sweep.cpus, num_gpus=sweep.gpus, max_retries=sweep.retries)(taco_run)
         refs = {task.remote(run.command, run.overrides): run for run in todo}
-        failed, t0 = [], time.time()
+        pending, failed, t0 = list(refs), [], time.time()
         for n in range(1, len(refs) + 1):
-            (ref,), _ = ray.wait([r for r in refs if refs[r] is not None], num_returns=1)
-            run, refs[ref] = refs[ref], None
+            (ref,), pending = ray.wait(pending, num_returns=1)
+            run = refs[ref]
             try:
                 ray.get(ref)
                 verdict = "done"

@@ -73,7 +73,7 @@ def scan_files(
         per_file.append((file, kept))
         slots += sum(e - s for s, e in kept)
         episodes += len(kept)
-    if episodes == 0:
+    if episodes == 0 or fshape is None or action_dim is None:  # (every file scanned sets both)
         raise DatasetError(f"{path}: no episode with at least one transition in {len(files)} file(s)")
 
     def read() -> Iterator[Episode]:
@@ -87,7 +87,7 @@ def scan_files(
         "files": len(files),
         "dropped_empty_episodes": dropped,
     }
-    return Plan(slots, episodes, fshape, action_dim, read, source)  # type: ignore[arg-type]
+    return Plan(slots, episodes, fshape, action_dim, read, source)
 
 
 def action_dim_of(shape: tuple[int, ...], dtype: np.dtype, file: Path, key: str, n: int, frames_key: str) -> int:
@@ -129,7 +129,7 @@ def frame_shape(
         raise DatasetError(
             f"{file}: key '{key}' has shape {shape}, expected {want} in layout (N, {_shape_hint(layout)})"
         )
-    return (3, *shape[2:]) if layout == "chw" else (3, *shape[1:3])  # type: ignore[return-value]
+    return (3, *shape[2:]) if layout == "chw" else (3, *shape[1:3])
 
 
 def frames_chw(x: np.ndarray, file: Path, key: str, layout: str, channels: int | None = 3) -> np.ndarray:

@@ -224,7 +224,7 @@ def scan(path_or_id: str | os.PathLike, obs_key: str | None = None) -> Plan:
             first = plan_eps[0][0]
             node, where = _obs_node(h5[first], file, obs_key)
             fshape = tuple(_read_frames(node, file, where).shape[1:])
-    if not plan_eps:
+    if not plan_eps or fshape is None or action_dim is None:  # (any episode kept sets both)
         raise DatasetError(f"{file}: no episode with at least one transition")
 
     def read() -> Iterator[Episode]:
@@ -237,7 +237,7 @@ def scan(path_or_id: str | os.PathLike, obs_key: str | None = None) -> Plan:
                     raise DatasetError(
                         f"{file}: key '{where}' gives frames {frames.shape}, expected "
                         f"({n}, {', '.join(map(str, fshape))})"
-                    )  # type: ignore[arg-type]
+                    )
                 t = n - 1
                 term = vector(_read(g, file, "terminations"), file, f"{g.name}/terminations", t) > 0
                 yield (
@@ -253,7 +253,7 @@ def scan(path_or_id: str | os.PathLike, obs_key: str | None = None) -> Plan:
         "dataset_id": meta.get("dataset_id"),
         "jpeg_decoded": jpeg,
     }
-    return Plan(slots, len(plan_eps), fshape, action_dim, read, source)  # type: ignore[arg-type]
+    return Plan(slots, len(plan_eps), fshape, action_dim, read, source)
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -389,7 +389,8 @@ def _env_spec(info: dict[str, Any], h: int, w: int) -> Any:
     task = info.get("task")
     if task not in TASKS or h != w:
         return None
-    src = info.get("source") if isinstance(info.get("source"), dict) else {}
+    source = info.get("source")
+    src = source if isinstance(source, dict) else {}
     repeat = src.get("action_repeat") or resolve([f"task={task}"]).action_repeat
     return frame_env_spec(
         task, action_repeat=int(repeat), image_size=h, fast_render=bool(src.get("fast_render", False))

@@ -171,7 +171,7 @@ def scan_hdf5(path: Path) -> Plan:
             scanned.append((file, _h5_step_types(file, _h5_read(h5, file, "step_type"))))
     episodes = _stitch(scanned)
     kept = [ep for ep in episodes if sum(e - s for _, s, e in ep) >= 2]
-    if not kept:
+    if not kept or fshape is None or action_dim is None:  # (every file read sets both)
         raise DatasetError(f"{path}: no episode with at least one transition in {len(files)} file(s)")
 
     def read() -> Iterator[Episode]:
@@ -209,7 +209,7 @@ def scan_hdf5(path: Path) -> Plan:
         len(kept),
         fshape,
         action_dim,
-        read,  # type: ignore[arg-type]
+        read,
         source,
     )
 
