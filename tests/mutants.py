@@ -39,6 +39,7 @@ LEARNER_TESTS = [
 # the test files of the round-two mutants
 ARCH, GRAD, ALIGN = "tests/test_architecture.py", "tests/test_actor_gradient.py", "tests/test_format_alignment.py"
 FORMATS, SCHED = "tests/test_data_formats.py", "tests/test_schedules.py"
+CQL_KEYS = ("cql_alpha", "cql_temp", "cql_samples")  # round three: each left out of CQL's options in turn
 
 
 @dataclass(frozen=True)
@@ -1093,6 +1094,189 @@ MUTANTS = [
                 "    return value or None\n",
                 "    return None\n",
                 "TACO_WORKER_TIMEOUT is ignored (wait for ever)",
+            ),
+        ]
+    ],
+    # ============================================================ round three: behaviours a fresh set of planted
+    # bugs got past (issue 32); each names the files that pin it.
+    # ------------------------------------------------------------ N envs: a run that ends mid-round
+    *[
+        M(path, o, r, w, ("tests/test_num_envs.py", "tests/test_episode_staging.py"))
+        for path, o, r, w in [
+            (
+                "runners/online/vector_loop.py",
+                "staging.flush_all()  # a run that ends mid-round keeps what its envs stepped, as with one env",
+                "pass",
+                "N envs: a run that ends mid-round drops the unfinished episodes",
+            ),
+            (
+                "runners/online/vector_loop.py",
+                "staging.flush_all()  # a run that ends mid-round keeps what its envs stepped, as with one env",
+                "staging.flush(0)",
+                "N envs: a run that ends mid-round keeps env 0's unfinished episode only",
+            ),
+            (
+                "runners/online/episode_staging.py",
+                "for i in range(len(self._eps)):",
+                "for i in reversed(range(len(self._eps))):",
+                "N envs: a round's episodes written in reverse env order",
+            ),
+        ]
+    ],
+    # ------------------------------------------------------------ worker silence limits, timed from the command
+    *[
+        M(path, o, r, w, tests)
+        for path, o, r, w, tests in [
+            (
+                "runners/core/workers.py",
+                "raise self.died() from None\n        self.sent_at = time.monotonic()",
+                "raise self.died() from None",
+                "silence limit: an env worker's is timed from its start, not from its command",
+                ("tests/test_parallel_eval.py",),
+            ),
+            (
+                "runners/core/workers.py",
+                "ready = wait(self.waits(), time_left(self.sent_at, limit))",
+                "ready = wait(self.waits(), limit)",
+                "silence limit: an env worker's is timed from the wait, not from its command",
+                ("tests/test_parallel_eval.py",),
+            ),
+            (
+                "runners/core/evaluation.py",
+                "if not set(w.waits()) & ready and overdue(w.sent_at, limit):",
+                "if overdue(w.sent_at, limit):",
+                "silence limit: an eval worker's reply read late (a slow learner) is taken for a hang",
+                ("tests/test_parallel_eval.py",),
+            ),
+            (
+                "runners/data/collect_workers.py",
+                "heard[conn] = time.monotonic()",
+                "pass",
+                "silence limit: a collect worker's is timed from its start, not from its last episode",
+                ("tests/test_collect_workers.py",),
+            ),
+        ]
+    ],
+    # ------------------------------------------------------------ dataset array sizes and free space
+    *[
+        M("runners/data/datasets.py", o, r, w, ("tests/test_dataset_integrity.py",))
+        for o, r, w in [
+            (
+                "if size != want[key]:",
+                "if size < want[key]:",
+                "dataset sizes: an array file longer than implied passes",
+            ),
+            (
+                "for key, file in files.items():",
+                "for key, file in list(files.items())[:1]:",
+                "dataset sizes: only the frames file's size is checked",
+            ),
+            (
+                "need, free = self.slots * sum(self.row_bytes.values()) + 2**20",
+                'need, free = self.slots * self.row_bytes["frames"] + 2**20',
+                "dataset free space: the check counts the frames only",
+            ),
+            (
+                "need, free = self.slots * sum(self.row_bytes.values()) + 2**20",
+                'need, free = self.slots * (sum(self.row_bytes.values()) - self.row_bytes["ep_start"]) + 2**20',
+                "dataset free space: the check leaves out the episode starts",
+            ),
+        ]
+    ],
+    # ------------------------------------------------------------ Minari image layout and the frame env
+    *[
+        M(path, o, r, w, (FORMATS,))
+        for path, o, r, w in [
+            (
+                "runners/data/formats/minari.py",
+                "if shape[2] == 3:",
+                "if shape[0] % 3 != 0:",
+                "Minari layout: a recorded height divisible by 3 makes a frame stack",
+            ),
+            (
+                "runners/data/formats/minari.py",
+                "_layout(_recorded_space(meta, meta_file, entry), meta_file)",
+                "_layout(_recorded_space(meta, meta_file, entry) if _is_jpeg(obs) else "
+                '{"type": "Box", "shape": list(obs.shape[1:])}, meta_file)',
+                "Minari layout: guessed from the arrays' shape, not the recorded space",
+            ),
+            (
+                "runners/data/formats/minari.py",
+                "if tuple(obs.shape[1:]) != record:",
+                "if False:",
+                "Minari layout: arrays of another shape than the recorded space are read",
+            ),
+            (
+                "runners/data/formats/minari.py",
+                'return "chw", None, tuple(shape)',
+                'return "hwc", 3, tuple(shape)',
+                "Minari layout: a recorded frame-stack space read as HWC images",
+            ),
+            (
+                "runners/data/formats/minari.py",
+                "observations=frames.numpy().transpose(0, 2, 3, 1),",
+                "observations=frames.numpy().transpose(0, 3, 2, 1),",
+                "Minari export: frames written transposed (W, H, 3)",
+            ),
+            (
+                "envs/frame_env.py",
+                "return np.ascontiguousarray(observation.transpose(1, 2, 0))",
+                "return np.ascontiguousarray(observation.transpose(2, 1, 0))",
+                "frame env: observations transposed (W, H, 3)",
+            ),
+            (
+                "envs/frame_env.py",
+                "self.observation_space = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)",
+                "self.observation_space = gym.spaces.Box(0, 255, (w, h, 3), np.uint8)",
+                "frame env: observation space (W, H, 3)",
+            ),
+        ]
+    ],
+    # ------------------------------------------------------------ offline learners' config keys reach the learner
+    *[
+        M(path, o, r, w, ("tests/test_offline_agents.py",))
+        for path, o, r, w in [
+            (
+                "agents/td3bc.py",
+                'options = DrQV2.options + ("bc_alpha",)',
+                "options = DrQV2.options",
+                "config keys: bc_alpha never reaches TD3+BC",
+            ),
+            *[
+                (
+                    "agents/cql.py",
+                    'options = DrQV2.options + ("cql_alpha", "cql_temp", "cql_samples")',
+                    "options = DrQV2.options + " + repr(tuple(k for k in CQL_KEYS if k != key)),
+                    f"config keys: {key} never reaches CQL",
+                )
+                for key in CQL_KEYS
+            ],
+            *[
+                (
+                    "agents/iql.py",
+                    'options = ("iql_expectile", "iql_beta", "iql_max_weight")',
+                    f"options = {tuple(k for k in ('iql_expectile', 'iql_beta', 'iql_max_weight') if k != key)}",
+                    f"config keys: {key} never reaches IQL",
+                )
+                for key in ("iql_expectile", "iql_beta", "iql_max_weight")
+            ],
+            (
+                "agents/drqv2.py",
+                'options: tuple[str, ...] = ("std_schedule", "std_clip")',
+                'options: tuple[str, ...] = ("std_schedule",)',
+                "config keys: std_clip never reaches the DrQ-v2 family",
+            ),
+            (
+                "agents/drqv2.py",
+                'options: tuple[str, ...] = ("std_schedule", "std_clip")',
+                'options: tuple[str, ...] = ("std_clip",)',
+                "config keys: std_schedule never reaches the DrQ-v2 family",
+            ),
+            (
+                "runners/core/run.py",
+                "kwargs.update({key: getattr(cfg, key) for key in cls.options})",
+                "pass",
+                "config keys: no learner option reaches the learner",
             ),
         ]
     ],

@@ -3,9 +3,11 @@ that keeps the finished episodes for a rerun."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
+import threading
 
 import pytest
 
@@ -129,3 +131,47 @@ def test_hung_collect_worker_is_an_error_that_keeps_the_finished_episodes(tmp_pa
     assert not any(p.is_alive() for p in started)
     kept = sorted(f.name for f in (tmp_path / ".out.collecting").glob("episode_*.npz"))
     assert kept == [f"episode_{i:06d}.npz" for i in range(0, 12, 2)]  # collect0's share, all of it
+
+
+def test_collect_silence_limit_counts_from_each_workers_last_episode(tmp_path, monkeypatch):
+    """TACO_WORKER_TIMEOUT=5 is per episode: workers held still for 1.4 s four times (5.6 s in all, past
+    the limit since they started), each time after both finished an episode, are not taken for hung."""
+    started = []
+    real_spawn = collect_workers.spawn
+
+    def spawn(*a, **kw):
+        proc, conn = real_spawn(*a, **kw)
+        started.append(proc)
+        return proc, conn
+
+    monkeypatch.setattr(collect_workers, "spawn", spawn)
+    monkeypatch.setenv("TACO_WORKER_TIMEOUT", "5")  # the workers start up within it
+    pauses: list[threading.Timer] = []
+    finished, reported = [], set()
+
+    def signal_all(pids: list[int], sig: int) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def done(i: int) -> None:
+        finished.append(i)
+        if pauses and pauses[-1].is_alive():
+            return  # sent before the pause
+        reported.add(i % 2)  # two workers: episode i is worker i % 2's
+        if len(pauses) < 4 and reported == {0, 1}:
+            reported.clear()
+            pids = [p.pid for p in started]
+            signal_all(pids, signal.SIGSTOP)
+            pauses.append(threading.Timer(1.4, signal_all, (pids, signal.SIGCONT)))
+            pauses[-1].start()
+
+    cfg = resolve(["task=point_reach", "image_size=16"])
+    jobs = [(i, tmp_path / f"episode_{i:06d}.npz") for i in range(80)]
+    try:
+        collect_workers.collect_parallel(2, cfg, None, 0.0, 2, jobs, done, tmp_path)
+    finally:
+        for t in pauses:
+            t.join()
+    assert len(pauses) == 4 and sorted(finished) == list(range(80))
+    assert all(f.is_file() for _, f in jobs) and not any(p.is_alive() for p in started)

@@ -223,7 +223,7 @@ def test_task_guessed_from_path(tmp_path):
 
 
 # ---------------------------------------------------------------- Minari
-def _minari_dataset(root, dataset_id, lengths, jpeg, seed=0, monkeypatch=None):
+def _minari_dataset(root, dataset_id, lengths, jpeg, seed=0, monkeypatch=None, hw=(32, 32)):
     import gymnasium as gym
     import minari
     from minari.data_collector import EpisodeBuffer
@@ -237,7 +237,7 @@ def _minari_dataset(root, dataset_id, lengths, jpeg, seed=0, monkeypatch=None):
         trunc = ~term & (np.arange(t) == t - 1)
         bufs.append(
             EpisodeBuffer(
-                observations=g.integers(0, 256, (t + 1, 32, 32, 3), dtype=np.uint8),
+                observations=g.integers(0, 256, (t + 1, *hw, 3), dtype=np.uint8),
                 actions=g.uniform(-1, 1, (t, A)).astype(np.float32),
                 rewards=g.normal(size=t),
                 terminations=term,
@@ -251,7 +251,7 @@ def _minari_dataset(root, dataset_id, lengths, jpeg, seed=0, monkeypatch=None):
         minari.create_dataset_from_buffers(
             dataset_id,
             bufs,
-            observation_space=gym.spaces.Box(0, 255, (32, 32, 3), np.uint8),
+            observation_space=gym.spaces.Box(0, 255, (*hw, 3), np.uint8),
             action_space=gym.spaces.Box(-1, 1, (A,), np.float32),
             jpeg_encoding=jpeg,
         )
@@ -279,6 +279,67 @@ def test_minari_import(tmp_path, monkeypatch, jpeg):
     import_dataset("minari", "test/pix-v0", str(tmp_path / "ds"), task="point_reach")  # by local ID
     assert_episodes(tmp_path / "ds", brute_minari(ds))  # JPEG frames: the same pixels Minari decodes
     assert dataset_info(tmp_path / "ds")["source"]["jpeg_decoded"] is jpeg
+
+
+@pytest.mark.parametrize("hw, jpeg", [((33, 20), False), ((30, 45), False), ((84, 84), False), ((30, 45), True)])
+def test_minari_hwc_images_whose_height_is_a_multiple_of_3_are_images(tmp_path, monkeypatch, hw, jpeg):
+    """(H, W, 3) images, raw or JPEG, square or not, whose height could be read as 3S channels: the
+    recorded (H, W, 3) space makes them images, never CHW frame stacks."""
+    ds = _minari_dataset(tmp_path / "minari", "test/hwc-v0", [4, 3], jpeg, monkeypatch=monkeypatch, hw=hw)
+    import_dataset("minari", "test/hwc-v0", str(tmp_path / "ds"), task="point_reach")
+    assert dataset_info(tmp_path / "ds")["frame_shape"] == [3, *hw]
+    assert_episodes(tmp_path / "ds", brute_minari(ds))
+
+
+def test_minari_chw_frame_stacks_of_non_square_frames(tmp_path, monkeypatch):
+    """(T+1, 9, 30, 44) stacks recorded as a (9, 30, 44) space: stacks of 30x44 frames, the newest kept."""
+    import warnings
+
+    import gymnasium as gym
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    g = rng(4)
+    bufs, expected = [], []
+    for t in (5, 3):
+        frames = g.integers(0, 256, (t + 1, 3, 30, 44), dtype=np.uint8)
+        stacks = np.stack([np.concatenate([frames[max(0, i - k)] for k in (2, 1, 0)]) for i in range(t + 1)])
+        acts, rews = g.uniform(-1, 1, (t, A)).astype(np.float32), g.normal(size=t)
+        term = np.arange(t) == t - 1
+        bufs.append(
+            EpisodeBuffer(observations=stacks, actions=acts, rewards=rews, terminations=term, truncations=~term)
+        )
+        expected.append((list(frames), list(acts), list(np.float32(rews)), [np.float32(not x) for x in term]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        minari.create_dataset_from_buffers(
+            "test/chw-v0",
+            bufs,
+            observation_space=gym.spaces.Box(0, 255, (9, 30, 44), np.uint8),
+            action_space=gym.spaces.Box(-1, 1, (A,), np.float32),
+        )
+    import_dataset("minari", "test/chw-v0", str(tmp_path / "ds"), task="point_reach")
+    assert dataset_info(tmp_path / "ds")["frame_shape"] == [3, 30, 44]
+    assert_episodes(tmp_path / "ds", expected)
+
+
+def test_minari_layout_needs_the_recorded_space(tmp_path, monkeypatch, capsys):
+    """Arrays that are not of the recorded space's shape, or no recorded space: refused in one line."""
+    _minari_dataset(tmp_path / "minari", "test/sp-v0", [4, 3], False, monkeypatch=monkeypatch, hw=(33, 20))
+    meta_file = tmp_path / "minari" / "test" / "sp-v0" / "data" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    space = json.loads(meta["observation_space"])
+    for bad, says in [
+        ({**meta, "observation_space": json.dumps({**space, "shape": [20, 33, 3]})}, "records an observation space"),
+        ({**meta, "observation_space": json.dumps({**space, "shape": [9, 11, 20]})}, "records an observation space"),
+        ({k: v for k, v in meta.items() if k != "observation_space"}, "records no observation_space"),
+    ]:
+        meta_file.write_text(json.dumps(bad))
+        code = main(["data", "import", "minari", "test/sp-v0", "task=point_reach", f"out={tmp_path / 'ds'}"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and says in err, err
+        assert not (tmp_path / "ds").exists()
 
 
 def _record_taco_env(root, dataset_id, monkeypatch, episodes=2, damage=None):
@@ -359,6 +420,56 @@ def test_minari_inconsistent_frame_stacks_are_refused(tmp_path, monkeypatch, cap
     )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and says in err and "episode_1/observations" in err, err
+
+
+def test_minari_export_env_spec_replays_the_dataset(tmp_path, monkeypatch):
+    """The export's env spec (taco/<task>-frame-v0) rebuilds the env that made the data: reset with a
+    collected episode's seed and stepped with its actions, it emits that episode's (H, W, 3) frames,
+    pixel for pixel, on frames that a transpose would change."""
+    import minari
+
+    from taco_rl.runners.data.collect import collect
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    collect("random", 2, str(tmp_path / "native"), seed=3, task="point_reach", env={"image_size": 16})
+    assert main(["data", "export", "minari", str(tmp_path / "native"), "taco/replay-v0", "--no-progress"]) == 0
+    md = minari.load_dataset("taco/replay-v0")
+    env = md.recover_environment()
+    assert md.spec.env_spec.id == "taco/point_reach-frame-v0"
+    for i, ep in enumerate(md.iterate_episodes()):
+        frames = [env.reset(seed=3 * 1_000_003 + i)[0]]  # collect's reset seed of episode i
+        frames += [env.step(a)[0] for a in ep.actions]
+        assert all(f.shape == (16, 16, 3) for f in frames)
+        assert any(not np.array_equal(f, f.transpose(1, 0, 2)) for f in ep.observations)  # not symmetric
+        np.testing.assert_array_equal(np.stack(frames), ep.observations)
+    env.close()
+
+
+def test_hwc_frame_wrapper_on_non_square_frames():
+    """HWCFrame on (3, 6, 10) frames: a (6, 10, 3) space and frame[r, c, k] == observation[k, r, c]."""
+    import gymnasium as gym
+
+    from taco_rl.envs.frame_env import HWCFrame
+
+    pattern = np.arange(3 * 6 * 10, dtype=np.uint8).reshape(3, 6, 10)
+
+    class Stub(gym.Env):
+        observation_space = gym.spaces.Box(0, 255, (3, 6, 10), np.uint8)
+        action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            return pattern, {}
+
+        def step(self, action):
+            return pattern[::-1].copy(), 0.0, False, False, {}
+
+    env = HWCFrame(Stub())
+    assert env.observation_space.shape == (6, 10, 3)
+    obs, _ = env.reset()
+    assert obs.shape == (6, 10, 3) and env.observation_space.contains(obs)
+    r, c, k = np.meshgrid(np.arange(6), np.arange(10), np.arange(3), indexing="ij")
+    np.testing.assert_array_equal(obs, pattern[k, r, c])
+    np.testing.assert_array_equal(env.step(np.zeros(1))[0], pattern[::-1][k, r, c])
 
 
 def test_minari_export_algorithm_names_hold_no_paths():

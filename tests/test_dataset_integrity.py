@@ -66,6 +66,25 @@ def test_truncated_file_is_refused_by_info_and_load(tmp_path, capsys):
         dataset_info(ds)
 
 
+@pytest.mark.parametrize("key", ["frames", "actions", "rewards", "discounts", "ep_start"])
+@pytest.mark.parametrize("change", [-1, 1, 4096])
+def test_an_array_file_of_another_size_is_refused(tmp_path, capsys, key, change):
+    """Any array file shorter or LONGER than dataset.json implies is refused on every open: the checksum
+    covers only the bytes dataset.json names, so bytes appended to a file would otherwise pass it."""
+    ds = _dataset(tmp_path)
+    file = next(ds.glob("storage-*")) / f"{key}.memmap"
+    want = datasets.expected_file_sizes(dataset_info(ds))[key]
+    assert file.stat().st_size == want
+    with open(file, "r+b") as fh:
+        fh.truncate(want + change)  # longer: zero bytes appended
+    assert main(["data", "info", str(ds)]) == 2
+    line = _one_line_error(capsys)
+    assert f"{key}.memmap: {want + change} bytes, dataset.json's slots and shapes need {want}" in line
+    for opens in (dataset_info, datasets.verify_checksum, lambda p: load_dataset(p, nstep=1)):
+        with pytest.raises(DatasetError, match=rf"{key}\.memmap: {want + change} bytes"):
+            opens(ds)
+
+
 def test_flipped_bytes_are_refused_before_training(tmp_path, capsys):
     ds = _dataset(tmp_path)
     assert main(["data", "info", str(ds)]) == 0
@@ -172,6 +191,23 @@ def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match=r"needs about .* GB is free on that disk") as e:
         DatasetWriter(tmp_path / "ds", 10_000, (3, 8, 8), 2)
     assert "\n" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_free_space_check_counts_every_array(tmp_path, monkeypatch):
+    """A write whose frames alone fit in the free space but whose actions, rewards, discounts and episode
+    starts do not is refused before anything is written; one byte of margin more and it is not."""
+    slots, frame_shape, action_dim = 100_000, (3, 4, 4), 6
+    frames = slots * 3 * 4 * 4
+    rest = slots * (action_dim * 4 + 4 + 4 + 8)  # float32 actions, rewards, discounts; int64 episode starts
+    margin = 2**20
+    monkeypatch.setattr(datasets, "free_bytes", lambda folder: frames + rest + margin - 1)
+    with pytest.raises(DatasetError, match=r"needs about 0\.01 GB, 0\.01 GB is free"):
+        DatasetWriter(tmp_path / "ds", slots, frame_shape, action_dim)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(datasets, "free_bytes", lambda folder: frames + rest + margin)
+    writer = DatasetWriter(tmp_path / "ds", slots, frame_shape, action_dim)
+    writer.abort()
     assert list(tmp_path.iterdir()) == []
 
 

@@ -11,6 +11,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_hardening import _cli, _wait_for
@@ -194,3 +195,89 @@ def test_no_worker_outlives_a_stopped_or_killed_run(tmp_path, sig):
     proc.communicate(timeout=60)
     assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
     assert _gone(workers)
+
+
+def _record_train_episodes(monkeypatch) -> dict[str, list[dict[str, list]]]:
+    """Each training-env worker's episodes as its replies gave them: the reset frame, then per step
+    the frame reached, the action sent, the reward and the env discount."""
+    episodes: dict[str, list[dict[str, list]]] = {}
+    send, recv = EnvWorker.send, EnvWorker.recv
+
+    def recording_send(self, cmd, arg=None, render=False):
+        self.awaited = (cmd, arg)
+        return send(self, cmd, arg, render)
+
+    def recording_recv(self):
+        value = recv(self)
+        cmd, arg = getattr(self, "awaited", (None, None))
+        self.awaited = (None, None)
+        if self.name.startswith("train-env") and cmd == "reset":
+            obs = value[0][0]
+            episodes.setdefault(self.name, []).append(
+                {"frames": [obs[-3:]], "actions": [], "rewards": [], "discounts": []}
+            )
+        elif self.name.startswith("train-env") and cmd == "step":
+            obs, reward, _, _, info = value[0]
+            ep = episodes[self.name][-1]
+            ep["frames"].append(obs[-3:])
+            ep["actions"].append(np.asarray(arg, np.float32).reshape(-1))
+            ep["rewards"].append(float(reward))
+            ep["discounts"].append(float(info["discount"]))
+        return value
+
+    monkeypatch.setattr(EnvWorker, "send", recording_send)
+    monkeypatch.setattr(EnvWorker, "recv", recording_recv)
+    return episodes
+
+
+def _replay_episodes(replay) -> list[dict[str, np.ndarray]]:
+    """The replay's episodes in the order they were written (a ring that has not wrapped)."""
+    total = replay.total_added
+    assert total <= replay.capacity
+    starts = replay._ep_start[:total].numpy()
+    bounds = [*np.flatnonzero(np.diff(starts)) + 1, total]
+    out, lo = [], 0
+    for hi in bounds:
+        out.append(
+            {
+                "frames": replay._frames[lo:hi].numpy(),
+                "actions": replay._actions[lo + 1 : hi].numpy(),
+                "rewards": replay._rewards[lo + 1 : hi].numpy(),
+                "discounts": replay._discounts[lo + 1 : hi].numpy(),
+            }
+        )
+        lo = hi
+    return out
+
+
+def _assert_same_episodes(got: list[dict[str, np.ndarray]], want: list[dict[str, list]]) -> None:
+    assert [len(e["frames"]) for e in got] == [len(e["frames"]) for e in want]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g["frames"], np.stack(w["frames"]))
+        np.testing.assert_array_equal(g["actions"], np.stack(w["actions"]))
+        np.testing.assert_array_equal(g["rewards"], np.asarray(w["rewards"], np.float32))
+        np.testing.assert_array_equal(g["discounts"], np.asarray(w["discounts"], np.float32))
+
+
+def test_a_run_that_ends_mid_round_keeps_every_envs_unfinished_episode(tmp_path, monkeypatch):
+    """Two envs with 50-step episodes and frames=250: two whole rounds, then a round cut after 25 steps
+    of each env. The replay holds every env's episodes, the cut ones too, each whole and in env order;
+    the last checkpoint holds them, and the run resumed to frames=400 writes its own after them."""
+    episodes = _record_train_episodes(monkeypatch)
+    common = [*TINY, "num_envs=2", "seed_frames=1000", "eval_every_frames=1000", f"run_dir={tmp_path}"]
+    tr = Trainer(resolve([*common, "frames=250"]), progress=False)
+    tr.train()
+    by_round = [episodes[f"train-env{i}"][r] for r in range(3) for i in range(2)]  # rounds, envs in order
+    assert [len(e["actions"]) for e in by_round] == [50, 50, 50, 50, 25, 25]
+    _assert_same_episodes(_replay_episodes(tr.replay), by_round)
+    assert tr.counters["episode"] == 6
+
+    episodes.clear()
+    resumed = Trainer(resolve([*common, "frames=400"]), progress=False)
+    assert resumed.counters["frame"] == 250
+    _assert_same_episodes(_replay_episodes(resumed.replay), by_round)  # the cut episodes were checkpointed
+    resumed.train()
+    more = [episodes[f"train-env{i}"][r] for r in range(2) for i in range(2)]
+    assert [len(e["actions"]) for e in more] == [50, 50, 25, 25]
+    _assert_same_episodes(_replay_episodes(resumed.replay), by_round + more)
+    assert resumed.counters["episode"] == 10

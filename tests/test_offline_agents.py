@@ -10,6 +10,8 @@ import torch
 from taco_rl.agents import BC, CQL, IQL, TD3BC
 from taco_rl.agents.iql import advantage_weights, expectile_loss
 from taco_rl.agents.learner import PixelActorCritic
+from taco_rl.runners.core.config import resolve
+from taco_rl.runners.core.run import build_agent
 from tests import test_agents as online
 from tests.test_agents import OBS, grads, make_batch, zero
 
@@ -197,3 +199,89 @@ def test_offline_learner_checks_its_settings():
 def test_bf16_update_stays_finite(cls):
     metrics = learner(cls, "taco", precision="bf16").update(make_batch(), 5)
     assert all(torch.isfinite(v) for v in metrics.values())
+
+
+# ---------------------------------------------------------------- config keys reach the learner (SPEC 7)
+def from_config(agent: str, *overrides: str):
+    """The learner `taco offline agent=... KEY=VALUE` builds (runners/core/run.py build_agent)."""
+    cfg = resolve([f"agent={agent}", "hidden_dim=32", "feature_dim=16", *overrides], offline=True)
+    torch.manual_seed(0)
+    return build_agent(cfg, OBS, 2, torch.device("cpu")), cfg
+
+
+@pytest.mark.parametrize("alpha", [1.0, 4.0])
+def test_td3bc_bc_alpha_from_the_config_weighs_the_q_term(alpha):
+    """loss = -(bc_alpha / mean|Q|) * mean(Q) + MSE(pi(s), a_data), with the configured bc_alpha."""
+    ag, _ = from_config("td3bc", f"bc_alpha={alpha}")
+    batch = make_batch()
+    feat = ag.encoder(batch["obs"]).detach()
+    torch.manual_seed(1)
+    loss, m = ag._actor_loss(feat, 10, batch)
+    torch.manual_seed(1)  # the same policy sample
+    action, q, _ = ag._policy_q(feat, 10)
+    lam = alpha / q.abs().mean()
+    assert torch.isclose(m["bc_lambda"], lam)
+    assert torch.isclose(loss, -lam * q.mean() + ((action - batch["action"]) ** 2).mean())
+
+
+def test_cql_alpha_and_temp_from_the_config_shape_the_penalty():
+    """penalty = cql_alpha * mean_s(cql_temp * logsumexp(Q / cql_temp) - Q(s, a_data))."""
+    ag, _ = from_config("cql", "cql_alpha=3.0", "cql_temp=0.5")
+    q = torch.randn(4, 31, 1, generator=torch.Generator().manual_seed(2))
+    rows = q.squeeze(-1).tolist()
+    direct = sum(0.5 * math.log(sum(math.exp(v / 0.5) for v in row)) - row[0] for row in rows) / len(rows)
+    assert torch.isclose(ag.conservative_penalty(q), torch.tensor(3.0 * direct), rtol=1e-5)
+
+
+def test_cql_samples_from_the_config_count_the_penalty_actions():
+    """cql_samples N: N random, N pi(s) and N pi(s') actions per state, and the critic loss scores them all."""
+    ag, _ = from_config("cql", "cql_samples=4")
+    batch = make_batch()
+    feat = ag.encoder(batch["obs"])
+    assert ag.penalty_actions(feat.detach(), feat.detach(), 10).shape == (8, 12, 2)
+    seen = []
+    heads = ag.critic.heads
+    ag.critic.heads = lambda z, a: seen.append(a.shape) or heads(z, a)
+    ag.critic_loss(feat, batch, feat.detach(), 10)
+    assert seen == [(8, 13, 2)]  # the data action and 3 x 4 samples
+
+
+@pytest.mark.parametrize("agent", ["td3bc", "cql"])
+def test_policy_noise_settings_from_the_config_reach_the_sample(agent):
+    """std_schedule gives the std at the update, std_clip bounds the noise of pi(s) (TD3+BC's BC target
+    and CQL's policy actions alike)."""
+    ag, _ = from_config(agent, "std_schedule=linear(0.9,0.1,100)", "std_clip=0.05")
+    feat = ag.encoder(make_batch(b=32)["obs"]).detach()
+    action, _, std = ag._policy_q(feat, 50)
+    assert std == pytest.approx(0.5)
+    noise = (action - ag._mean(feat)).abs()
+    assert torch.isclose(noise.max(), torch.tensor(0.05), atol=1e-6)  # clipped at 0.05, reached at std 0.5
+    if agent == "cql":  # its pi(s) and pi(s') penalty actions (here s' = s)
+        policy = ag.penalty_actions(feat, feat, 50)[:, ag.cql_samples :]
+        noise = (policy - ag._mean(feat).unsqueeze(1)).abs()
+        assert torch.isclose(noise.max(), torch.tensor(0.05), atol=1e-6)
+
+
+def test_iql_keys_from_the_config_shape_its_losses():
+    """value loss = mean(|tau - 1(diff < 0)| * diff^2), diff = min Q_target(s, a) - V(s), tau = iql_expectile;
+    actor loss = -mean(min(exp(iql_beta * diff), iql_max_weight) * log pi(a_data | s))."""
+    ag, _ = from_config("iql", "iql_expectile=0.6", "iql_beta=2.0", "iql_max_weight=2.1")
+    batch = make_batch()
+    feat = ag.encoder(batch["obs"]).detach()
+    _, m = ag.critic_loss(feat, batch, torch.randn_like(feat), 0)
+    loss, _ = ag._actor_loss(feat, 0, batch)
+    with torch.no_grad():
+        diff = torch.min(*ag.critic_target(feat, batch["action"])) - ag.value(feat)
+        value_loss = (torch.where(diff < 0, 0.4, 0.6) * diff**2).mean()
+        weights = torch.exp(2.0 * diff).clamp(max=2.1)
+        logp = ag._gaussian(feat).log_prob(batch["action"]).sum(-1, keepdim=True)
+    assert (weights == 2.1).any() and (weights < 2.1).any()  # the clip acts on some states only
+    assert torch.isclose(m["value_loss"], value_loss, rtol=1e-5)
+    assert torch.isclose(loss, -(weights * logp).mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("agent", ["bc", "td3bc", "cql", "iql"])
+def test_lr_from_the_config_reaches_every_optimizer(agent):
+    ag, _ = from_config(agent, "lr=7e-4")
+    groups = [g for opt in ag.opts.values() for g in opt.param_groups]
+    assert groups and all(g["lr"] == 7e-4 for g in groups)

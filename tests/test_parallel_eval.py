@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -244,6 +245,69 @@ def test_hung_worker_is_a_clear_error_and_is_ended_at_once(monkeypatch):
     finally:
         w.close()
     assert not w.proc.is_alive() and time.time() - t < 4  # not the 5 s + 5 s a close of a live worker may wait
+
+
+def _continue_after(pid: int, seconds: float) -> threading.Timer:
+    timer = threading.Timer(seconds, os.kill, (pid, signal.SIGCONT))
+    timer.start()
+    return timer
+
+
+def test_silence_limit_is_timed_from_each_command(monkeypatch):
+    """TACO_WORKER_TIMEOUT=2 counts from the command a worker was sent: a worker alive for longer than
+    that, steps that each take most of it, or a reply the parent reads late do not trip it; a stopped
+    worker is an error one limit after its command, not one limit after the parent began to wait."""
+    w = EnvWorker("point_reach", 0, dict(image_size=16, action_repeat=1), "t2")
+    try:
+        w.started()
+        monkeypatch.setenv("TACO_WORKER_TIMEOUT", "2")
+        time.sleep(2.2)  # alive and idle for longer than the limit
+        for cmd, arg in [("reset", 1), ("step", np.zeros(2, np.float32))]:
+            _stop(w.proc.pid)  # each answer takes 1.2 s of the 2 (2.4 s in all)
+            w.send(cmd, arg)
+            _continue_after(w.proc.pid, 1.2).join()
+            w.recv()
+        w.send("step", np.zeros(2, np.float32))
+        time.sleep(2.2)  # the parent reads the reply late (a slow update): it was sent in time
+        w.recv()
+        _stop(w.proc.pid)
+        w.send("step", np.zeros(2, np.float32))
+        time.sleep(2.1)
+        t = time.monotonic()
+        with pytest.raises(WorkerError, match=r"t2 \(pid \d+\) sent nothing for 2 s"):
+            w.recv()
+        assert time.monotonic() - t < 1.5  # the limit was already up: no second wait of 2 s
+    finally:
+        w.close()
+    assert not w.proc.is_alive()
+
+
+def test_long_lived_eval_pool_and_a_slow_learner_do_not_trip_the_limit(monkeypatch):
+    """An eval pool reused after idling longer than TACO_WORKER_TIMEOUT plays as before, and so does one
+    whose learner takes longer than the limit to act while another worker's reply waits."""
+    cfg, kwargs, env, agent = _setup(TINY)
+    env.close()
+    pool = EvalPool(2, cfg.task, 7, kwargs)
+    try:
+        first = pool.play(agent, 10**6, [1, 2], video=False, batched=False)
+        monkeypatch.setenv("TACO_WORKER_TIMEOUT", "1")
+        time.sleep(1.5)  # the pool idles between evaluations for longer than the limit
+        assert pool.play(agent, 10**6, [1, 2], video=False, batched=False) == first
+        late = pool.workers[1].proc.pid
+        _stop(late)  # its reset answers only once the learner has begun to act on eval0's
+        act_batch, slow = agent.act_batch, [True]
+
+        def slow_act(obs, step, eval_mode):
+            if slow:
+                slow.clear()
+                os.kill(late, signal.SIGCONT)
+                time.sleep(1.5)  # a first action slower than the limit
+            return act_batch(obs, step, eval_mode)
+
+        monkeypatch.setattr(agent, "act_batch", slow_act)
+        assert pool.play(agent, 10**6, [1, 2], video=False, batched=False) == first and not slow
+    finally:
+        pool.close()
 
 
 def test_terminate_ends_a_stopped_worker():

@@ -4,12 +4,13 @@ An episode group holds ``observations`` (T+1, ...), ``actions`` (T, A), ``reward
 ``terminations`` and ``truncations`` (T,). Pixel observations are HWC uint8 images, either raw
 arrays or, as Minari 0.5 writes by default, one JPEG per frame (lossy), or CHW uint8 frame stacks
 (T+1, 3S, H, W), which Minari stores raw (not an image space to it): what its DataCollector records
-around ``gymnasium.make("taco/<task>-v0")``. Of a stack only the newest frame is kept, as the DrQ-v2
-importer does, once the stacks are checked to slide by one frame and to start with the reset frame
-repeated. Import reads both (JPEG
-frames are decoded with Pillow, and the dataset's source says so); a Dict observation space needs
-the image key (``obs_key=``) unless exactly one entry is an image. A transition's discount is 0
-where ``terminations`` is set, else 1.
+around ``gymnasium.make("taco/<task>-v0")``. The observation space recorded in ``metadata.json`` says
+which: an (H, W, 3) Box holds images (whatever H and W are), a (3S, H, W) Box of any other last axis
+holds frame stacks; the arrays must have its shape. Of a stack only the newest frame is kept, as the
+DrQ-v2 importer does, once the stacks are checked to slide by one frame and to start with the reset
+frame repeated. Import reads both (JPEG frames are decoded with Pillow, and the dataset's source says
+so); a Dict observation space needs the image key (``obs_key=``) unless exactly one entry is an
+image. A transition's discount is 0 where ``terminations`` is set, else 1.
 
 Export always writes raw frames (``jpeg_encoding=False``): JPEG would change the pixels, and a
 dataset exported and imported again must be the same dataset bit for bit. Its env spec is
@@ -72,7 +73,8 @@ def _episode_names(h5: Any, file: Path) -> list[str]:
     return sorted(names, key=lambda k: int(k.split("_")[1]))
 
 
-def _obs_node(group: Any, file: Path, obs_key: str | None) -> tuple[Any, str]:
+def _obs_node(group: Any, file: Path, obs_key: str | None) -> tuple[Any, str, str | None]:
+    """The observations' array, its path, and its entry in a Dict observation space (None: not a Dict)."""
     import h5py
 
     where = f"{group.name}/observations"
@@ -82,17 +84,17 @@ def _obs_node(group: Any, file: Path, obs_key: str | None) -> tuple[Any, str]:
     if isinstance(node, h5py.Dataset):
         if obs_key:
             raise DatasetError(f"{file}: '{where}' is one array; obs_key={obs_key} applies to Dict observations")
-        return node, where
+        return node, where, None
     if obs_key:
         if obs_key not in node:
             raise DatasetError(f"{file}: missing key '{where}/{obs_key}' (has {sorted(node.keys())})")
-        return node[obs_key], f"{where}/{obs_key}"
+        return node[obs_key], f"{where}/{obs_key}", obs_key
     images = [k for k, v in node.items() if isinstance(v, h5py.Dataset) and _image_like(v)]
     if len(images) != 1:
         raise DatasetError(
             f"{file}: '{where}' is a Dict with entries {sorted(node.keys())}; pass obs_key= to name the image entry"
         )
-    return node[images[0]], f"{where}/{images[0]}"
+    return node[images[0]], f"{where}/{images[0]}", images[0]
 
 
 def _image_like(ds: Any) -> bool:
@@ -105,12 +107,44 @@ def _is_jpeg(ds: Any) -> bool:
     return ds.ndim in (1, 2) and (ds.dtype == np.uint8 or h5py.check_vlen_dtype(ds.dtype) is not None)
 
 
-def _layout(shape: tuple[int, ...]) -> tuple[str, int | None]:
-    """(layout, channels) of raw frames: HWC images (N, H, W, 3), or CHW frame stacks (N, 3S, H, W) as
-    DataCollector records around gymnasium.make("taco/<task>-v0")."""
-    if len(shape) == 4 and shape[3] != 3 and shape[1] % 3 == 0 and shape[1] > 0:
-        return "chw", None
-    return "hwc", 3
+def _recorded_space(meta: dict[str, Any], meta_file: Path, entry: str | None) -> dict[str, Any]:
+    """The observation space metadata.json records (Minari stores it serialised as JSON text), or that
+    of the Dict space's ``entry``."""
+    text = meta.get("observation_space")
+    if text is None:
+        raise DatasetError(
+            f"{meta_file}: records no observation_space (Minari writes one); without it HWC images cannot be "
+            "told from CHW frame stacks"
+        )
+    try:
+        space = json.loads(text) if isinstance(text, str) else text
+    except ValueError as e:
+        raise DatasetError(f"{meta_file}: observation_space is not readable JSON ({e})") from None
+    if entry is not None:  # the observations are a Dict: so must the space be
+        subspaces = space.get("subspaces") if isinstance(space, dict) and space.get("type") == "Dict" else None
+        if not isinstance(subspaces, dict) or entry not in subspaces:
+            raise DatasetError(f"{meta_file}: the recorded Dict observation space has no entry {entry!r}")
+        space = subspaces[entry]
+    if not isinstance(space, dict):
+        raise DatasetError(f"{meta_file}: observation_space {space!r} is not a serialised space")
+    return space
+
+
+def _layout(space: dict[str, Any], meta_file: Path) -> tuple[str, int | None, tuple[int, ...]]:
+    """(layout, channels, shape of one record) from the recorded observation space: Minari's image
+    layout, an (H, W, 3) Box (whatever H and W are), or else a (3S, H, W) Box of CHW frame stacks,
+    as DataCollector records around gymnasium.make("taco/<task>-v0")."""
+    shape = space.get("shape")
+    if space.get("type") != "Box" or not (
+        isinstance(shape, list) and len(shape) == 3 and all(isinstance(n, int) and n > 0 for n in shape)
+    ):
+        raise DatasetError(
+            f"{meta_file}: observation space {space.get('type')} of shape {shape}; expected a Box of "
+            "(H, W, 3) images or of (3S, H, W) frame stacks"
+        )
+    if shape[2] == 3:
+        return "hwc", 3, tuple(shape)
+    return "chw", None, tuple(shape)
 
 
 def _newest_of_stacks(raw: np.ndarray, file: Path, key: str) -> np.ndarray:
@@ -133,13 +167,12 @@ def _newest_of_stacks(raw: np.ndarray, file: Path, key: str) -> np.ndarray:
     return np.ascontiguousarray(raw[:, -3:])
 
 
-def _read_frames(ds: Any, file: Path, key: str) -> np.ndarray:
+def _read_frames(ds: Any, file: Path, key: str, layout: str, channels: int | None) -> np.ndarray:
     try:
         raw = ds[()]
     except (OSError, ValueError, TypeError) as e:
         raise DatasetError(f"{file}: key '{key}' is unreadable, truncated or corrupt ({e})") from None
     if not _is_jpeg(ds):
-        layout, channels = _layout(raw.shape)
         frames_chw(raw[:0], file, key, layout, channels)  # shape and dtype checked
         return _newest_of_stacks(raw, file, key) if layout == "chw" else frames_chw(raw, file, key, "hwc")
     from PIL import Image
@@ -191,19 +224,31 @@ def scan(path_or_id: str | os.PathLike, obs_key: str | None = None) -> Plan:
     file = folder / MAIN_FILE
     if not file.is_file():
         raise DatasetError(f"{file}: missing")
-    plan_eps: list[tuple[str, int]] = []
+    plan_eps: list[tuple[str, int, str, int | None]] = []
     fshape = action_dim = None
     slots, jpeg = 0, False
     with _open(file) as h5:
         for name in _episode_names(h5, file):
             g = h5[name]
-            obs, where = _obs_node(g, file, obs_key)
+            obs, where, entry = _obs_node(g, file, obs_key)
             n = obs.shape[0]
+            layout, channels, record = _layout(_recorded_space(meta, meta_file, entry), meta_file)
             jpeg = jpeg or _is_jpeg(obs)
-            if not _is_jpeg(obs):
-                fs = frame_shape(obs.shape, obs.dtype, file, where, *_layout(obs.shape))
-                check_same("frame shape", fs, fshape, file, where)
-                fshape = fs
+            if _is_jpeg(obs):  # Minari encodes (H, W, 3) image spaces only
+                if layout != "hwc":
+                    raise DatasetError(
+                        f"{file}: '{where}' holds JPEG images, {meta_file.name} records CHW frame stacks {record}"
+                    )
+                fs = (3, record[0], record[1])
+            else:
+                if tuple(obs.shape[1:]) != record:
+                    raise DatasetError(
+                        f"{file}: key '{where}' has shape {obs.shape}, {meta_file.name} records an observation "
+                        f"space of shape {record}"
+                    )
+                fs = frame_shape(obs.shape, obs.dtype, file, where, layout, channels)
+            check_same("frame shape", fs, fshape, file, where)
+            fshape = fs
             for key in ("actions", "rewards", "terminations"):
                 if key not in g:
                     raise DatasetError(f"{file}: missing key '{g.name}/{key}'")
@@ -218,21 +263,17 @@ def scan(path_or_id: str | os.PathLike, obs_key: str | None = None) -> Plan:
             check_same("action dim", a_dim, action_dim, file, f"{g.name}/actions")
             action_dim = a_dim
             if n >= 2:
-                plan_eps.append((name, n))
+                plan_eps.append((name, n, layout, channels))
                 slots += n
-        if fshape is None and plan_eps:  # JPEG frames: the shape is known once one is decoded
-            first = plan_eps[0][0]
-            node, where = _obs_node(h5[first], file, obs_key)
-            fshape = tuple(_read_frames(node, file, where).shape[1:])
     if not plan_eps or fshape is None or action_dim is None:  # (any episode kept sets both)
         raise DatasetError(f"{file}: no episode with at least one transition")
 
     def read() -> Iterator[Episode]:
         with _open(file) as h5:
-            for name, n in plan_eps:
+            for name, n, layout, channels in plan_eps:
                 g = h5[name]
-                node, where = _obs_node(g, file, obs_key)
-                frames = _read_frames(node, file, where)
+                node, where, _ = _obs_node(g, file, obs_key)
+                frames = _read_frames(node, file, where, layout, channels)
                 if frames.shape[0] != n or tuple(frames.shape[1:]) != fshape:
                     raise DatasetError(
                         f"{file}: key '{where}' gives frames {frames.shape}, expected "
