@@ -89,7 +89,7 @@ def test_fast_and_plain_updates_agree(cls, aux, optimizer):
         # weight by up to a few steps (lr = 1e-4; at most (1 - beta1) / sqrt(1 - beta2) ~ 3.2 steps each
         # update). So all but a rare such element agree within a tenth of one step, and none by more
         # than three updates' worth of those steps.
-        diff = (v - after_plain[k]).abs()
+        diff = (v - after_plain[k]).detach().abs()
         off = diff > 1e-5 + 1e-4 * after_plain[k].abs()
         assert int(off.sum()) <= max(1, v.numel() // 1000), (k, int(off.sum()), v.numel())
         assert float(diff.max()) <= 3 * 3.2 * 1e-4, (k, float(diff.max()))
