@@ -33,9 +33,12 @@ Semantics (SPEC section 1): reward is summed over the repeated frames;
 true terminal, a time limit is ``truncated`` (DMC: 1000 frames = 500 steps at
 action repeat 2); ``info["frames"]`` counts the env frames a step ran.
 MuJoCo tasks call ``probe_render_backend()`` first, which sets ``MUJOCO_GL``
-(egl, else osmesa) if unset.  ``reach_duplo`` only supports image_size=84 (its
-camera observation is fixed at 84x84; other sizes raise ValueError) and keeps
-dm_control's own time limit of 250 frames (125 steps at action repeat 2).
+(egl, else osmesa) if unset.  Tasks (envs.tasks): every dm_control suite task as
+``<domain>_<task>`` (``cup_catch``, alias ``ball_in_cup_catch``) and every
+dm_control.manipulation ``<name>_vision`` env as ``<name>``.  Manipulation tasks
+(``reach_duplo``, ``lift_brick``, ...) only support image_size=84 (their camera
+observation is fixed at 84x84; other sizes raise ValueError) and keep dm_control's
+own time limit of 250 frames (125 steps at action repeat 2); lqr has none.
 ``point_reach`` is pure numpy (see envs.point) and needs no GL backend.
 """
 
@@ -43,12 +46,14 @@ from taco_rl.envs.dmc import rescale_action
 from taco_rl.envs.point import PointReach
 from taco_rl.envs.registry import gym_id, make_base_env, make_env, register_gymnasium
 from taco_rl.envs.render import RenderBackendError, probe_render_backend
-from taco_rl.envs.tasks import TASK_TABLE, TASKS, TaskSpec, UnknownTaskError, get_task_spec
+from taco_rl.envs.tasks import ALIASES, REFERENCE_TASKS, TASK_TABLE, TASKS, TaskSpec, UnknownTaskError, get_task_spec
 from taco_rl.envs.wrappers import ActionRepeat, FrameStack
 
 __all__ = [
     "TASKS",
     "TASK_TABLE",
+    "ALIASES",
+    "REFERENCE_TASKS",
     "TaskSpec",
     "UnknownTaskError",
     "get_task_spec",

@@ -1,8 +1,9 @@
 """dm_control tasks as gymnasium base envs that emit single CHW uint8 frames.
 
 Two loaders share one class: suite tasks render ``physics.render(camera_id=...)``
-themselves; ``reach_duplo`` (dm_control.manipulation, a composer env) renders its
-own ``front_close`` camera observation at 84x84 every control step.
+themselves; manipulation tasks such as ``reach_duplo`` (dm_control.manipulation,
+composer envs) render their own ``front_close`` camera observation at 84x84 every
+control step.
 
 dm_control is imported inside functions only, after ``probe_render_backend`` has
 set ``MUJOCO_GL`` (dm_control fixes its GL backend when first imported).
@@ -30,12 +31,17 @@ def rescale_action(
     """Clip ``action`` to [-1, 1] and map it linearly onto [minimum, maximum].
 
     -1 -> minimum, +1 -> maximum; the result is cast to ``dtype`` (the spec's
-    dtype: dm_control checks it and numpy 2 will not cast silently).
+    dtype: dm_control checks it and numpy 2 will not cast silently).  Rounded as
+    the reference implementations' env chain rounds it, bit for bit: the action
+    and the bounds as float32 (their float32 action spec), the map in float64
+    (dm_control's ``action_scale.Wrapper`` under NumPy 2), the result to float32,
+    then to ``dtype``.
     """
-    a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-    low = np.asarray(minimum, dtype=np.float64)
-    high = np.asarray(maximum, dtype=np.float64)
-    return (low + (a + 1.0) * 0.5 * (high - low)).astype(dtype)
+    a = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0).astype(np.float64)
+    low = np.asarray(minimum, dtype=np.float32)
+    high = np.asarray(maximum, dtype=np.float32)
+    half_span = (high - low).astype(np.float64) / 2.0
+    return (low.astype(np.float64) + half_span * (a + 1.0)).astype(np.float32).astype(dtype)
 
 
 def apply_fast_render(quality: Any) -> None:
@@ -96,7 +102,6 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
         self._action_dtype = action_spec.dtype
         self._action_min = np.broadcast_to(action_spec.minimum, action_spec.shape).astype(np.float64)
         self._action_max = np.broadcast_to(action_spec.maximum, action_spec.shape).astype(np.float64)
-        self._needs_rescale = not (np.all(self._action_min == -1.0) and np.all(self._action_max == 1.0))
         self.action_space = gym.spaces.Box(-1.0, 1.0, action_spec.shape, np.float32)
         self.observation_space = gym.spaces.Box(0, 255, (3, image_size, image_size), np.uint8)
         self._needs_reset = True
@@ -113,7 +118,7 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
         if spec.kind == "suite":
             from dm_control import suite
 
-            return suite.load(spec.domain, spec.task, task_kwargs={"random": seed})
+            return suite.load(spec.domain, spec.task, task_kwargs={"random": seed}, visualize_reward=False)
         if spec.kind == "manipulation":
             from dm_control import manipulation
 
@@ -186,10 +191,7 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
         """Advance one env frame without rendering (see wrappers.FrameDeferringEnv)."""
         if self._needs_reset:
             raise RuntimeError("episode is over (or never started): call reset() before step()")
-        if self._needs_rescale:
-            env_action = rescale_action(action, self._action_min, self._action_max, self._action_dtype)
-        else:
-            env_action = np.clip(np.asarray(action, dtype=self._action_dtype), -1.0, 1.0)
+        env_action = rescale_action(action, self._action_min, self._action_max, self._action_dtype)
         time_step = self._time_step = self._env.step(env_action)
         discount = float(time_step.discount) if time_step.discount is not None else 1.0
         last = time_step.last()

@@ -12,7 +12,7 @@ import gymnasium as gym
 
 from taco_rl.envs.point import PointReach
 from taco_rl.envs.render import check_render_args, probe_render_backend
-from taco_rl.envs.tasks import TASKS, get_task_spec
+from taco_rl.envs.tasks import ALIASES, TASKS, get_task_spec
 from taco_rl.envs.wrappers import ActionRepeat, FrameStack
 
 __all__ = ["make_env", "make_base_env", "env_shapes", "gym_id", "register_gymnasium"]
@@ -82,9 +82,9 @@ def gym_id(task: str) -> str:
 
 
 def register_gymnasium() -> None:
-    """Register every task with gymnasium (idempotent; runs on ``import taco_rl.envs`` and from
+    """Register every task (and alias) with gymnasium (idempotent; runs on ``import taco_rl.envs`` and from
     taco_rl._gymnasium_hook)."""
-    for task in TASKS:
+    for task in (*TASKS, *ALIASES):
         env_id = gym_id(task)
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point="taco_rl.envs.registry:make_env", kwargs={"task": task})

@@ -1,5 +1,5 @@
 """The `taco` command: `taco train|offline|bench key=value ...`, `taco data ...`, `taco sweep FILE.yaml`,
-`taco report RUNS --out DIR`."""
+`taco report RUNS --out DIR`, `taco tasks`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ examples:
   taco train task=cheetah_run                       # DrQ-v2, the paper protocol (1M frames)
   taco train task=cheetah_run aux=taco              # TACO on DrQ-v2 (K=3, batch 1024)
   taco train task=cartpole_swingup preset=quick     # about a CPU minute, every artefact
+  taco tasks                                        # every task name, its difficulty and source
   taco bench agent=drqv2 batch_size=256 device=cpu  # one JSON line of timings
   taco sweep ablations/taco_k.yaml --dry-run        # list an ablation's runs; drop --dry-run to run them
   taco report runs/cheetah_run/*/* --out report     # tables, IQM with bootstrap CIs, curves
@@ -114,9 +115,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="torch.compile the encoder first (an option for GPUs; unmeasured on CPU, off by default)",
     )
+    from taco_rl.runners.core.tasks import add_parser as add_tasks_parser
     from taco_rl.runners.data.cli import add_parser as add_data_parser
 
     add_data_parser(sub)
+    add_tasks_parser(sub)
     _add_sweep_parsers(sub, fmt)
     return p
 
@@ -199,11 +202,12 @@ def _add_sweep_parsers(sub, fmt) -> None:
 
 REPORT_HELP = """Aggregate the eval logs of finished runs into report.md, tables (CSV) and figures (PNG).
 
-Scores are normalised by each task's maximum return (1000 for DMC, 250 for reach_duplo, 50 for
-point_reach) for the aggregates; per-task tables keep raw returns. Online runs (counted in frames)
-and offline runs (counted in learner updates) are reported in separate sections and never compared.
-Runs that have not reached the frame (offline: update) are listed in report.md and left out of
-every number."""
+Scores are normalised by each task's maximum return (1000 for DMC, 250 for the manipulation tasks
+such as reach_duplo, 50 for point_reach) for the aggregates; per-task tables keep raw returns. Online
+runs (counted in frames) and offline runs (counted in learner updates) are reported in separate
+sections and never compared. Runs that have not reached the frame (offline: update) are listed in
+report.md and left out of every number.
+"""
 
 
 def _sweep_main(args) -> int:
@@ -257,6 +261,11 @@ def _report_main(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["tasks"]:  # before the full parser: building it imports torch (the data commands)
+        from taco_rl.runners.core.tasks import main as tasks_main
+
+        return tasks_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command in ("sweep", "report"):
         from taco_rl.runners.core.rundir import sigterm_as_interrupt

@@ -21,6 +21,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from taco_rl.envs.tasks import ALIASES, TASK_TABLE
+
 
 def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
@@ -29,10 +31,17 @@ def _f(default: Any, help: str) -> Any:
 @dataclass
 class Config:
     # what to run
-    task: str = _f("cheetah_run", "environment: a dm_control task (e.g. cheetah_run, reach_duplo) or point_reach")
+    task: str = _f(
+        "cheetah_run",
+        "environment: a dm_control task (e.g. cheetah_run, reach_duplo) or point_reach; `taco tasks` lists them",
+    )
     agent: str = _f("drqv2", "learner: drqv2 | sac")
     aux: str = _f("none", "auxiliary loss: none | curl | taco")
-    preset: str = _f("", "named preset applied after the task/aux presets: quick | paper (empty = paper)")
+    preset: str = _f(
+        "",
+        "named preset applied after the task/aux presets: quick | paper (empty = paper) | drqv2 "
+        "(DrQ-v2's frames by difficulty: easy 1.1M, medium 3.1M, hard 30.1M)",
+    )
     seed: int = _f(1, "random seed (training env, networks, replay sampling; eval env uses seed + 10000)")
     device: str = _f("auto", "cpu | cuda | cuda:N | auto (cuda when available)")
     precision: str = _f("fp32", "fp32 | bf16 (autocast for the encoder and heads; changes numerics)")
@@ -157,20 +166,32 @@ ONLINE_ONLY = (
     "num_envs",
 )
 
-# Every benchmark task is "medium" (exploration std over 500k steps); easy tasks use 100k.
-EASY_TASKS = (
-    "cartpole_balance",
-    "cartpole_balance_sparse",
-    "cartpole_swingup",
-    "reacher_easy",
-    "walker_walk",
-    "cup_catch",
-    "finger_spin",
-)
+# The references' task configs (SPEC 1; envs.tasks records each task's difficulty): exploration std
+# over 100k / 500k / 2M agent steps for easy / medium / hard tasks, medium (the default) for a task no
+# reference configures; DrQ-v2's frame budgets by difficulty are `preset=drqv2` (the default frames is
+# TACO's 1M). Per-task overrides: humanoid lr 8e-5 and feature_dim 100 (DrQ-v2), walker n-step 1 and
+# batch 512, quadruped_run replay capacity 100k (both references).
+STD_SCHEDULES = {
+    "easy": "linear(1.0,0.1,100000)",
+    "medium": "linear(1.0,0.1,500000)",
+    "hard": "linear(1.0,0.1,2000000)",
+}
+DRQV2_FRAMES = {"easy": 1_100_000, "medium": 3_100_000, "hard": 30_100_000}
+EASY_TASKS = tuple(name for name, spec in TASK_TABLE.items() if spec.difficulty == "easy")
 TASK_PRESETS: dict[str, dict[str, Any]] = {
-    **{t: {"std_schedule": "linear(1.0,0.1,100000)"} for t in EASY_TASKS},
-    "walker_walk": {"std_schedule": "linear(1.0,0.1,100000)", "nstep": 1, "batch_size": 512},
-    "walker_run": {"nstep": 1, "batch_size": 512},
+    **{
+        name: {"std_schedule": STD_SCHEDULES[spec.difficulty]}
+        for name, spec in TASK_TABLE.items()
+        if spec.difficulty in ("easy", "hard")
+    },
+    **{
+        t: {"std_schedule": STD_SCHEDULES["hard"], "lr": 8e-5, "feature_dim": 100}
+        for t in ("humanoid_stand", "humanoid_walk", "humanoid_run")
+    },
+    **{
+        t: {"std_schedule": STD_SCHEDULES[TASK_TABLE[t].difficulty or "medium"], "nstep": 1, "batch_size": 512}
+        for t in ("walker_stand", "walker_walk", "walker_run")
+    },
     "quadruped_run": {"capacity": 100_000},
     # the tiny numpy env: 50-step episodes, small frames, learns in CPU minutes
     "point_reach": {
@@ -196,6 +217,7 @@ AUX_PRESETS: dict[str, dict[str, Any]] = {
 }
 NAMED_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
+    "drqv2": {},  # frames by the task's difficulty: NAMED_DIFFICULTY_PRESETS
     # a CPU smoke run: every artefact (eval.csv, TensorBoard, video, checkpoint) in a few minutes
     "quick": {
         "frames": 4000,
@@ -210,6 +232,10 @@ NAMED_PRESETS: dict[str, dict[str, Any]] = {
         "capacity": 100_000,
         "hidden_dim": 256,
     },
+}
+# Named presets whose settings depend on the task's difficulty (applied right after the named preset).
+NAMED_DIFFICULTY_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "drqv2": {d: {"frames": frames} for d, frames in DRQV2_FRAMES.items()},
 }
 # Offline defaults (SPEC 7): V-D4RL's settings for the baselines (lr 3e-4, batch 256; TD3+BC n-step 3,
 # CQL n-step 1), IQL's published expectile/beta/clip; with aux=taco the TACO authors' offline
@@ -314,6 +340,8 @@ def resolve(overrides: list[str] | tuple[str, ...] = (), *, offline: bool = Fals
                 raise ConfigError(f"{f.name}= is empty: expected a value of type {getattr(f.type, '__name__', f.type)}")
             user[f.name] = ""  # the field's rule says what a valid one is
     base = schema()
+    if user.get("task") in ALIASES:  # e.g. ball_in_cup_catch: the run is cup_catch's
+        user["task"] = ALIASES[user["task"]]
     task, aux, agent = (str(user.get(k, getattr(base, k))) for k in ("task", "aux", "agent"))
     preset = user.get("preset", base.preset) or "paper"
     if preset not in NAMED_PRESETS:
@@ -330,7 +358,9 @@ def resolve(overrides: list[str] | tuple[str, ...] = (), *, offline: bool = Fals
             user,
         ]
     else:
-        layers = [TASK_PRESETS.get(task, {}), AUX_PRESETS.get(aux, {}), NAMED_PRESETS[preset], user]
+        difficulty = TASK_TABLE[task].difficulty if task in TASK_TABLE else None
+        by_difficulty = NAMED_DIFFICULTY_PRESETS.get(preset, {}).get(difficulty or "", {})
+        layers = [TASK_PRESETS.get(task, {}), AUX_PRESETS.get(aux, {}), NAMED_PRESETS[preset], by_difficulty, user]
     merged = OmegaConf.structured(schema)
     try:
         for layer in layers:

@@ -526,7 +526,9 @@ def _section(
         "",
     ]
     norm_txt = (
-        "scores / the task's maximum return (1000; reach_duplo 250; point_reach 50)" if norm else f"raw `{metric}`"
+        "scores / the task's maximum return (1000; manipulation tasks 250; point_reach 50)"
+        if norm
+        else f"raw `{metric}`"
     )
     md += [
         f"{h} Across tasks",
