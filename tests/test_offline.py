@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,6 +136,37 @@ def test_cli_errors_are_clear(capsys, tmp_path, args, match):
     assert main(["offline", *args, f"run_dir={tmp_path}", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("taco: error:") and match in err
+
+
+def test_the_task_comes_from_the_dataset_and_another_task_is_refused(capsys, tmp_path, dataset):
+    cfg = resolve([f"dataset={dataset}"], offline=True)  # no task=: dataset.json's (point_reach), presets included
+    assert (cfg.task, cfg.image_size, cfg.updates) == (
+        "point_reach",
+        32,
+        resolve(["task=point_reach"], offline=True).updates,
+    )
+    small = ["hidden_dim=32", "batch_size=16", "eval_episodes=1", "save_video=false", "updates=2", f"root={tmp_path}"]
+    assert main(["offline", f"dataset={dataset}", *small, "--no-progress"]) == 0
+    assert (tmp_path / "point_reach").is_dir()
+    assert main(["offline", "task=walker_walk", f"dataset={dataset}", *small, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "task=walker_walk" in err and f"{dataset} was recorded on point_reach" in err
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    assert main(["offline", f"dataset={readme}", *small, "--no-progress"]) == 2
+    assert f"{readme}: a file, not a dataset directory" in capsys.readouterr().err
+
+
+def test_offline_quick_preset_is_a_few_minute_run():
+    common = ["task=walker_walk", "agent=td3bc", "aux=taco", "dataset=data/x"]
+    paper, quick = resolve(common, offline=True), resolve([*common, "preset=quick"], offline=True)
+    assert (paper.updates, paper.eval_every_updates, paper.batch_size) == (550_000, 5_000, 1024)
+    # about as many updates as the online quick run's 4000 frames make, at its batch, width and one eval episode
+    assert quick.updates <= 1000 and quick.updates < paper.updates
+    assert quick.log_every_updates < quick.eval_every_updates < quick.updates  # logs and evaluations along the way
+    assert quick.checkpoint_every_updates <= quick.updates  # a checkpoint before the end as well
+    online = resolve(["task=walker_walk", "preset=quick"])
+    assert (quick.batch_size, quick.hidden_dim, quick.eval_episodes) == (online.batch_size, online.hidden_dim, 1)
+    assert resolve([*common, "preset=quick", "updates=50"], offline=True).updates == 50  # the user's keys win
 
 
 def test_dataset_that_does_not_fit_the_task_is_refused(capsys, tmp_path, dataset):

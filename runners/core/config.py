@@ -116,6 +116,7 @@ class OfflineConfig(Config):
     """`taco offline`: the same networks, TACO knobs, env and run settings; a fixed dataset instead
     of env interaction, and a budget counted in learner updates."""
 
+    task: str = _f("cheetah_run", "the task evaluated on; default: the dataset's (its dataset.json records it)")
     agent: str = _f("td3bc", "offline learner: bc | td3bc | cql | iql")
     dataset: str = _f("", "dataset directory (a taco-rl dataset: dataset.json + memory-mapped arrays)")
     updates: int = _f(550_000, "training budget in learner updates (V-D4RL: 1.1M loop steps, one update per two)")
@@ -210,6 +211,11 @@ NAMED_PRESETS: dict[str, dict[str, Any]] = {
         "capacity": 100_000,
         "hidden_dim": 256,
     },
+}
+# Offline, `preset=` applies the named preset's settings that an offline run reads, then these: quick
+# is a few-minute smoke run of every artefact counted in learner updates.
+OFFLINE_NAMED_PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"updates": 1000, "eval_every_updates": 500, "checkpoint_every_updates": 500, "log_every_updates": 100},
 }
 # Offline defaults (SPEC 7): V-D4RL's settings for the baselines (lr 3e-4, batch 256; TD3+BC n-step 3,
 # CQL n-step 1), IQL's published expectile/beta/clip; with aux=taco the TACO authors' offline
@@ -312,6 +318,8 @@ def resolve(overrides: list[str] | tuple[str, ...] = (), *, offline: bool = Fals
             if f.type not in (str, "str"):
                 raise ConfigError(f"{f.name}= is empty: expected a value of type {getattr(f.type, '__name__', f.type)}")
             user[f.name] = ""  # the field's rule says what a valid one is
+    if offline and user.get("dataset"):
+        _task_of_dataset(user)
     base = schema()
     task, aux, agent = (str(user.get(k, getattr(base, k))) for k in ("task", "aux", "agent"))
     preset = user.get("preset", base.preset) or "paper"
@@ -319,6 +327,7 @@ def resolve(overrides: list[str] | tuple[str, ...] = (), *, offline: bool = Fals
         raise ConfigError(f"unknown preset {preset!r}: expected one of {sorted(NAMED_PRESETS)}")
     if offline:
         named = {k: v for k, v in NAMED_PRESETS[preset].items() if k not in ONLINE_ONLY}
+        named.update(OFFLINE_NAMED_PRESETS.get(preset, {}))
         layers = [
             OFFLINE_TASK_PRESETS.get(task, {}),
             OFFLINE_AGENT_PRESETS.get(agent, {}),
@@ -341,6 +350,26 @@ def resolve(overrides: list[str] | tuple[str, ...] = (), *, offline: bool = Fals
     cfg = schema(**OmegaConf.to_container(merged))  # type: ignore[arg-type]
     validate(cfg)
     return cfg
+
+
+def _task_of_dataset(user: dict[str, Any]) -> None:
+    """An offline run's task is its dataset's (dataset.json records it): set it where `task=` is not
+    given, refuse a `task=` that differs. A dataset.json that cannot be read leaves the task alone
+    (opening the dataset says what is wrong with it)."""
+    dataset = str(user["dataset"])
+    try:
+        recorded = json.loads((Path(dataset).expanduser() / "dataset.json").read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(recorded, str) or not recorded:
+        return
+    if "task" not in user:
+        user["task"] = recorded
+    elif str(user["task"]) != recorded:
+        raise ConfigError(
+            f"task={user['task']} but dataset {dataset} was recorded on {recorded}: leave task= out "
+            f"(the dataset's task is used) or pass a dataset of {user['task']}"
+        )
 
 
 # ---------------------------------------------------------------- validation
