@@ -1,5 +1,10 @@
 """The `taco` command: `taco train|offline|bench key=value ...`, `taco data ...`, `taco sweep FILE.yaml`,
-`taco report RUNS --out DIR`."""
+`taco report RUNS --out DIR`.
+
+Options may come anywhere among a subcommand's items (`taco train task=x --no-progress seed=2`).
+Help, and the check of every `key=value`, answer before torch (and the learners and dm_control) is
+imported: the modules that do the work are imported once the command line is known to be good.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +49,28 @@ def _offline_epilog() -> str:
     return OFFLINE_EPILOG.format(fields=help_text(OfflineConfig), agents=agents)
 
 
+class SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: options anywhere among its positional items (argparse's plain parsing
+    stops filling a positional list at the first option), and an unknown option is refused with this
+    subcommand's usage, not the top-level one."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._intermixing or self._subparsers is not None:  # a parser of subcommands (`taco data`) cannot intermix
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            namespace, extras = super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+        if extras:
+            name = extras[0].lstrip("-").partition("=")[0]
+            hint = f" (settings are key=value items: {name}=..., not --{name})" if extras[0].startswith("--") else ""
+            self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return namespace, extras
+
+
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
@@ -52,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG.format(fields=help_text()),
         formatter_class=fmt,
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=SubcommandParser)
     t = sub.add_parser(
         "train",
         help="train online (rerunning the same command resumes)",
@@ -245,22 +272,17 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("taco: interrupted; rerun the same command to resume the unfinished runs", file=sys.stderr)
             return 130
-    from taco_rl.envs import RenderBackendError, UnknownTaskError
-    from taco_rl.runners.core.checkpoint import CheckpointError, CheckpointWriteError
-    from taco_rl.runners.core.guard import NonFiniteError
-    from taco_rl.runners.core.rundir import RunDirError, RunInterrupted, sigterm_as_interrupt
-    from taco_rl.runners.core.workers import WorkerError
-    from taco_rl.runners.data.datasets import DatasetError
+    from taco_rl.runners.core.rundir import RunInterrupted, sigterm_as_interrupt
 
     try:
         with sigterm_as_interrupt():  # a preempted job stops like Ctrl-C
             return _run(args)
-    except (NonFiniteError, CheckpointWriteError, WorkerError) as e:  # the run failed; what is on disk is whole
+    except Exception as e:
+        status = _error_status(e)
+        if status is None:
+            raise
         print(f"taco: error: {e}", file=sys.stderr)
-        return 1
-    except (ConfigError, UnknownTaskError, RenderBackendError, RunDirError, CheckpointError, DatasetError) as e:
-        print(f"taco: error: {e}", file=sys.stderr)
-        return 2
+        return status
     except RunInterrupted as e:
         print(f"taco: {e.message()}", file=sys.stderr)
         return 143 if e.signal_name == "SIGTERM" else 130
@@ -269,6 +291,25 @@ def main(argv: list[str] | None = None) -> int:
         rerun = "; rerun the same command to resume from the last checkpoint" if args.command == "train" else ""
         print(f"taco: interrupted ({what}){rerun}", file=sys.stderr)
         return 143 if what == "SIGTERM" else 130
+
+
+def _error_status(e: Exception) -> int | None:
+    """The exit status of an error that `taco` reports in one line: 1 when the run failed and what is
+    on disk is whole, 2 for bad input; None for anything else (a bug: its traceback is shown). The
+    error classes of the modules that need torch are imported only here, once something failed."""
+    from taco_rl.envs import RenderBackendError, UnknownTaskError
+    from taco_rl.runners.core.rundir import RunDirError
+
+    if isinstance(e, (ConfigError, UnknownTaskError, RenderBackendError, RunDirError)):
+        return 2
+    from taco_rl.runners.core.checkpoint import CheckpointError, CheckpointWriteError
+    from taco_rl.runners.core.guard import NonFiniteError
+    from taco_rl.runners.core.workers import WorkerError
+    from taco_rl.runners.data.datasets import DatasetError
+
+    if isinstance(e, (NonFiniteError, CheckpointWriteError, WorkerError)):
+        return 1
+    return 2 if isinstance(e, (CheckpointError, DatasetError)) else None
 
 
 def _num_envs(text: str) -> tuple[int, ...]:

@@ -21,6 +21,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from taco_rl.learner_choices import AUX_KINDS, MIN_IMAGE_SIZE, OFFLINE_AGENT_NAMES, ONLINE_AGENT_NAMES
+
 
 def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
@@ -157,6 +159,8 @@ ONLINE_ONLY = (
     "env_overlap",
     "num_envs",
 )
+# The settings that shape a task's frames: what `taco data collect policy=random` takes (a run's checkpoint fixes them).
+ENV_KEYS = ("action_repeat", "image_size", "frame_stack", "fast_render")
 
 # Every benchmark task is "medium" (exploration std over 500k steps); easy tasks use 100k.
 EASY_TASKS = (
@@ -397,16 +401,11 @@ def _choice(*allowed: str) -> Callable[[Any, Config], str | None]:
     return lambda v, cfg: None if v in allowed else f"one of {', '.join(allowed)}"
 
 
-def _choice_of(get: Callable[[], Any]) -> Callable[[Any, Config], str | None]:
-    return lambda v, cfg: None if v in get() else f"one of {', '.join(get())}"
-
-
 def _device(v: str, cfg: Config) -> str | None:
     return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) else "auto, cpu, cuda or cuda:N"
 
 
 def _image_size(v: int, cfg: Config) -> str | None:
-    from taco_rl.agents.nets import MIN_IMAGE_SIZE
     from taco_rl.envs import get_task_spec
     from taco_rl.envs.dmc import MANIPULATION_IMAGE_SIZE
 
@@ -478,10 +477,8 @@ def _resume_from(v: str, cfg: Config) -> str | None:
 
 
 def _agent(v: str, cfg: Config) -> str | None:
-    from taco_rl.agents import AGENTS, OFFLINE_AGENTS
-
     offline = isinstance(cfg, OfflineConfig)
-    allowed, other = (tuple(OFFLINE_AGENTS), AGENTS) if offline else (tuple(AGENTS), OFFLINE_AGENTS)
+    allowed, other = (OFFLINE_AGENT_NAMES, ONLINE_AGENT_NAMES) if offline else (ONLINE_AGENT_NAMES, OFFLINE_AGENT_NAMES)
     if v in other:
         command = "taco train" if offline else "taco offline"
         return (
@@ -502,15 +499,9 @@ def _logger(v: str, cfg: Config) -> str | None:
     return None
 
 
-def _aux_kinds() -> tuple[str, ...]:
-    from taco_rl.agents import AUX_KINDS
-
-    return tuple(AUX_KINDS)
-
-
 RULES: dict[str, Callable[[Any, Config], str | None]] = {
     "agent": _agent,
-    "aux": _choice_of(_aux_kinds),
+    "aux": _choice(*AUX_KINDS),
     "preset": lambda v, cfg: None if (v or "paper") in NAMED_PRESETS else f"one of {', '.join(NAMED_PRESETS)}",
     "seed": _int_at_least(0),
     "device": _device,
