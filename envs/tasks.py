@@ -85,10 +85,9 @@ class UnknownTaskError(ValueError):
 
     def __init__(self, task: str) -> None:
         close = difflib.get_close_matches(task, TASKS, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
         super().__init__(
-            f"Unknown task {task!r}.{hint} "
-            "See all supported names with `python -c 'from taco_rl import envs; print(envs.TASKS)'`."
+            f"unknown task {task!r}{hint} (`python -c 'from taco_rl import envs; print(envs.TASKS)'` lists them)"
         )
         self.task = task
         self.suggestions = tuple(close)
