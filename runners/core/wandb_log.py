@@ -80,7 +80,7 @@ class WandbSink:
             self.state["logged_through"] = x
             self._write_state()
 
-    def video(self, x: int, path: Path, fps: int) -> None:
+    def video(self, x: int, path: Path, fps: float) -> None:
         import wandb
 
         self.log(x, {"eval/video": wandb.Video(str(path), format="mp4", fps=fps)})
