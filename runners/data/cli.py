@@ -26,7 +26,8 @@ EPILOG = """examples:
   taco data import vd4rl vd4rl/main/walker_walk/medium/84px task=walker_walk out=data/ww_medium
   taco data import drqv2 exp/buffer task=cheetah_run out=data/cr_replay
   taco data import minari mujoco/pusher/expert-v0 task=point_reach out=data/x     # local IDs or paths only
-  taco data export minari data/ww_medium taco/walker_walk/medium-v0            # root=DIR: Minari root
+  taco data import minari taco/walker_walk/medium-v0 out=data/ww_medium           # task: from our env spec
+  taco data export minari data/ww_medium taco/walker_walk/medium-v0              # root=DIR: Minari root
 """
 
 DESCRIPTION = """Make, import, combine, inspect and export offline datasets (the native format: a saved
