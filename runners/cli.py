@@ -21,7 +21,7 @@ EPILOG = """config keys (key=value; presets per task and aux are applied first, 
 examples:
   taco train task=cheetah_run                       # DrQ-v2, the paper protocol (1M frames)
   taco train task=cheetah_run aux=taco              # TACO on DrQ-v2 (K=3, batch 1024)
-  taco train task=cartpole_swingup preset=quick     # about a CPU minute, every artefact
+  taco train task=cartpole_swingup preset=quick     # a few minutes on 2 CPU cores, every artefact
   taco bench agent=drqv2 batch_size=256 device=cpu  # one JSON line of timings
   taco sweep ablations/taco_k.yaml --dry-run        # list an ablation's runs; drop --dry-run to run them
   taco report runs/cheetah_run/*/* --out report     # tables, IQM with bootstrap CIs, curves
@@ -35,7 +35,12 @@ per-agent defaults (SPEC 7; V-D4RL's settings, lr 3e-4 and batch 256 unless set)
 {agents}
   aux=taco: taco_k=1 (hopper_hop: 3); td3bc with aux=taco: batch_size=1024
 
+task= defaults to the task the dataset's dataset.json records; preset=quick: 1000 updates, evaluations
+and checkpoints every 500 (and the online quick preset's batch, width and one eval episode)
+
 examples:
+  taco data collect task=point_reach policy=random episodes=20 out=data/pr_random
+  taco offline dataset=data/pr_random preset=quick   # about a minute on 2 CPU cores, every artefact
   taco offline task=walker_walk dataset=DIR agent=td3bc aux=taco updates=550000 eval_every_updates=5000
   taco offline task=walker_walk dataset=DIR agent=cql cql_alpha=5 cql_temp=0.5
   taco bench mode=offline agent=td3bc aux=taco batch_size=1024 --vs-online
