@@ -4,6 +4,7 @@ logs, exact resume, the dataset checksum guard, CLI errors and `taco bench mode=
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -15,6 +16,7 @@ from taco_rl.envs.point import RANDOM_RETURN, SCRIPTED_RETURN
 from taco_rl.runners.cli import main
 from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.core.config import resolve
+from taco_rl.runners.data.datasets import DatasetError
 from taco_rl.runners.offline.train import OfflineTrainer
 from tests.offline_data import scripted_dataset
 
@@ -151,6 +153,11 @@ def test_the_task_comes_from_the_dataset_and_another_task_is_refused(capsys, tmp
     assert main(["offline", "task=walker_walk", f"dataset={dataset}", *small, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "task=walker_walk" in err and f"{dataset} was recorded on point_reach" in err
+    # a config made without resolve() (dataclasses.replace) meets the same refusal when the run opens its data
+    cfg = resolve([*TINY, f"dataset={dataset}", f"run_dir={tmp_path / 'x'}"], offline=True)
+    other = dataclasses.replace(cfg, task="cartpole_swingup")
+    with pytest.raises(DatasetError, match="recorded on point_reach; task=cartpole_swingup differs"):
+        OfflineTrainer(other, progress=False)
     readme = Path(__file__).resolve().parent.parent / "README.md"
     assert main(["offline", f"dataset={readme}", *small, "--no-progress"]) == 2
     assert f"{readme}: a file, not a dataset directory" in capsys.readouterr().err

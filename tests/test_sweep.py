@@ -221,14 +221,14 @@ def test_local_worker_slots_take_gpus_in_turn(monkeypatch):
 
 
 # a run's output as `taco train --no-progress` writes it, a line split across two writes; it goes on
-# only once the test has been shown its first evaluation
+# once the test has been shown its first evaluation (or after 60 s, when it is not shown)
 _RUN_OUTPUT = """
-import sys, time
+import select, sys, time
 w = sys.stdout.write
 w("resuming /r at frame 100\\n"); sys.stdout.flush()
 w("eval | frame 100 | step 50 | ret"); sys.stdout.flush(); time.sleep(0.2)
 w("urn 1.5 +- 0.0 over 1 episodes\\nsome warning\\n"); sys.stdout.flush()
-sys.stdin.readline()
+select.select([sys.stdin], [], [], 60)
 w("eval | frame 200 | step 100 | return 2.5 +- 0.0 over 1 episodes\\ndone: /r\\n")
 w("taco: error: the last line"); sys.exit(3)
 """
