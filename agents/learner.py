@@ -28,10 +28,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from taco_rl.learner_choices import AUX_KINDS
+
 from .nets import ActionEncoder, Actor, Batch, Critic, Encoder, RandomShift, latent_action_dim, soft_update
 from .taco import TACO
 
-AUX_KINDS = ("none", "curl", "taco")
 ADAM_IMPLS = ("fused", "foreach", "plain")
 
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from taco_rl.learner_choices import MIN_IMAGE_SIZE
+
 # what a learner's update reads: batch key (obs, action, reward, ...) -> tensor (a TensorDict or a dict)
 Batch: TypeAlias = Mapping[str, torch.Tensor]
 
@@ -76,9 +78,6 @@ class RandomShift(nn.Module):
 def encoder_out_size(size: int) -> int:
     """Side of the encoder's output map for a size x size input (< 1: the input is too small)."""
     return (size - 3) // 2 + 1 - 6
-
-
-MIN_IMAGE_SIZE = 15  # the smallest input the encoder can take: encoder_out_size(15) == 1
 
 
 class Encoder(nn.Module):

@@ -12,6 +12,8 @@ set ``MUJOCO_GL`` (dm_control fixes its GL backend when first imported).
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -23,6 +25,24 @@ from taco_rl.envs.tasks import TaskSpec
 __all__ = ["DMCPixelEnv", "rescale_action", "apply_fast_render"]
 
 MANIPULATION_IMAGE_SIZE = 84  # dm_control's *_vision manipulation cameras are 84x84
+# MuJoCo's compiler warns about cheetah.xml's `<compiler settotalmass=...>` at every build, through
+# dm_control's warning callback into absl's logger; the model is dm_control's, not ours to change.
+SETTOTALMASS_WARNING = "compiler attribute 'settotalmass' is deprecated"
+
+
+def _not_settotalmass(record: logging.LogRecord) -> bool:
+    return SETTOTALMASS_WARNING not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_settotalmass() -> Iterator[None]:
+    """Drop exactly MuJoCo's settotalmass deprecation warning while a task's model is compiled."""
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addFilter(_not_settotalmass)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(_not_settotalmass)
 
 
 def rescale_action(
@@ -118,7 +138,8 @@ class DMCPixelEnv(gym.Env[np.ndarray, np.ndarray]):
         if spec.kind == "suite":
             from dm_control import suite
 
-            return suite.load(spec.domain, spec.task, task_kwargs={"random": seed}, visualize_reward=False)
+            with _quiet_settotalmass():
+                return suite.load(spec.domain, spec.task, task_kwargs={"random": seed}, visualize_reward=False)
         if spec.kind == "manipulation":
             from dm_control import manipulation
 

@@ -1,5 +1,10 @@
 """The `taco` command: `taco train|offline|bench key=value ...`, `taco data ...`, `taco sweep FILE.yaml`,
-`taco report RUNS --out DIR`, `taco tasks`."""
+`taco report RUNS --out DIR`, `taco tasks`.
+
+Options may come anywhere among a subcommand's items (`taco train task=x --no-progress seed=2`).
+Help, and the check of every `key=value`, answer before torch (and the learners and dm_control) is
+imported: the modules that do the work are imported once the command line is known to be good.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ EPILOG = """config keys (key=value; presets per task and aux are applied first, 
 examples:
   taco train task=cheetah_run                       # DrQ-v2, the paper protocol (1M frames)
   taco train task=cheetah_run aux=taco              # TACO on DrQ-v2 (K=3, batch 1024)
-  taco train task=cartpole_swingup preset=quick     # about a CPU minute, every artefact
+  taco train task=cartpole_swingup preset=quick     # a few minutes on 2 CPU cores, every artefact
   taco tasks                                        # every task name, its difficulty and source
   taco bench agent=drqv2 batch_size=256 device=cpu  # one JSON line of timings
   taco sweep ablations/taco_k.yaml --dry-run        # list an ablation's runs; drop --dry-run to run them
@@ -31,7 +36,12 @@ per-agent defaults (SPEC 7; V-D4RL's settings, lr 3e-4 and batch 256 unless set)
 {agents}
   aux=taco: taco_k=1 (hopper_hop: 3); td3bc with aux=taco: batch_size=1024
 
+task= defaults to the task the dataset's dataset.json records; preset=quick: 1000 updates, evaluations
+and checkpoints every 500 (and the online quick preset's batch, width and one eval episode)
+
 examples:
+  taco data collect task=point_reach policy=random episodes=20 out=data/pr_random
+  taco offline dataset=data/pr_random preset=quick   # about a minute on 2 CPU cores, every artefact
   taco offline task=walker_walk dataset=DIR agent=td3bc aux=taco updates=550000 eval_every_updates=5000
   taco offline task=walker_walk dataset=DIR agent=cql cql_alpha=5 cql_temp=0.5
   taco bench mode=offline agent=td3bc aux=taco batch_size=1024 --vs-online
@@ -45,6 +55,28 @@ def _offline_epilog() -> str:
     return OFFLINE_EPILOG.format(fields=help_text(OfflineConfig), agents=agents)
 
 
+class SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: options anywhere among its positional items (argparse's plain parsing
+    stops filling a positional list at the first option), and an unknown option is refused with this
+    subcommand's usage, not the top-level one."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing or self._subparsers is not None:  # a parser of subcommands (`taco data`) cannot intermix
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            namespace, extras = super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+        if extras:
+            name = extras[0].lstrip("-").partition("=")[0]
+            hint = f" (settings are key=value items: {name}=..., not --{name})" if extras[0].startswith("--") else ""
+            self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return namespace, extras
+
+
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
@@ -53,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG.format(fields=help_text()),
         formatter_class=fmt,
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=SubcommandParser)
     t = sub.add_parser(
         "train",
         help="train online (rerunning the same command resumes)",
@@ -281,22 +313,17 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("taco: interrupted; rerun the same command to resume the unfinished runs", file=sys.stderr)
             return 130
-    from taco_rl.envs import RenderBackendError, UnknownTaskError
-    from taco_rl.runners.core.checkpoint import CheckpointError, CheckpointWriteError
-    from taco_rl.runners.core.guard import NonFiniteError
-    from taco_rl.runners.core.rundir import RunDirError, RunInterrupted, sigterm_as_interrupt
-    from taco_rl.runners.core.workers import WorkerError
-    from taco_rl.runners.data.datasets import DatasetError
+    from taco_rl.runners.core.rundir import RunInterrupted, sigterm_as_interrupt
 
     try:
         with sigterm_as_interrupt():  # a preempted job stops like Ctrl-C
             return _run(args)
-    except (NonFiniteError, CheckpointWriteError, WorkerError) as e:  # the run failed; what is on disk is whole
+    except Exception as e:
+        status = _error_status(e)
+        if status is None:
+            raise
         print(f"taco: error: {e}", file=sys.stderr)
-        return 1
-    except (ConfigError, UnknownTaskError, RenderBackendError, RunDirError, CheckpointError, DatasetError) as e:
-        print(f"taco: error: {e}", file=sys.stderr)
-        return 2
+        return status
     except RunInterrupted as e:
         print(f"taco: {e.message()}", file=sys.stderr)
         return 143 if e.signal_name == "SIGTERM" else 130
@@ -305,6 +332,25 @@ def main(argv: list[str] | None = None) -> int:
         rerun = "; rerun the same command to resume from the last checkpoint" if args.command == "train" else ""
         print(f"taco: interrupted ({what}){rerun}", file=sys.stderr)
         return 143 if what == "SIGTERM" else 130
+
+
+def _error_status(e: Exception) -> int | None:
+    """The exit status of an error that `taco` reports in one line: 1 when the run failed and what is
+    on disk is whole, 2 for bad input; None for anything else (a bug: its traceback is shown). The
+    error classes of the modules that need torch are imported only here, once something failed."""
+    from taco_rl.envs import RenderBackendError, UnknownTaskError
+    from taco_rl.runners.core.rundir import RunDirError
+
+    if isinstance(e, (ConfigError, UnknownTaskError, RenderBackendError, RunDirError)):
+        return 2
+    from taco_rl.runners.core.checkpoint import CheckpointError, CheckpointWriteError
+    from taco_rl.runners.core.guard import NonFiniteError
+    from taco_rl.runners.core.workers import WorkerError
+    from taco_rl.runners.data.datasets import DatasetError
+
+    if isinstance(e, (NonFiniteError, CheckpointWriteError, WorkerError)):
+        return 1
+    return 2 if isinstance(e, (CheckpointError, DatasetError)) else None
 
 
 def _num_envs(text: str) -> tuple[int, ...]:

@@ -1280,6 +1280,109 @@ MUTANTS = [
             ),
         ]
     ],
+    # ------------------------------------------------------------ what a newcomer meets: the CLI, offline quick runs
+    *[
+        M(path, o, r, w, ("tests/test_cli.py",))
+        for path, o, r, w in [
+            (
+                "runners/cli.py",
+                "namespace, extras = super().parse_known_intermixed_args(args, namespace)",
+                "namespace, extras = super().parse_known_args(args, namespace)",
+                "cli: a subcommand stops taking key=value items after its first option",
+            ),
+            (
+                "runners/cli.py",
+                "        if extras:\n",
+                "        if False:\n",
+                "cli: an unknown option shows the top-level usage, not the subcommand's",
+            ),
+            (
+                "runners/data/cli.py",
+                "from taco_rl.runners.core.config import ENV_KEYS, Config, ConfigError\n",
+                "from taco_rl.runners.core.config import ENV_KEYS, Config, ConfigError\n"
+                "from taco_rl.runners.data.datasets import dataset_info  # noqa: F401\n",
+                "cli: building the parser imports torch (taco data's dataset module)",
+            ),
+            (
+                "runners/cli.py",
+                "    from taco_rl.runners.core.rundir import RunInterrupted, sigterm_as_interrupt\n",
+                "    from taco_rl.runners.core.guard import NonFiniteError  # noqa: F401\n"
+                "    from taco_rl.runners.core.rundir import RunInterrupted, sigterm_as_interrupt\n",
+                "cli: the error classes of torch modules are imported before the settings are checked",
+            ),
+        ]
+    ],
+    *[
+        M(path, o, r, w, ("tests/test_offline.py", "tests/test_cli.py"))
+        for path, o, r, w in [
+            (
+                "runners/core/config.py",
+                "        named.update(OFFLINE_NAMED_PRESETS.get(preset, {}))\n",
+                "",
+                "offline preset=quick keeps the paper budget (550k updates)",
+            ),
+            (
+                "runners/core/config.py",
+                'user["task"] = recorded',
+                "pass",
+                "offline: the dataset's task is ignored when task= is not given",
+            ),
+            (
+                "runners/core/config.py",
+                'elif str(user["task"]) != recorded:',
+                "elif False:",
+                "offline: a task= other than the dataset's passes the settings check",
+            ),
+            (
+                "runners/offline/train.py",
+                'if self.info.get("task") not in (None, cfg.task):',
+                "if False:",
+                "offline: a run opens a dataset of another task",
+            ),
+            (
+                "runners/data/datasets.py",
+                'what = "a file, not a dataset directory" if path.exists() else "no such dataset directory"',
+                'what = "no such dataset directory"',
+                "offline: dataset= naming a file says there is no such directory",
+            ),
+        ]
+    ],
+    M(
+        "runners/core/run.py",
+        "write_video(path, video, fps)",
+        "write_video(path, video, 30)",
+        "eval videos at 30 fps whatever the env's rate",
+        ("tests/test_eval_video.py",),
+    ),
+    M(
+        "envs/dmc.py",
+        "absl_logger.addFilter(_not_settotalmass)",
+        "pass",
+        "building cheetah logs the settotalmass warning",
+        ("tests/test_envs.py",),
+    ),
+    M(
+        "runners/data/convert.py",
+        "task = task or plan.task or _guess_task(path)",
+        "task = task or _guess_task(path)",
+        "minari import ignores the task our env spec records",
+        (FORMATS,),
+    ),
+    *[
+        M("runners/study/sweep.py", o, r, w, ("tests/test_sweep.py",))
+        for o, r, w in [
+            (
+                "                    show(text)\n",
+                "                    pass\n",
+                "sweep: a local run's evaluations are not shown",
+            ),
+            (
+                'lines, pending = [*lines, pending], b""',
+                "pass",
+                "sweep: a run's last line without a newline is never shown",
+            ),
+        ]
+    ],
 ]
 
 

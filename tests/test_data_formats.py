@@ -530,6 +530,36 @@ def test_native_minari_native_round_trip_is_exact(tmp_path, monkeypatch):
     assert main(["data", "export", "minari", str(tmp_path / "native"), "taco/rt-v0"]) == 2
 
 
+@pytest.mark.parametrize("dataset_id", ["taco/point_reach/scripted-v0", "taco/point_reach-scripted-v0", "taco/x-v0"])
+def test_reimporting_our_export_takes_the_task_from_its_env_spec(tmp_path, monkeypatch, dataset_id):
+    from test_datasets import make_episodes, replay_of
+
+    from taco_rl.runners.data.datasets import write_dataset
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    write_dataset(replay_of(make_episodes([5, 4]), action_dim=2), tmp_path / "native", task="point_reach", source="t")
+    assert main(["data", "export", "minari", str(tmp_path / "native"), dataset_id, "--no-progress"]) == 0
+    # by ID, no task=: the ID need not name the task (the last two do not as a path part), the env spec does
+    assert main(["data", "import", "minari", dataset_id, f"out={tmp_path / 'back'}", "--no-progress"]) == 0
+    assert dataset_info(tmp_path / "back")["task"] == "point_reach"
+    assert dataset_info(tmp_path / "back")["checksum"] == dataset_info(tmp_path / "native")["checksum"]
+
+
+def test_the_recorded_task_is_read_from_our_env_specs_only():
+    from taco_rl.runners.data.formats.minari import recorded_task
+
+    spec = {
+        "id": "taco/cheetah_run-v0",
+        "entry_point": "taco_rl.envs.registry:make_env",
+        "kwargs": {"task": "cheetah_run"},
+    }
+    assert recorded_task({"env_spec": json.dumps(spec)}) == "cheetah_run"  # DataCollector around gymnasium.make
+    assert recorded_task({"env_spec": json.dumps({**spec, "kwargs": {}})}) == "cheetah_run"  # from the ID
+    assert recorded_task({"env_spec": json.dumps({"id": "mujoco/Pusher-v5", "kwargs": {}})}) is None
+    assert recorded_task({"env_spec": json.dumps({"id": "taco/nope-frame-v0", "kwargs": {}})}) is None
+    assert recorded_task({}) is None
+
+
 # ---------------------------------------------------------------- bad input: one line, exit 2
 def _cut(file, keep=0.5):
     data = file.read_bytes()

@@ -469,3 +469,29 @@ def test_reach_duplo_video_follows_each_new_physics(gl_backend: str) -> None:
         physics = env.unwrapped.physics
         assert np.array_equal(env.render(), physics.render(64, 64, camera_id=env.unwrapped._camera()))
     env.close()
+
+
+def test_building_cheetah_logs_no_settotalmass_warning(gl_backend: str, caplog) -> None:
+    """MuJoCo warns (through absl) that cheetah.xml's settotalmass is deprecated at every build:
+    the suite's env drops exactly that warning, and only while it builds."""
+    import logging
+
+    from dm_control import suite
+
+    caplog.set_level(logging.WARNING)
+    suite.load("cheetah", "run")  # the control: dm_control's own build logs it
+    assert any("settotalmass" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    env = envs.make_env("cheetah_run", 0, image_size=24)
+    assert [r.getMessage() for r in caplog.records if "settotalmass" in r.getMessage()] == []
+    logging.getLogger("absl").warning("another warning")  # the filter is gone after the build
+    assert [r.getMessage() for r in caplog.records] == ["another warning"]
+    env.close()
+
+
+def test_videos_play_at_the_envs_rate(gl_backend: str) -> None:
+    # one frame per agent step: 1 / (control timestep x action repeat); cartpole's timestep is 0.01 s
+    env = envs.make_env("cartpole_swingup", 0, action_repeat=2, image_size=24)
+    assert env.unwrapped._env.control_timestep() == pytest.approx(0.01)
+    assert env.metadata["render_fps"] == pytest.approx(50)
+    env.close()

@@ -45,6 +45,19 @@ def test_eval_video_rendered_at_video_size(tmp_path):
     )
 
 
+def test_eval_video_plays_at_the_envs_rate(tmp_path):
+    # point_reach draws 25 frames per second of its own time; at action repeat 2 a video frame (one per
+    # agent step) stands for 2 of them: 12.5 fps (DMC: 1 / (control timestep x repeat), test_envs.py)
+    cfg = resolve([*TINY, "action_repeat=2", "frames=100", f"run_dir={tmp_path}"])
+    trainer = Trainer(cfg, progress=False)
+    assert trainer.eval_env.metadata["render_fps"] == 12.5
+    trainer.train()
+    reader = imageio.get_reader(tmp_path / "videos" / "eval_000000000.mp4")
+    assert reader.get_meta_data()["fps"] == 12.5
+    assert reader.count_frames() == 26  # the reset frame and one per step of a 25-step episode
+    reader.close()
+
+
 def test_video_size_does_not_change_the_run():
     a = resolve([*TINY, "video_size=64"])
     assert run_directory(a) == run_directory(resolve(TINY))  # same run, only the video differs

@@ -4,8 +4,10 @@ logs, exact resume, the dataset checksum guard, CLI errors and `taco bench mode=
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from taco_rl.envs.point import RANDOM_RETURN, SCRIPTED_RETURN
 from taco_rl.runners.cli import main
 from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.core.config import resolve
+from taco_rl.runners.data.datasets import DatasetError
 from taco_rl.runners.offline.train import OfflineTrainer
 from tests.offline_data import scripted_dataset
 
@@ -135,6 +138,42 @@ def test_cli_errors_are_clear(capsys, tmp_path, args, match):
     assert main(["offline", *args, f"run_dir={tmp_path}", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("taco: error:") and match in err
+
+
+def test_the_task_comes_from_the_dataset_and_another_task_is_refused(capsys, tmp_path, dataset):
+    cfg = resolve([f"dataset={dataset}"], offline=True)  # no task=: dataset.json's (point_reach), presets included
+    assert (cfg.task, cfg.image_size, cfg.updates) == (
+        "point_reach",
+        32,
+        resolve(["task=point_reach"], offline=True).updates,
+    )
+    small = ["hidden_dim=32", "batch_size=16", "eval_episodes=1", "save_video=false", "updates=2", f"root={tmp_path}"]
+    assert main(["offline", f"dataset={dataset}", *small, "--no-progress"]) == 0
+    assert (tmp_path / "point_reach").is_dir()
+    assert main(["offline", "task=walker_walk", f"dataset={dataset}", *small, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "task=walker_walk" in err and f"{dataset} was recorded on point_reach" in err
+    # a config made without resolve() (dataclasses.replace) meets the same refusal when the run opens its data
+    cfg = resolve([*TINY, f"dataset={dataset}", f"run_dir={tmp_path / 'x'}"], offline=True)
+    other = dataclasses.replace(cfg, task="cartpole_swingup")
+    with pytest.raises(DatasetError, match="recorded on point_reach; task=cartpole_swingup differs"):
+        OfflineTrainer(other, progress=False)
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    assert main(["offline", f"dataset={readme}", *small, "--no-progress"]) == 2
+    assert f"{readme}: a file, not a dataset directory" in capsys.readouterr().err
+
+
+def test_offline_quick_preset_is_a_few_minute_run():
+    common = ["task=walker_walk", "agent=td3bc", "aux=taco", "dataset=data/x"]
+    paper, quick = resolve(common, offline=True), resolve([*common, "preset=quick"], offline=True)
+    assert (paper.updates, paper.eval_every_updates, paper.batch_size) == (550_000, 5_000, 1024)
+    # about as many updates as the online quick run's 4000 frames make, at its batch, width and one eval episode
+    assert quick.updates <= 1000 and quick.updates < paper.updates
+    assert quick.log_every_updates < quick.eval_every_updates < quick.updates  # logs and evaluations along the way
+    assert quick.checkpoint_every_updates <= quick.updates  # a checkpoint before the end as well
+    online = resolve(["task=walker_walk", "preset=quick"])
+    assert (quick.batch_size, quick.hidden_dim, quick.eval_episodes) == (online.batch_size, online.hidden_dim, 1)
+    assert resolve([*common, "preset=quick", "updates=50"], offline=True).updates == 50  # the user's keys win
 
 
 def test_dataset_that_does_not_fit_the_task_is_refused(capsys, tmp_path, dataset):

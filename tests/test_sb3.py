@@ -228,16 +228,20 @@ def test_cnn_policy_on_84x84_and_vec_envs():
 
 def test_bad_arguments_say_what_is_wrong():
     env = envs.make_env("point_reach", 0, action_repeat=1, image_size=32)
+    # a small buffer: the policy's checks run after SB3 has allocated the replay, and SB3's default
+    # (1M x 9x32x32 bytes, 9 GB) is zeroed page by page in a test process where an in-process
+    # `taco train` has set cpu_malloc=keep (freed heap reused by calloc: tens of seconds, 9 GB resident)
+    small = dict(buffer_size=1000)
     with pytest.raises(ValueError, match="gSDE"):
-        TacoSAC("CnnPolicy", env, use_sde=True)
+        TacoSAC("CnnPolicy", env, use_sde=True, **small)
     with pytest.raises(ValueError, match="TacoReplayBuffer"):
         from stable_baselines3.common.buffers import ReplayBuffer
 
-        TacoSAC("CnnPolicy", env, replay_buffer_class=ReplayBuffer)
+        TacoSAC("CnnPolicy", env, replay_buffer_class=ReplayBuffer, **small)
     with pytest.raises(ValueError, match="taco_k"):
-        TacoSAC("CnnPolicy", env, taco_k=0)
+        TacoSAC("CnnPolicy", env, taco_k=0, **small)
     with pytest.raises(ValueError, match="normalize_images=False"):
-        TacoSAC("CnnPolicy", env, policy_kwargs=dict(normalize_images=True))
+        TacoSAC("CnnPolicy", env, policy_kwargs=dict(normalize_images=True), **small)
 
 
 # --- learning, honestly (same task and threshold as tests/test_learning.py) -----------------------

@@ -220,6 +220,47 @@ def test_local_worker_slots_take_gpus_in_turn(monkeypatch):
     assert visible_gpus() == ["3", "4"]
 
 
+# a run's output as `taco train --no-progress` writes it, a line split across two writes; it goes on
+# once the test has been shown its first evaluation (or after 60 s, when it is not shown)
+_RUN_OUTPUT = """
+import select, sys, time
+w = sys.stdout.write
+w("resuming /r at frame 100\\n"); sys.stdout.flush()
+w("eval | frame 100 | step 50 | ret"); sys.stdout.flush(); time.sleep(0.2)
+w("urn 1.5 +- 0.0 over 1 episodes\\nsome warning\\n"); sys.stdout.flush()
+select.select([sys.stdin], [], [], 60)
+w("eval | frame 200 | step 100 | return 2.5 +- 0.0 over 1 episodes\\ndone: /r\\n")
+w("taco: error: the last line"); sys.exit(3)
+"""
+
+
+def test_a_local_run_shows_its_evaluations_as_they_come(tmp_path):
+    from taco_rl.runners.study.sweep import follow
+
+    log_path = tmp_path / "sweep.log"
+    log_path.write_bytes(b"eval | an earlier process's line\n")
+    shown: list[tuple[int | None, str]] = []
+    with log_path.open("ab") as log:
+        offset = log.tell()
+        proc = subprocess.Popen([sys.executable, "-c", _RUN_OUTPUT], stdout=log, stdin=subprocess.PIPE)
+
+        def show(line: str) -> None:
+            shown.append((proc.poll(), line))
+            if line.startswith("eval | frame 100"):  # the run waits for this before it goes on
+                proc.stdin.write(b"go\n")
+                proc.stdin.flush()
+
+        rc = follow(proc, log_path, offset, show, every=0.1)
+    assert rc == 3
+    assert [line for _, line in shown] == [
+        "resuming /r at frame 100",
+        "eval | frame 100 | step 50 | return 1.5 +- 0.0 over 1 episodes",
+        "eval | frame 200 | step 100 | return 2.5 +- 0.0 over 1 episodes",
+        "taco: error: the last line",  # no newline: shown once the run is over
+    ]
+    assert shown[1][0] is None and shown[-1][0] == 3  # the first evaluation while the run went on
+
+
 def test_ray_address_nobody_listens_on(tmp_path, capsys):
     import socket
 
@@ -382,6 +423,9 @@ def test_local_sweep_finishes_skips_and_resumes_a_killed_run(tmp_path, monkeypat
     os.kill(victim[0], signal.SIGKILL)
     driver.join(timeout=300)
     assert [r.run_dir for r in failed] == [main_dir] and any("FAILED (exit -9" in line for line in lines)
+    # the console said where each run's output goes, and showed the runs' evaluations as they came
+    assert f"started | main | point_reach seed 1 | output in {main_dir / 'sweep.log'}" in lines
+    assert "  twin | point_reach seed 1 | eval | frame 100 | step 100 | return" in "\n".join(lines)
     assert _state(main_dir)["counters"]["frame"] < budget
     assert _state(twin_dir)["counters"]["frame"] == budget
 
@@ -406,7 +450,10 @@ def test_ray_sweep_on_a_local_cluster_survives_a_killed_worker(tmp_path, monkeyp
     twin_dir = next(r.run_dir for r in sweep.runs if r.label == "twin")
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # a cluster of its own: ray.init() without an address joins the last one `ray start` recorded on this
+    # machine (whose workers are not this test's children, and may run other code)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         address = ray.get_runtime_context().gcs_address
         proc = subprocess.Popen(

@@ -1,4 +1,8 @@
-"""logger=wandb in W&B's offline mode (no network): what the run wrote, read back from its .wandb files."""
+"""logger=wandb in W&B's offline mode (no network): what the run wrote, read back from its .wandb files.
+
+W&B's service, a separate process, writes a run's .wandb file: `run.finish()` returns before it has
+(right after it the file held its 7-byte header only). The tests so wait, with a deadline, until each
+file holds its run's final `exit` record, and read only whole records."""
 
 from __future__ import annotations
 
@@ -37,7 +41,8 @@ BLOCK = 32 * 1024
 
 def wandb_records(path: Path) -> list:
     """The records of a .wandb file: a 7-byte header (':W&B', magic, version), then LevelDB-log
-    records (crc32, 2-byte length, type: 1 full, 2 first, 3 middle, 4 last) in 32 KiB blocks."""
+    records (crc32, 2-byte length, type: 1 full, 2 first, 3 middle, 4 last) in 32 KiB blocks. A record
+    the writer has not finished (the file ends inside it) is left out."""
     data = path.read_bytes()
     assert data[:4] == b":W&B", path
     records, pos, pending = [], 7, b""
@@ -48,6 +53,8 @@ def wandb_records(path: Path) -> list:
             continue
         _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if length == 0 and kind == 0:
+            break
+        if pos + 7 + length > len(data):  # still being written
             break
         chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
@@ -60,13 +67,27 @@ def wandb_records(path: Path) -> list:
     return records
 
 
-def read_run(run_dir: Path) -> dict:
-    """Every .wandb file under the run directory (one per process): run ids, config, history rows."""
-    files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert files, f"no offline W&B run under {run_dir}"
+def finished_records(run_dir: Path, files: int, timeout: float = 120.0) -> list[list]:
+    """The records of the run's `files` .wandb files (one per wandb.init: per trainer that logged),
+    once each holds its `exit` record (the last one W&B writes for a finished run); an AssertionError
+    after `timeout` seconds says what was there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+        records = [wandb_records(f) for f in found]
+        ended = [any(r.WhichOneof("record_type") == "exit" for r in recs) for recs in records]
+        if len(found) == files and all(ended):
+            return records
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {timeout:g} s: {len(found)} of {files} .wandb files, finished: {ended}")
+        time.sleep(0.1)
+
+
+def read_run(run_dir: Path, files: int = 1) -> dict:
+    """Every .wandb file under the run directory (one per trainer): run ids, config, history rows."""
     out = {"ids": [], "config": {}, "history": []}
-    for f in files:
-        for rec in wandb_records(f):
+    for records in finished_records(run_dir, files):
+        for rec in records:
             kind = rec.WhichOneof("record_type")
             if kind == "run":
                 out["ids"].append(rec.run.run_id)
@@ -129,8 +150,8 @@ def test_a_resumed_run_continues_the_same_wandb_run_and_logs_each_frame_once(tmp
     first = json.loads((run / "wandb.json").read_text())
     time.sleep(1.1)  # W&B names offline run folders by the second: a resume within it would share the folder
     Trainer(resolve([*TINY, "frames=400", f"run_dir={run}"]), progress=False).train()
-    got = read_run(run)
-    assert got["ids"] == [first["id"], first["id"]]  # two processes, one W&B run
+    got = read_run(run, files=2)
+    assert got["ids"] == [first["id"], first["id"]]  # two trainers (as two processes would), one W&B run
     evals = [h["frame"] for h in got["history"] if "eval/episode_return" in h]
     assert evals == [0, 100, 200, 300, 400]
     train = [h["frame"] for h in got["history"] if "train/critic_loss" in h]

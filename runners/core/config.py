@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from taco_rl.envs.tasks import ALIASES, TASK_TABLE
+from taco_rl.learner_choices import AUX_KINDS, MIN_IMAGE_SIZE, OFFLINE_AGENT_NAMES, ONLINE_AGENT_NAMES
 
 
 def _f(default: Any, help: str) -> Any:
@@ -125,6 +126,7 @@ class OfflineConfig(Config):
     """`taco offline`: the same networks, TACO knobs, env and run settings; a fixed dataset instead
     of env interaction, and a budget counted in learner updates."""
 
+    task: str = _f("cheetah_run", "the task evaluated on; default: the dataset's (its dataset.json records it)")
     agent: str = _f("td3bc", "offline learner: bc | td3bc | cql | iql")
     dataset: str = _f("", "dataset directory (a taco-rl dataset: dataset.json + memory-mapped arrays)")
     updates: int = _f(550_000, "training budget in learner updates (V-D4RL: 1.1M loop steps, one update per two)")
@@ -165,6 +167,8 @@ ONLINE_ONLY = (
     "env_overlap",
     "num_envs",
 )
+# The settings that shape a task's frames: what `taco data collect policy=random` takes (a run's checkpoint fixes them).
+ENV_KEYS = ("action_repeat", "image_size", "frame_stack", "fast_render")
 
 # The references' task configs (SPEC 1; envs.tasks records each task's difficulty): exploration std
 # over 100k / 500k / 2M agent steps for easy / medium / hard tasks, medium (the default) for a task no
@@ -236,6 +240,11 @@ NAMED_PRESETS: dict[str, dict[str, Any]] = {
 # Named presets whose settings depend on the task's difficulty (applied right after the named preset).
 NAMED_DIFFICULTY_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "drqv2": {d: {"frames": frames} for d, frames in DRQV2_FRAMES.items()},
+}
+# Offline, `preset=` applies the named preset's settings that an offline run reads, then these: quick
+# is a few-minute smoke run of every artefact counted in learner updates.
+OFFLINE_NAMED_PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"updates": 1000, "eval_every_updates": 500, "checkpoint_every_updates": 500, "log_every_updates": 100},
 }
 # Offline defaults (SPEC 7): V-D4RL's settings for the baselines (lr 3e-4, batch 256; TD3+BC n-step 3,
 # CQL n-step 1), IQL's published expectile/beta/clip; with aux=taco the TACO authors' offline
@@ -339,6 +348,8 @@ def resolve(overrides: list[str] | tuple[str, ...] = (), *, offline: bool = Fals
             if f.type not in (str, "str"):
                 raise ConfigError(f"{f.name}= is empty: expected a value of type {getattr(f.type, '__name__', f.type)}")
             user[f.name] = ""  # the field's rule says what a valid one is
+    if offline and user.get("dataset"):
+        _task_of_dataset(user)
     base = schema()
     if user.get("task") in ALIASES:  # e.g. ball_in_cup_catch: the run is cup_catch's
         user["task"] = ALIASES[user["task"]]
@@ -348,6 +359,7 @@ def resolve(overrides: list[str] | tuple[str, ...] = (), *, offline: bool = Fals
         raise ConfigError(f"unknown preset {preset!r}: expected one of {sorted(NAMED_PRESETS)}")
     if offline:
         named = {k: v for k, v in NAMED_PRESETS[preset].items() if k not in ONLINE_ONLY}
+        named.update(OFFLINE_NAMED_PRESETS.get(preset, {}))
         layers = [
             OFFLINE_TASK_PRESETS.get(task, {}),
             OFFLINE_AGENT_PRESETS.get(agent, {}),
@@ -375,6 +387,26 @@ def resolve(overrides: list[str] | tuple[str, ...] = (), *, offline: bool = Fals
     return cfg
 
 
+def _task_of_dataset(user: dict[str, Any]) -> None:
+    """An offline run's task is its dataset's (dataset.json records it): set it where `task=` is not
+    given, refuse a `task=` that differs. A dataset.json that cannot be read leaves the task alone
+    (opening the dataset says what is wrong with it)."""
+    dataset = str(user["dataset"])
+    try:
+        recorded = json.loads((Path(dataset).expanduser() / "dataset.json").read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(recorded, str) or not recorded:
+        return
+    if "task" not in user:
+        user["task"] = recorded
+    elif str(user["task"]) != recorded:
+        raise ConfigError(
+            f"task={user['task']} but dataset {dataset} was recorded on {recorded}: leave task= out "
+            f"(the dataset's task is used) or pass a dataset of {user['task']}"
+        )
+
+
 # ---------------------------------------------------------------- validation
 # One rule per field: given the value (and the whole config, for rules that depend on other fields),
 # the text of what is expected when the value is bad, else None. Bool fields are typed by OmegaConf
@@ -400,16 +432,11 @@ def _choice(*allowed: str) -> Callable[[Any, Config], str | None]:
     return lambda v, cfg: None if v in allowed else f"one of {', '.join(allowed)}"
 
 
-def _choice_of(get: Callable[[], Any]) -> Callable[[Any, Config], str | None]:
-    return lambda v, cfg: None if v in get() else f"one of {', '.join(get())}"
-
-
 def _device(v: str, cfg: Config) -> str | None:
     return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) else "auto, cpu, cuda or cuda:N"
 
 
 def _image_size(v: int, cfg: Config) -> str | None:
-    from taco_rl.agents.nets import MIN_IMAGE_SIZE
     from taco_rl.envs import get_task_spec
     from taco_rl.envs.dmc import MANIPULATION_IMAGE_SIZE
 
@@ -481,10 +508,8 @@ def _resume_from(v: str, cfg: Config) -> str | None:
 
 
 def _agent(v: str, cfg: Config) -> str | None:
-    from taco_rl.agents import AGENTS, OFFLINE_AGENTS
-
     offline = isinstance(cfg, OfflineConfig)
-    allowed, other = (tuple(OFFLINE_AGENTS), AGENTS) if offline else (tuple(AGENTS), OFFLINE_AGENTS)
+    allowed, other = (OFFLINE_AGENT_NAMES, ONLINE_AGENT_NAMES) if offline else (ONLINE_AGENT_NAMES, OFFLINE_AGENT_NAMES)
     if v in other:
         command = "taco train" if offline else "taco offline"
         return (
@@ -505,15 +530,9 @@ def _logger(v: str, cfg: Config) -> str | None:
     return None
 
 
-def _aux_kinds() -> tuple[str, ...]:
-    from taco_rl.agents import AUX_KINDS
-
-    return tuple(AUX_KINDS)
-
-
 RULES: dict[str, Callable[[Any, Config], str | None]] = {
     "agent": _agent,
-    "aux": _choice_of(_aux_kinds),
+    "aux": _choice(*AUX_KINDS),
     "preset": lambda v, cfg: None if (v or "paper") in NAMED_PRESETS else f"one of {', '.join(NAMED_PRESETS)}",
     "seed": _int_at_least(0),
     "device": _device,

@@ -113,8 +113,8 @@ class Logger:
         if self.wandb is not None:
             self.wandb.log(x, values)
 
-    def video(self, x: int, path: Path, fps: int = 30) -> None:
-        """An eval video already written to `path` (see write_video)."""
+    def video(self, x: int, path: Path, fps: float) -> None:
+        """An eval video already written to `path` (see write_video), played at `fps`."""
         if self.wandb is not None:
             self.wandb.video(x, path, fps)
 
@@ -137,8 +137,9 @@ def mean_metrics(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return {k: float(torch.stack([torch.as_tensor(h[k]).float() for h in history]).mean()) for k in keys}
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
-    """(H, W, 3) uint8 RGB frames (an env's render()) -> mp4 (via imageio's bundled ffmpeg)."""
+def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    """(H, W, 3) uint8 RGB frames (an env's render()) -> mp4 (via imageio's bundled ffmpeg) at `fps`
+    frames per second: the env's `metadata["render_fps"]`, one frame per agent step."""
     import imageio.v2 as imageio
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -350,8 +350,9 @@ class Run:
             self.bar.set_description_str("train", refresh=False)
         if video:
             path = self.run_dir / "videos" / f"eval_{c[self.clock]:09d}.mp4"
-            write_video(path, video)
-            self.logger.video(c[self.clock], path)
+            fps = float(self.eval_env.metadata["render_fps"])  # one frame per agent step, at the task's rate
+            write_video(path, video, fps)
+            self.logger.video(c[self.clock], path, fps)
         c["evals"] += 1
         c["last_eval"] = c[self.clock]
         c["next_eval"] = (c[self.clock] // self.eval_every + 1) * self.eval_every

@@ -80,10 +80,11 @@ class WandbSink:
             self.state["logged_through"] = x
             self._write_state()
 
-    def video(self, x: int, path: Path, fps: int) -> None:
+    def video(self, x: int, path: Path, fps: float) -> None:
         import wandb
 
-        self.log(x, {"eval/video": wandb.Video(str(path), format="mp4", fps=fps)})
+        # W&B takes a whole number of frames per second
+        self.log(x, {"eval/video": wandb.Video(str(path), format="mp4", fps=max(1, round(fps)))})
 
     def close(self) -> None:
         self.run.finish()

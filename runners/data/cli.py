@@ -2,7 +2,8 @@
 
 Every subcommand takes ``key=value`` arguments (like ``taco train``) after its positional ones;
 ``out=`` names the destination dataset folder, which must not exist yet (``overwrite=true`` replaces
-it). Datasets are written atomically (see :mod:`taco_rl.runners.data.datasets`).
+it). Datasets are written atomically (see :mod:`taco_rl.runners.data.datasets`). The arguments are
+checked before the modules that do the work (and torch) are imported.
 """
 
 from __future__ import annotations
@@ -14,11 +15,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from taco_rl.runners.core.config import Config, ConfigError
-from taco_rl.runners.data.collect import ENV_KEYS, collect
-from taco_rl.runners.data.convert import concat, import_dataset
-from taco_rl.runners.data.datasets import dataset_info, is_verified, verify_checksum
-from taco_rl.runners.data.from_run import from_run
+from taco_rl.runners.core.config import ENV_KEYS, Config, ConfigError
 
 EPILOG = """examples:
   taco data collect policy=runs/walker_walk/drqv2-none/seed1-ab12cd34 episodes=200 noise=0.2 out=data/ww_noisy
@@ -29,7 +26,8 @@ EPILOG = """examples:
   taco data import vd4rl vd4rl/main/walker_walk/medium/84px task=walker_walk out=data/ww_medium
   taco data import drqv2 exp/buffer task=cheetah_run out=data/cr_replay
   taco data import minari mujoco/pusher/expert-v0 task=point_reach out=data/x     # local IDs or paths only
-  taco data export minari data/ww_medium taco/walker_walk/medium-v0            # root=DIR: Minari root
+  taco data import minari taco/walker_walk/medium-v0 out=data/ww_medium           # task: from our env spec
+  taco data export minari data/ww_medium taco/walker_walk/medium-v0              # root=DIR: Minari root
 """
 
 DESCRIPTION = """Make, import, combine, inspect and export offline datasets (the native format: a saved
@@ -160,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
         if "policy" not in kv or "episodes" not in kv:
             raise ConfigError(f"collect needs policy= and episodes= (usage: {usage})")
         env = {k: kv[k] for k in ENV_KEYS if k in kv}
+        from taco_rl.runners.data.collect import collect
+
         info = collect(
             kv["policy"],
             kv["episodes"],
@@ -176,14 +176,20 @@ def run(args: argparse.Namespace) -> int:
     elif cmd == "from-run":
         usage = "taco data from-run RUN_DIR out=DIR"
         pos, kv = _split(items, out_keys, (1, 1), usage)
+        from taco_rl.runners.data.from_run import from_run
+
         info = from_run(pos[0], _require_out(kv, usage), overwrite=kv.get("overwrite", False))
     elif cmd == "concat":
         usage = "taco data concat A B [C ...] out=DIR"
         pos, kv = _split(items, out_keys, (2, None), usage)
+        from taco_rl.runners.data.convert import concat
+
         info = concat(pos, _require_out(kv, usage), overwrite=kv.get("overwrite", False), progress=progress)
     elif cmd == "info":
         usage = "taco data info DIR [verify=true] [json=true]"
         pos, kv = _split(items, {"verify": _bool, "json": _bool}, (1, 1), usage)
+        from taco_rl.runners.data.datasets import dataset_info, is_verified, verify_checksum
+
         info = dataset_info(pos[0])  # checks the array file sizes
         if kv.get("verify"):
             verify_checksum(pos[0])
@@ -193,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
     elif cmd == "import":
         usage = "taco data import vd4rl|drqv2|minari PATH out=DIR [task=NAME] [obs_key=KEY]"
         pos, kv = _split(items, {**out_keys, "task": str, "obs_key": str}, (2, 2), usage)
+        from taco_rl.runners.data.convert import import_dataset
+
         info = import_dataset(
             pos[0],
             pos[1],
@@ -212,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
         target = fmt_minari.export(pos[1], pos[2], root=kv.get("root"), progress=progress)
         print(f"wrote Minari dataset {pos[2]} at {target}")
         return 0
+    from taco_rl.runners.data.datasets import dataset_info, is_verified
+
     out_info = dataset_info(kv["out"])
     print(format_info(out_info, is_verified(out_info)))
     return 0

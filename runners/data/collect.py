@@ -14,13 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from taco_rl.runners.core.config import ConfigError
+from taco_rl.runners.core.config import ENV_KEYS, ConfigError
 from taco_rl.runners.data.datasets import DatasetError, DatasetWriter
 from taco_rl.runners.data.from_run import load_run_config, run_state
 from taco_rl.runners.data.rollout import rollout_to_file
-
-# env settings that collect with policy=random takes (a run's checkpoint fixes them)
-ENV_KEYS = ("action_repeat", "image_size", "frame_stack", "fast_render")
 
 
 def _holding_collect_lock(collect_fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:

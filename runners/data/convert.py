@@ -74,8 +74,8 @@ def import_dataset(
         minari.locate(path)  # a folder or a local dataset ID; says so when it is neither
     elif not Path(path).expanduser().exists():
         raise DatasetError(f"{path}: no such file or folder")
-    task = task or _guess_task(path)
+    plan = readers[fmt](path)
+    task = task or plan.task or _guess_task(path)  # given, else recorded in the files, else named by the path
     if not task:
         raise ConfigError(f"cannot tell the task from {path}; pass task=NAME (e.g. task=walker_walk)")
-    plan = readers[fmt](path)
     return build(plan, out, task=task, overwrite=overwrite, progress=progress)

@@ -498,7 +498,8 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
     """The ``dataset.json`` of dataset ``path`` (validated; ``path`` added)."""
     path = Path(path).expanduser().resolve()
     if not path.is_dir():
-        raise DatasetError(f"{path}: no such dataset directory")
+        what = "a file, not a dataset directory" if path.exists() else "no such dataset directory"
+        raise DatasetError(f"{path}: {what}")
     file = path / DATASET_FILE
     if not file.is_file():
         raise DatasetError(f"{file}: missing; {path} is not a dataset (make one with `taco data ...`)")

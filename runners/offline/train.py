@@ -18,7 +18,7 @@ import torch
 
 from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.core.config import ConfigError, OfflineConfig
-from taco_rl.runners.core.run import Run, build_agent, progress_bar, say
+from taco_rl.runners.core.run import Run, build_agent, progress_bar
 from taco_rl.runners.data.datasets import DatasetError, dataset_device, load_dataset
 
 NORMALISER = 10.0  # DMC return / 10 = the normalised score offline RL papers report (SPEC 7)
@@ -54,9 +54,11 @@ class OfflineTrainer(Run):
         super().__init__(cfg, progress)
         with self.releasing_lock():
             self.eval_every = cfg.eval_every_updates
+            self.dataset, self.info, where = open_dataset(cfg, self.device)  # a bad dataset is refused first
+            if self.info.get("task") not in (None, cfg.task):  # resolve() takes the task from the dataset
+                raise DatasetError(f"{cfg.dataset} was recorded on {self.info['task']}; task={cfg.task} differs")
             env = self.make_eval_env()
             obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
-            self.dataset, self.info, where = open_dataset(cfg, self.device)
             frame_shape = (3, *obs_shape[1:])
             if tuple(self.info["frame_shape"]) != frame_shape or self.info["action_dim"] != action_dim:
                 raise DatasetError(
@@ -64,8 +66,6 @@ class OfflineTrainer(Run):
                     f"{self.info['action_dim']}-d actions; task={cfg.task} with image_size="
                     f"{cfg.image_size} needs frames {frame_shape} and {action_dim}-d actions"
                 )
-            if self.info.get("task") not in (None, cfg.task):
-                say(None, f"note: {cfg.dataset} was recorded on {self.info['task']}, evaluating on {cfg.task}")
             print(
                 f"dataset: {self.info['transitions']} transitions in {self.info['episodes']} episodes; {where}",
                 flush=True,

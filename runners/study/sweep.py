@@ -2,9 +2,11 @@
 
 A run is an ordinary `taco train` (or `taco offline`) command; its run directory is derived from its
 resolved config, so executing a sweep again skips finished runs and resumes unfinished ones from their
-checkpoints. Runs execute as subprocesses of the `taco` CLI on this machine (`--workers N` at a time)
-or as Ray tasks on an existing cluster (`--backend ray --address auto|HOST:PORT`). Ray schedules and
-retries them: a run whose worker dies is started again and resumes from its last checkpoint.
+checkpoints. Runs execute as subprocesses of the `taco` CLI on this machine (`--workers N` at a time),
+each writing its output to <run dir>/sweep.log while the console shows where that log is and each
+run's evaluations as they happen, or as Ray tasks on an existing cluster (`--backend ray --address
+auto|HOST:PORT`), whose output Ray shows on the console. Ray schedules and retries them: a run whose
+worker dies is started again and resumes from its last checkpoint.
 
 File format (every key but `tasks` and `seeds` optional):
 
@@ -415,10 +417,38 @@ def spawn_child(argv: list[str], **popen: Any) -> subprocess.Popen:
     return subprocess.Popen(argv, **popen)
 
 
+# Lines of a run's output that the console shows while a local sweep runs: its evaluations, its resume
+# point and a one-line error (everything else stays in its sweep.log).
+PROGRESS_LINES = ("eval |", "resuming ", "taco: ")
+
+
+def follow(proc: subprocess.Popen, log: Path, offset: int, show: Callable[[str], None], every: float = 2.0) -> int:
+    """Wait for `proc`, passing `show` each line of its output that `log` gains after byte `offset`
+    and that PROGRESS_LINES name, within `every` seconds of its writing; returns the exit status."""
+    with log.open("rb") as f:
+        f.seek(offset)
+        pending = b""
+        while True:
+            try:
+                rc: int | None = proc.wait(timeout=every)
+            except subprocess.TimeoutExpired:
+                rc = None
+            *lines, pending = (pending + f.read()).split(b"\n")
+            if rc is not None:  # the run is over: its last line is whole, newline or not
+                lines, pending = [*lines, pending], b""
+            for line in lines:
+                text = line.decode("utf-8", "replace").rstrip("\r")
+                if text.startswith(PROGRESS_LINES):
+                    show(text)
+            if rc is not None:
+                return rc
+
+
 def run_local(sweep: Sweep, workers: int = 1, say: Callable[[str], None] = print) -> list[Run]:
     """Run the unfinished runs, `workers` at a time, each a `taco` subprocess whose output goes to
-    <run_dir>/sweep.log. With `gpus` > 0 per run and several GPUs, worker slots take the GPUs in
-    turn (CUDA_VISIBLE_DEVICES). Returns the runs that failed."""
+    <run_dir>/sweep.log; `say` gets where each log is when its run starts, then the run's
+    evaluations (see `follow`). With `gpus` > 0 per run and several GPUs, worker slots take the GPUs
+    in turn (CUDA_VISIBLE_DEVICES). Returns the runs that failed."""
     todo = [r for r in sweep.runs if status(r, sweep.command) != "finished"]
     say(
         f"{len(sweep.runs) - len(todo)} of {len(sweep.runs)} runs already finished; running {len(todo)} "
@@ -439,16 +469,21 @@ def run_local(sweep: Sweep, workers: int = 1, say: Callable[[str], None] = print
         slot = slots.get()
         gpu = gpu_for_slot(slot, sweep.gpus, gpus)
         run_env = env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": gpu}
+        who = f"{run.label} | {run.task} seed {run.seed}"
+        log_path = run.run_dir / "sweep.log"
         try:
             run.run_dir.mkdir(parents=True, exist_ok=True)
-            with (run.run_dir / "sweep.log").open("a") as log:
-                log.write(f"$ {shlex.join(run.argv())}" + (f"  (GPU {gpu})" if gpu is not None else "") + "\n")
+            with log_path.open("ab") as log:
+                header = f"$ {shlex.join(run.argv())}" + (f"  (GPU {gpu})" if gpu is not None else "")
+                log.write(header.encode() + b"\n")
                 log.flush()
+                offset = log.tell()
                 argv = [sys.executable, "-m", "taco_rl.runners.cli", run.command, *run.overrides, "--no-progress"]
                 with lock:
                     proc = spawn_child(argv, stdout=log, stderr=subprocess.STDOUT, env=run_env)
                     procs[id(run)] = proc
-                rc = proc.wait()
+                say(f"started | {who} | output in {log_path}")
+                rc = follow(proc, log_path, offset, lambda line: say(f"  {who} | {line}"))
                 with lock:
                     procs.pop(id(run), None)
         finally:

@@ -27,6 +27,7 @@ class Plan:
     action_dim: int
     read: Callable[[], Iterator[Episode]]
     source: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None  # the task the files record (a Minari env spec), if they do
 
 
 def build(

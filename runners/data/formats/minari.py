@@ -21,6 +21,10 @@ algorithm name says what produced the data (``random``, ``drqv2+taco policy``, `
 vd4rl-hdf5``), never a local path. It goes through Minari's
 own writer, so ``minari.load_dataset(ID)`` reads the result. Import never downloads: a dataset ID
 is looked up only under the local Minari root (``MINARI_DATASETS_PATH`` or ``~/.minari/datasets``).
+IDs follow Minari's own ``namespace/name-vN`` grammar, as ``taco/<task>/<kind>-v0`` (e.g.
+``taco/walker_walk/medium-v0``, like Minari's ``mujoco/pusher/expert-v0``). Import takes the task
+from the dataset's env spec when it is one of ours (``taco/<task>-frame-v0``, ``taco/<task>-v0``),
+whatever the ID.
 """
 
 from __future__ import annotations
@@ -294,7 +298,30 @@ def scan(path_or_id: str | os.PathLike, obs_key: str | None = None) -> Plan:
         "dataset_id": meta.get("dataset_id"),
         "jpeg_decoded": jpeg,
     }
-    return Plan(slots, len(plan_eps), fshape, action_dim, read, source)
+    return Plan(slots, len(plan_eps), fshape, action_dim, read, source, recorded_task(meta))
+
+
+def recorded_task(meta: dict[str, Any]) -> str | None:
+    """The task of a Minari dataset whose env spec is one of ours: ``taco/<task>-frame-v0`` (what
+    export writes) or ``taco/<task>-v0`` (DataCollector around ``gymnasium.make``); its ``task``
+    keyword, else the task its ID names. None for any other env (or none)."""
+    from taco_rl.envs.registry import GYM_NAMESPACE
+    from taco_rl.envs.tasks import TASKS
+
+    spec = meta.get("env_spec")
+    if isinstance(spec, str):  # Minari keeps the spec as EnvSpec.to_json()
+        try:
+            spec = json.loads(spec)
+        except ValueError:
+            return None
+    if not isinstance(spec, dict):
+        return None
+    kwargs = spec.get("kwargs")
+    task = kwargs.get("task") if isinstance(kwargs, dict) else None
+    if task is None:
+        match = re.fullmatch(rf"{GYM_NAMESPACE}/(\w+?)(?:-frame)?-v\d+", str(spec.get("id", "")))
+        task = match.group(1) if match else None
+    return task if task in TASKS else None
 
 
 # ------------------------------------------------------------------------------------------------ export
