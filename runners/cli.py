@@ -373,6 +373,9 @@ def _run(args: argparse.Namespace) -> int:
     overrides = [o for o in args.overrides if o not in ("mode=online", "mode=offline")]
     offline = args.command == "offline" or "mode=offline" in args.overrides
     cfg = resolve(overrides, offline=offline)
+    # torch is loaded before malloc's settings change, the order every cpu_malloc figure was measured in
+    import torch  # noqa: F401
+
     set_cpu_malloc(cfg.cpu_malloc)
     if args.command == "offline":
         from taco_rl.runners.offline.train import train_offline
