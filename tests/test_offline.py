@@ -70,6 +70,8 @@ def test_run_leaves_artefacts_without_a_data_copy(tmp_path, dataset, capsys):
     state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)
     info = json.loads((dataset / "dataset.json").read_text())
     assert state["dataset_checksum"] == info["checksum"] and state["counters"]["update"] == 20
+    # the run keeps the record of what it trained on: the dataset's own, its path added
+    assert json.loads((tmp_path / "dataset_info.json").read_text()) == {**info, "path": str(dataset.resolve())}
 
 
 def _params(t: OfflineTrainer) -> dict[str, torch.Tensor]:

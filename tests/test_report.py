@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -195,6 +196,63 @@ def _make_offline_run(root, task, agent, aux, seed, updates, evals):
         for update, value in evals:
             w.writerow([update, value, value / 10])
     return run_dir
+
+
+def _dataset_json(folder, mean, episodes, checksum):
+    folder.mkdir(parents=True)
+    info = {"task": "point_reach", "episodes": episodes, "return": {"min": 0.0, "mean": mean, "max": 50.0}}
+    (folder / "dataset.json").write_text(json.dumps({**info, "checksum": checksum}))
+    return folder
+
+
+def test_offline_runs_are_set_beside_their_datasets_mean_return(tmp_path):
+    """Offline runs on two datasets are two variants, each named by its dataset's folder, and each
+    per-task row shows the mean return of the data its runs trained on: from the record a run keeps
+    in its run directory, else from the dataset.json at its config's path, else n/a."""
+    root, data = tmp_path / "runs", tmp_path / "data"
+    expert = _dataset_json(data / "pr_expert", 45.0, 20, "sha256:e")
+    replay = _dataset_json(data / "pr_replay", 12.5, 40, "sha256:r")
+
+    def offline(name, seed, dataset, final, record=None):
+        cfg = resolve(
+            ["task=point_reach", "agent=bc", f"seed={seed}", "updates=200", f"dataset={dataset}"], offline=True
+        )
+        run_dir = root / name
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        (run_dir / "eval.csv").write_text(f"update,episode_return\n0,5.0\n200,{final}\n")
+        if record is not None:
+            (run_dir / "dataset_info.json").write_text(json.dumps(record))
+        return run_dir
+
+    # seed 1 keeps its record (a dataset since moved away: its config's path no longer holds it)
+    offline("e1", 1, data / "moved" / "pr_expert", 40.0, json.loads((expert / "dataset.json").read_text()))
+    offline("e2", 2, expert, 44.0)  # no record: read from the dataset's folder
+    offline("r1", 1, replay, 20.0)
+    out = tmp_path / "report"
+    md = report([str(root)], out, reps=100).read_text()
+    rows = {r["variant"]: r for r in _rows(out / "per_task.csv")}
+    assert set(rows) == {"bc-none dataset=pr_expert", "bc-none dataset=pr_replay"}
+    assert float(rows["bc-none dataset=pr_expert"]["dataset_return"]) == 45.0
+    assert float(rows["bc-none dataset=pr_replay"]["dataset_return"]) == 12.5
+    assert "| point_reach | bc-none dataset=pr_expert | 2 | 42.0 +- 2.8 |" in md
+    assert "| 45.0 (score 4.5) |" in md and "| 12.5 (score 1.2) |" in md
+    assert "| task | variant | seeds | mean +- std | IQM [95% CI] | dataset | paper |" in md
+
+    # a run whose dataset can be found nowhere: its group says n/a, never another group's number
+    offline("r2", 2, data / "gone" / "pr_replay", 30.0)
+    md = report([str(root)], tmp_path / "r2", reps=100).read_text()
+    assert rows_of(tmp_path / "r2", "bc-none dataset=pr_replay")["dataset_return"] == ""
+    assert "| n/a |" in md
+    # online runs keep the table without the dataset column
+    online = _make_online_run(tmp_path / "on", "point_reach", "none", 1, 4000, [(0, 5.0), (4000, 30.0)])
+    md = report([str(online)], tmp_path / "r3", reps=100).read_text()
+    assert "| task | variant | seeds | mean +- std | IQM [95% CI] | paper |" in md and "dataset" not in md
+    assert rows_of(tmp_path / "r3", "drqv2-none")["dataset_return"] == ""
+
+
+def rows_of(out, variant):
+    return next(r for r in _rows(out / "per_task.csv") if r["variant"] == variant)
 
 
 def _make_online_run(root, task, aux, seed, frames, evals):

@@ -21,6 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 LOCK_FILE = ".lock"
+# An offline run's record of the dataset it trains on (that dataset's dataset.json, its path added):
+# the report sets the run's score beside its data's mean return even where the dataset is not at hand.
+DATASET_RECORD = "dataset_info.json"
 
 
 class RunDirError(RuntimeError):

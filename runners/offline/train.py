@@ -10,6 +10,7 @@ is refused.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import torch
 from taco_rl.runners.core import checkpoint as ckpt
 from taco_rl.runners.core.config import ConfigError, OfflineConfig
 from taco_rl.runners.core.run import Run, build_agent, progress_bar
+from taco_rl.runners.core.rundir import DATASET_RECORD
 from taco_rl.runners.data.datasets import DatasetError, dataset_device, load_dataset
 
 NORMALISER = 10.0  # DMC return / 10 = the normalised score offline RL papers report (SPEC 7)
@@ -78,6 +80,7 @@ class OfflineTrainer(Run):
                 "next_eval": 0,
                 "next_checkpoint": cfg.checkpoint_every_updates,
             }
+            (self.run_dir / DATASET_RECORD).write_text(json.dumps(self.info, indent=1) + "\n")
         self.open()
 
     # ------------------------------------------------------------------ checkpoints

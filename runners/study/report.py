@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import glob
 import io
+import json
 import math
 import re
 import shutil
@@ -31,6 +32,7 @@ import numpy as np
 import yaml
 
 from taco_rl.envs.tasks import max_return
+from taco_rl.runners.core.rundir import DATASET_RECORD
 from taco_rl.runners.study import published, stats
 
 CLOCKS = ("frame", "update")  # online runs count environment frames, offline runs learner updates
@@ -86,6 +88,21 @@ class RunLog:
         videos = sorted((self.run_dir / "videos").glob("*.mp4"))
         return videos[-1] if videos else None
 
+    @property
+    def dataset(self) -> dict[str, Any] | None:
+        """An offline run's dataset record: the one its run directory keeps, else the dataset.json at
+        its config's dataset path; None for an online run or where neither can be read."""
+        if "dataset" not in self.config:
+            return None
+        for path in (self.run_dir / DATASET_RECORD, Path(str(self.config["dataset"])).expanduser() / "dataset.json"):
+            try:
+                info = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(info, dict) and isinstance(info.get("return"), dict) and "mean" in info["return"]:
+                return info
+        return None
+
 
 # ---------------------------------------------------------------------------- collecting runs
 def _read_eval(run: RunLog, metric: str) -> None:
@@ -131,18 +148,25 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
 
 
 def _default_label(config: dict[str, Any]) -> tuple[str, list[str]]:
-    """`<agent>-<aux>` and the settings that differ from that task/agent/aux/preset's defaults."""
+    """`<agent>-<aux>` and the settings that differ from that task/agent/aux/preset's defaults (an
+    offline run's from the offline defaults, its dataset named by its folder)."""
     from taco_rl.runners.core.config import UNHASHED, resolve
 
     label = f"{config.get('agent')}-{config.get('aux')}"
+    offline = "updates" in config
     try:
-        base = resolve([f"{k}={config[k]}" for k in ("task", "agent", "aux", "preset") if config.get(k)])
-    except Exception:  # not a `taco train` config (e.g. offline): agent and aux only
+        base = resolve(
+            [f"{k}={config[k]}" for k in ("task", "agent", "aux", "preset") if config.get(k)], offline=offline
+        )
+    except Exception:  # not a config of this version of the suite: agent and aux only
         return label, []
     skip = set(UNHASHED) | {"seed", "task", "agent", "aux", "preset"}
-    return label, [
-        f"{k}={v}" for k, v in sorted(config.items()) if k not in skip and hasattr(base, k) and getattr(base, k) != v
-    ]
+    diffs = []
+    for k, v in sorted(config.items()):
+        if k in skip or not hasattr(base, k) or getattr(base, k) == v:
+            continue
+        diffs.append(f"dataset={Path(str(v)).name}" if k == "dataset" else f"{k}={v}")
+    return label, diffs
 
 
 def collect(items: Sequence[str], metric: str = "episode_return") -> tuple[list[RunLog], tuple[str, ...]]:
@@ -199,10 +223,11 @@ def collect(items: Sequence[str], metric: str = "episode_return") -> tuple[list[
                 raise ReportError(f"{path} is not a run directory or a sweep file")
     if not runs:
         raise ReportError(f"no runs found in {' '.join(items)}")
-    # settings every config-labelled run shares say nothing about which is which: drop them
-    common = set.intersection(*(set(d[1]) for d in derived.values())) if derived else set()
-    for run in runs:
-        if id(run) in derived:
+    # settings every config-labelled run of a clock shares say nothing about which is which: drop them
+    for clock in CLOCKS:
+        labelled = [r for r in runs if id(r) in derived and r.clock == clock]
+        common = set.intersection(*(set(derived[id(r)][1]) for r in labelled)) if labelled else set()
+        for run in labelled:
             prefix, diffs = derived[id(run)]
             run.label = " ".join([prefix, *(d for d in diffs if d not in common)])
     return runs, compare
@@ -223,6 +248,22 @@ def _reference(task: str, config: dict[str, Any], at: int) -> str:
         if r["task"] == task and r["method"] == method and int(r["frames"]) == at:
             return f"{float(r['score']):.0f} ({method})"
     return ""
+
+
+def _data_return(group: list[RunLog]) -> float | None:
+    """The mean episode return of the data a group of offline runs trained on (their datasets' mean,
+    weighted by episodes where they differ); None where a run's dataset record cannot be read."""
+    infos = [r.dataset for r in group]
+    if any(i is None for i in infos):
+        return None
+    unique = {str(i["checksum"]) if "checksum" in i else str(i.get("path")): i for i in infos if i is not None}
+    episodes = [max(int(i.get("episodes", 1)), 1) for i in unique.values()]
+    return float(np.average([float(i["return"]["mean"]) for i in unique.values()], weights=episodes))
+
+
+def _data_text(value: float) -> str:
+    """A dataset's mean return and its normalised score (return / 10, SPEC 7)."""
+    return f"{value:.1f} (score {value / 10:.1f})"
 
 
 def _ci(ci: tuple[float, float, float], digits: int = 1) -> str:
@@ -395,14 +436,17 @@ def _section(
             point, low, high = stats.aggregate([scores], stats.aggregate_iqm, reps=reps, seed=seed)
             ref = _reference(task, group[0].config, at)
             seeds = sorted(r.seed for r in group)
+            data = _data_return(group) if sec.clock == "update" else None
             tables.per_task.append(
                 [task, label, len(scores), " ".join(map(str, seeds)), float(scores.mean()), sd, point, low, high, ref]
+                + ["" if data is None else data]
                 + [xname, at]
             )
             sd_txt = f"{sd:.1f}" if not math.isnan(sd) else "n/a"
+            data_cell = "" if sec.clock == "frame" else ("n/a" if data is None else _data_text(data))
             md_task.append(
                 f"| {task} | {label} | {len(scores)} | {scores.mean():.1f} +- {sd_txt} | "
-                f"{_ci((point, low, high))} | {ref} |"
+                f"{_ci((point, low, high))} | {data_cell + ' | ' if sec.clock == 'update' else ''}{ref} |"
             )
 
     # aggregate table (normalised scores, stratified bootstrap over tasks)
@@ -520,8 +564,20 @@ def _section(
         "Mean +- std (ddof 1) across seeds; IQM with a 95% bootstrap CI over seeds; the paper's number for "
         "the matching method at this point (SPEC 7 and 8, runners/study/reference/, linked as results/reference).",
         "",
-        "| task | variant | seeds | mean +- std | IQM [95% CI] | paper |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        *(
+            [
+                "The dataset column is the mean return of the episodes the runs trained on (their datasets' "
+                "own record; score = return / 10), the level an offline learner is measured against.",
+                "",
+                "| task | variant | seeds | mean +- std | IQM [95% CI] | dataset | paper |",
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+            ]
+            if sec.clock == "update"
+            else [
+                "| task | variant | seeds | mean +- std | IQM [95% CI] | paper |",
+                "| --- | --- | ---: | ---: | ---: | ---: |",
+            ]
+        ),
         *md_task,
         "",
     ]
@@ -794,7 +850,20 @@ def report(
     clock_cols = ["clock", "at"]
     _write_csv(
         out / "per_task.csv",
-        ["task", "variant", "runs", "seeds", "mean", "std", "iqm", "iqm_low", "iqm_high", "paper", *clock_cols],
+        [
+            "task",
+            "variant",
+            "runs",
+            "seeds",
+            "mean",
+            "std",
+            "iqm",
+            "iqm_low",
+            "iqm_high",
+            "paper",
+            "dataset_return",
+            *clock_cols,
+        ],
         tables.per_task,
     )
     _write_csv(
