@@ -237,8 +237,9 @@ REPORT_HELP = """Aggregate the eval logs of finished runs into report.md, tables
 Scores are normalised by each task's maximum return (1000 for DMC, 250 for the manipulation tasks
 such as reach_duplo, 50 for point_reach) for the aggregates; per-task tables keep raw returns. Online
 runs (counted in frames) and offline runs (counted in learner updates) are reported in separate
-sections and never compared. Runs that have not reached the frame (offline: update) are listed in
-report.md and left out of every number.
+sections and never compared; offline rows show the mean return of the data their runs trained on.
+Runs that have not reached the frame (offline: update) are listed in report.md and left out of
+every number.
 """
 
 
