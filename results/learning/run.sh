@@ -8,20 +8,20 @@
 #      offline run's dataset_info.json; no checkpoint), then `taco report --reference drqv2` of those
 #      copies into results/learning/report/.
 # Usage: bash results/learning/run.sh [online|data|offline|report|all]   (default: all)
-# Settings (environment): SEED (1), ROOT (runs/learning), DATA (data/learning), UPDATES (3000 offline
+# Settings (environment): SEED (1), ROOT (runs/learning), DATA (data/learning), UPDATES (1000 offline
 # updates a run), DATASETS ("expert replay"), AGENTS ("bc td3bc cql iql"), AUXES ("none taco"),
-# EXPERT_EPISODES (20). The machine should be otherwise idle: other CPU work slows a 2-core update 2-3x.
+# EXPERT_EPISODES (10). The machine should be otherwise idle: other CPU work slows a 2-core update 2-3x.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 SEED="${SEED:-1}"
 ROOT="${ROOT:-runs/learning}"
 DATA="${DATA:-data/learning}"
-UPDATES="${UPDATES:-3000}"
+UPDATES="${UPDATES:-1000}"
 DATASETS="${DATASETS:-expert replay}"
 AGENTS="${AGENTS:-bc td3bc cql iql}"
 AUXES="${AUXES:-none taco}"
-EXPERT_EPISODES="${EXPERT_EPISODES:-20}"
+EXPERT_EPISODES="${EXPERT_EPISODES:-10}"
 TASK=cartpole_balance_sparse
 what="${1:-all}"
 
@@ -53,8 +53,8 @@ offline() {
       for aux in $AUXES; do
         # batch 256 for all (TD3+BC+TACO's published 1024 is 4x the cost); evaluated at 0 and at the end
         taco offline dataset="$DATA/cbs_${kind}_s$SEED" agent="$agent" aux="$aux" seed="$SEED" device=cpu \
-          batch_size=256 updates="$UPDATES" eval_every_updates="$UPDATES" checkpoint_every_updates=500 \
-          save_video=false root="$ROOT/offline_$kind" --no-progress
+          batch_size=256 updates="$UPDATES" eval_every_updates="$UPDATES" checkpoint_every_updates=250 \
+          log_every_updates=100 save_video=false root="$ROOT/offline_$kind" --no-progress
       done
     done
   done
