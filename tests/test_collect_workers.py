@@ -135,7 +135,8 @@ def test_hung_collect_worker_is_an_error_that_keeps_the_finished_episodes(tmp_pa
 
 def test_collect_silence_limit_counts_from_each_workers_last_episode(tmp_path, monkeypatch):
     """TACO_WORKER_TIMEOUT=5 is per episode: workers held still for 1.4 s four times (5.6 s in all, past
-    the limit since they started), each time after both finished an episode, are not taken for hung."""
+    the limit since they started), each time after every worker still collecting finished an episode,
+    are not taken for hung."""
     started = []
     real_spawn = collect_workers.spawn
 
