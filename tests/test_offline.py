@@ -74,6 +74,35 @@ def test_run_leaves_artefacts_without_a_data_copy(tmp_path, dataset, capsys):
     assert json.loads((tmp_path / "dataset_info.json").read_text()) == {**info, "path": str(dataset.resolve())}
 
 
+def test_an_offline_runs_policy_can_be_collected_and_from_run_refuses_it(tmp_path, dataset, capsys):
+    """`taco data collect policy=<offline run>` rolls out the offline learner's mean action (its
+    config.yaml is an offline one, with `dataset`); `taco data from-run` says it has no replay."""
+    import numpy as np
+
+    from taco_rl.envs import make_env
+    from taco_rl.runners.core.run import build_agent
+    from taco_rl.runners.data.datasets import iter_episodes, load_dataset
+
+    run = tmp_path / "bc"
+    trainer(*TINY, f"dataset={dataset}", "agent=bc", "updates=4", "eval_every_updates=4", f"run_dir={run}").train()
+    out = tmp_path / "rollout"
+    assert main(["data", "collect", f"policy={run}", "episodes=1", "seed=3", f"out={out}", "--no-progress"]) == 0
+    cfg = resolve([*TINY, f"dataset={dataset}", "agent=bc"], offline=True)
+    env = make_env(
+        "point_reach", 3, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack, image_size=cfg.image_size
+    )
+    agent = build_agent(cfg, env.observation_space.shape, 2, torch.device("cpu"))
+    agent.load_state_dict(ckpt.load(run / "checkpoint" / "state.pt")["agent"])
+    agent.train(False)
+    _, actions, _, _ = next(iter_episodes(load_dataset(out, nstep=1)[0]))
+    obs, _ = env.reset(seed=3 * 1_000_003)
+    assert np.array_equal(actions[0].numpy(), agent.act(obs, 0, eval_mode=True))
+    capsys.readouterr()
+    assert main(["data", "from-run", str(run), f"out={tmp_path / 'x'}", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "is an offline run" in err and str(dataset.resolve()) in err and not (tmp_path / "x").exists()
+
+
 def _params(t: OfflineTrainer) -> dict[str, torch.Tensor]:
     return {f"{n}.{k}": v.clone() for n, m in t.agent.modules().items() for k, v in m.state_dict().items()}
 

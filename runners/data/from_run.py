@@ -11,19 +11,22 @@ from taco_rl.runners.data.datasets import DatasetError, write_dataset
 
 
 def load_run_config(run_dir: Path) -> Config:
-    """The resolved config a run saved in ``config.yaml``."""
-    from omegaconf import OmegaConf
+    """The resolved config a run saved in ``config.yaml``: an OfflineConfig for a `taco offline` run
+    (its config names the dataset it trained on), a Config for a `taco train` run."""
+    from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from taco_rl.runners.core.config import validate
+    from taco_rl.runners.core.config import OfflineConfig, validate
 
     file = run_dir / "config.yaml"
     if not file.is_file():
         raise DatasetError(f"{file}: missing; {run_dir} is not a run directory")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(file))
+        saved = OmegaConf.load(file)
+        schema = OfflineConfig if isinstance(saved, DictConfig) and "dataset" in saved else Config
+        merged = OmegaConf.merge(OmegaConf.structured(schema), saved)
         # OmegaConf types to_container as any container (any key type); a dataclass's is a str-keyed dict
-        cfg = Config(**OmegaConf.to_container(merged))  # type: ignore[arg-type]
+        cfg = schema(**OmegaConf.to_container(merged))  # type: ignore[arg-type]
     except (OmegaConfBaseException, OSError, ValueError, TypeError) as e:
         raise DatasetError(f"{file}: unreadable run config ({str(e).splitlines()[0]})") from None
     validate(cfg)
@@ -42,8 +45,15 @@ def run_state(run_dir: Path) -> dict[str, Any]:
 def from_run(run_dir: str | Path, out: str, *, overwrite: bool = False) -> dict[str, Any]:
     """A dataset of the replay a run's last checkpoint holds (a "medium-replay" dataset). The run
     directory is locked meanwhile, as a training run locks it: not while that run is going."""
+    from taco_rl.runners.core.config import OfflineConfig
+
     run = Path(run_dir).expanduser().resolve()
     cfg = load_run_config(run)
+    if isinstance(cfg, OfflineConfig):
+        raise DatasetError(
+            f"{run} is an offline run (trained on the dataset {cfg.dataset}): it keeps no replay of its own; "
+            f"use that dataset, or roll out its policy with `taco data collect policy={run}`"
+        )
     with _run_lock(run):  # a run writing its next checkpoint could rewrite the replay being read
         return _from_run(run, cfg, out, overwrite)
 
