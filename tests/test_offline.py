@@ -97,6 +97,21 @@ def test_an_offline_runs_policy_can_be_collected_and_from_run_refuses_it(tmp_pat
     _, actions, _, _ = next(iter_episodes(load_dataset(out, nstep=1)[0]))
     obs, _ = env.reset(seed=3 * 1_000_003)
     assert np.array_equal(actions[0].numpy(), agent.act(obs, 0, eval_mode=True))
+    # results/learning/probe.py reads the same run: its policy's actions on the dataset's states
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("probe", Path(__file__).parents[1] / "results/learning/probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    (row,) = probe.probe(str(dataset), [str(run)], batch=32)
+    replay, _ = load_dataset(dataset, nstep=1)
+    torch.manual_seed(0)
+    sample = replay.sample(32)
+    want = torch.as_tensor(agent.act_batch(sample["obs"].numpy(), 4, eval_mode=True))
+    assert (row["run"], row["update"]) == ("bc-none", 4)
+    assert math.isclose(row["mse_to_data"], float(((want - sample["action"]) ** 2).mean()), rel_tol=1e-5)
+    assert math.isclose(row["action_std_over_states"], float(want.std(0).mean()), rel_tol=1e-5, abs_tol=1e-7)
+    assert row["feature_spread"] > 0 and row["feature_spread_fresh"] > 0
     capsys.readouterr()
     assert main(["data", "from-run", str(run), f"out={tmp_path / 'x'}", "--no-progress"]) == 2
     err = capsys.readouterr().err
