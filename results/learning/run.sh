@@ -6,8 +6,10 @@
 #   3. BC, TD3+BC, CQL and IQL on each dataset, each without and with aux=taco, at batch 256.
 #   4. The runs' logs copied into results/learning/runs/ (config.yaml, eval.csv, train.csv and an
 #      offline run's dataset_info.json; no checkpoint), then `taco report --reference drqv2` of those
-#      copies into results/learning/report/.
-# Usage: bash results/learning/run.sh [online|data|offline|report|all]   (default: all)
+#      copies into results/learning/report/ (offline runs scored at 1,000 updates) and of the TD3+BC
+#      expert runs at 3,000 updates into results/learning/report_3000/.
+#   5. `probe`: what each offline policy does on its dataset's states (results/learning/probe.py), printed.
+# Usage: bash results/learning/run.sh [online|data|offline|report|probe|all]   (default: all)
 # Settings (environment): SEED (1), ROOT (runs/learning), DATA (data/learning), UPDATES (1000 offline
 # updates a run), DATASETS ("expert replay"), AGENTS ("bc td3bc cql iql"), AUXES ("none taco"),
 # EXPERT_EPISODES (10). The machine should be otherwise idle: other CPU work slows a 2-core update 2-3x.
@@ -68,7 +70,20 @@ report() {
       [ ! -f "$ROOT/$f/$name" ] || cp "$ROOT/$f/$name" "results/learning/runs/$f/$name"
     done
   done
-  taco report results/learning/runs --reference drqv2 --out results/learning/report
+  # every run at the common budget of 1,000 updates; the runs that went on (TD3+BC on the expert data,
+  # UPDATES=3000) also at their end
+  taco report results/learning/runs --reference drqv2 --update 1000 --out results/learning/report
+  taco report "results/learning/runs/offline_expert/$TASK/td3bc-"* --update 3000 --out results/learning/report_3000
+}
+
+probe() {  # what the offline policies do on their dataset's states (results/learning/probe.py)
+  local kind runs
+  for kind in $DATASETS; do
+    runs=("$ROOT/offline_$kind/$TASK/"*/seed"$SEED"-*)
+    [ -d "${runs[0]}" ] || continue
+    echo "## $kind (dataset $DATA/cbs_${kind}_s$SEED)"
+    python results/learning/probe.py "$DATA/cbs_${kind}_s$SEED" "${runs[@]}"
+  done
 }
 
 case "$what" in
@@ -76,6 +91,7 @@ case "$what" in
   data) data ;;
   offline) offline ;;
   report) report ;;
+  probe) probe ;;
   all) online_run; data; offline; report ;;
-  *) echo "usage: $0 [online|data|offline|report|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [online|data|offline|report|probe|all]" >&2; exit 2 ;;
 esac
