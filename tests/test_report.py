@@ -300,6 +300,9 @@ def test_online_and_offline_runs_are_reported_on_their_own_clocks(tmp_path):
     md = report([str(root)], tmp_path / "r2", frame=2000, update=100, reps=100).read_text()
     assert "online runs at 2,000 frames, offline runs at 100 updates" in md
     assert "| point_reach | td3bc-taco | 2 | 17.5 +- " in md and "| point_reach | drqv2-none | 1 | 20.0 +- " in md
+    # the curves stop where the runs are scored
+    assert [r["update"] for r in _rows(tmp_path / "r2" / "curves_offline_point_reach.csv")] == ["0.0", "100.0"]
+    assert [r["frame"] for r in _rows(tmp_path / "r2" / "curves_point_reach.csv")] == ["0.0", "2000.0"]
     # an explicit comparison across clocks is refused in one line naming both
     with pytest.raises(ReportError, match=r"drqv2-none is scored on frames \(online\) and td3bc-taco on updates"):
         report([str(root)], tmp_path / "r3", compare=["drqv2-none", "td3bc-taco"])

@@ -275,9 +275,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_") or "default"
 
 
-def _curve(runs: list[RunLog], reps: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """x values every run evaluated at; mean across runs and its bootstrap 95% CI at each."""
-    xs = sorted(set.intersection(*(set(r.x.tolist()) for r in runs)))
+def _curve(runs: list[RunLog], reps: int, seed: int, at: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """x values up to `at` that every run evaluated at; mean across runs and its bootstrap 95% CI at each."""
+    xs = sorted(x for x in set.intersection(*(set(r.x.tolist()) for r in runs)) if x <= at)
     ys = np.array([[r.y[np.nonzero(r.x == x)[0][-1]] for x in xs] for r in runs])  # (runs, xs)
     rng = np.random.default_rng(seed)
     boot = ys[rng.integers(0, len(runs), size=(reps, len(runs)))].mean(axis=1)  # (reps, xs)
@@ -303,7 +303,8 @@ def _plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    outside = len(series) + len(behind or {}) > 4  # a long legend goes right of the panel, not over the lines
+    fig, ax = plt.subplots(figsize=(11 if outside else 7, 4.5), dpi=100)
     for name, (x, y, low, high) in (behind or {}).items():
         ax.fill_between(x, low, high, color="0.6", alpha=0.3, linewidth=0, zorder=1)
         ax.plot(x, y, color="0.35", linestyle="--", marker=".", label=name, zorder=2)
@@ -314,10 +315,17 @@ def _plot(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if outside:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    else:
+        ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
@@ -494,15 +502,16 @@ def _section(
             group = groups.get((task, label))
             if not group:
                 continue
-            cx, cy, clow, chigh = curves[(task, label)] = _curve(group, reps, seed)
-            series[f"{label} ({len(group)} seeds)"] = (cx, cy, clow, chigh)
+            cx, cy, clow, chigh = curves[(task, label)] = _curve(group, reps, seed, at)
+            series[f"{label} ({_count(len(group), 'seed')})"] = (cx, cy, clow, chigh)
             rows += [[label, len(group), *point] for point in zip(cx, cy, clow, chigh, strict=True)]
         if not series:
             continue
         name = f"curves_{sec.prefix}{_slug(task)}"
         _write_csv(out / f"{name}.csv", ["variant", "seeds", xname, metric, "low", "high"], rows)
-        seeds_txt = ", ".join(f"{lab}: {len(groups[(task, lab)])}" for lab in labels if (task, lab) in groups)
-        title = f"{task}, up to {at:,} {xname}s; seeds: {seeds_txt}\nmean and 95% bootstrap CI over seeds"
+        counts = [len(groups[(task, lab)]) for lab in labels if (task, lab) in groups]
+        seeds_txt = f"{_count(counts[0], 'seed')} each" if len(set(counts)) == 1 else "seeds as in the legend"
+        title = f"{task}, up to {at:,} {xname}s, {seeds_txt}\nmean and 95% bootstrap CI over seeds"
         behind = {}
         if reference and sec.clock == "frame":
             pub = _published_curve(reference, task)
@@ -532,12 +541,10 @@ def _section(
         arr = np.array(pts)
         agg_series[f"{label} ({len(ts)} tasks)"] = (np.array(xs), arr[:, 0], arr[:, 1], arr[:, 2])
     if agg_series:
-        runs_txt = ", ".join(
-            f"{lab}: {sum(len(groups[(t, lab)]) for t in tasks if (t, lab) in groups)}" for lab in labels
-        )
+        runs = sum(len(g) for g in groups.values())
         _plot(
             out / f"curves_{sec.prefix}aggregate.png",
-            f"{len(tasks)} tasks, up to {at:,} {xname}s; runs: {runs_txt}\n"
+            f"{len(tasks)} tasks, up to {at:,} {xname}s, {_count(runs, 'run')}\n"
             f"IQM of normalised {metric}, 95% stratified bootstrap CI",
             f"{xname}s",
             "IQM (normalised)",
