@@ -112,6 +112,17 @@ def test_an_offline_runs_policy_can_be_collected_and_from_run_refuses_it(tmp_pat
     assert math.isclose(row["mse_to_data"], float(((want - sample["action"]) ** 2).mean()), rel_tol=1e-5)
     assert math.isclose(row["action_std_over_states"], float(want.std(0).mean()), rel_tol=1e-5, abs_tol=1e-7)
     assert row["feature_spread"] > 0 and row["feature_spread_fresh"] > 0
+    assert math.isnan(row["critic_best_at_bound"])  # BC has no critic
+    # the critic's best action on the grid: Q = -(a - c)^2 peaks at c, Q = a at the bound
+    from types import SimpleNamespace
+
+    centre = torch.tensor([[0.5], [-0.3], [2.0]])
+
+    def peaked(feat, a):
+        return -((a - feat) ** 2), -((a - feat) ** 2) - 1.0
+
+    fake = SimpleNamespace(critic=peaked, encoder=lambda o: o, action_code=lambda a: a, action_dim=1)
+    assert torch.allclose(probe.critic_best_action(fake, centre), torch.tensor([0.5, -0.3, 1.0]))
     capsys.readouterr()
     assert main(["data", "from-run", str(run), f"out={tmp_path / 'x'}", "--no-progress"]) == 2
     err = capsys.readouterr().err

@@ -4,8 +4,9 @@ For each run directory given: its checkpoint's mean action on a batch of the dat
 (how much it varies across states, how often it sits at the action bound, its correlation with the
 data's action and the mean squared difference), and how much the encoder's features vary across
 those states relative to their size, for the trained encoder and for the same network freshly
-initialised. A policy whose action does not vary across states has learnt nothing about the state,
-whatever its loss says.
+initialised; for a learner with a critic, the share of states where the critic's Q over a grid of
+actions (the same value in every action dimension) is highest at the action bound. A policy whose
+action does not vary across states has learnt nothing about the state, whatever its loss says.
 
     python results/learning/probe.py DATASET RUN [RUN ...] [--batch 512] [--seed 0]
 """
@@ -30,6 +31,22 @@ def feature_spread(encoder: torch.nn.Module, obs: torch.Tensor) -> float:
     return float(f.std(0).mean() / f.abs().mean().clamp_min(1e-12))
 
 
+def critic_best_action(agent, obs: torch.Tensor, points: int = 21) -> torch.Tensor | None:
+    """Per state, the action on a grid over [-1, 1] (every action dimension at once) where the critic's
+    min(Q1, Q2) is highest; None for a learner without a critic."""
+    if agent.critic is None:
+        return None
+    grid = torch.linspace(-1.0, 1.0, points)
+    with torch.no_grad():
+        feat = agent.encoder(obs)
+        qs = []
+        for value in grid:
+            action = torch.full((len(obs), agent.action_dim), float(value))
+            q1, q2 = agent.critic(feat, agent.action_code(action))
+            qs.append(torch.min(q1, q2).float().flatten())
+    return grid[torch.stack(qs, 1).argmax(1)]
+
+
 def probe(dataset: str, runs: list[str], batch: int = 512, seed: int = 0) -> list[dict[str, float | str]]:
     torch.manual_seed(seed)
     replay, _ = load_dataset(dataset, nstep=1)
@@ -49,6 +66,7 @@ def probe(dataset: str, runs: list[str], batch: int = 512, seed: int = 0) -> lis
         action = torch.as_tensor(agent.act_batch(obs.numpy(), step, eval_mode=True))
         a, d = action.flatten().numpy(), data_action.flatten().numpy()
         corr = float(np.corrcoef(a, d)[0, 1]) if a.std() > 0 and d.std() > 0 else float("nan")
+        best = critic_best_action(agent, obs)
         rows.append(
             {
                 "run": f"{cfg.agent}-{cfg.aux}",
@@ -59,6 +77,7 @@ def probe(dataset: str, runs: list[str], batch: int = 512, seed: int = 0) -> lis
                 "mse_to_data": float(((action - data_action) ** 2).mean()),
                 "feature_spread": feature_spread(agent.encoder, obs),
                 "feature_spread_fresh": feature_spread(fresh.encoder, obs),
+                "critic_best_at_bound": float("nan") if best is None else float((best.abs() > 0.99).float().mean()),
             }
         )
     return rows
