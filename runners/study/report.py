@@ -308,8 +308,11 @@ def _plot(
     for name, (x, y, low, high) in (behind or {}).items():
         ax.fill_between(x, low, high, color="0.6", alpha=0.3, linewidth=0, zorder=1)
         ax.plot(x, y, color="0.35", linestyle="--", marker=".", label=name, zorder=2)
-    for name, (x, y, low, high) in series.items():
-        (line,) = ax.plot(x, y, label=name, zorder=4)
+    # past the default cycle's 10 colours, 20 distinct ones, so that no two series share a colour
+    tab20 = plt.get_cmap("tab20")
+    for i, (name, (x, y, low, high)) in enumerate(series.items()):
+        colour = tab20(i % 20) if len(series) > 10 else None
+        (line,) = ax.plot(x, y, label=name, color=colour, zorder=4)
         ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0, zorder=3)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
