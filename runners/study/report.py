@@ -692,7 +692,7 @@ def _compare_published(
         if (task, label) not in groups:
             continue
         group = groups[(task, label)]
-        xs = [x for x in curves[(task, label)][0].tolist() if x <= at]
+        xs = curves[(task, label)][0].tolist()  # the curve already stops at `at`
         shared = [x for x in xs if pub.at(x) is not None]
         off = [x for x in xs if pub.at(x) is None]
         if not shared:
