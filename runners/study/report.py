@@ -522,7 +522,7 @@ def _section(
                 notes.append(f"no published {published.check_name(reference)[0]} curve for {task}")
             else:
                 behind[f"{pub.method} published ({pub.seeds} seeds): mean, min-max"] = pub.band(at)
-                notes += _compare_published(pub, task, labels, groups, curves, at, tables)
+                notes += _compare_published(pub, task, labels, groups, curves, tables)
         _plot(out / f"{name}.png", title, f"{xname}s", metric, series, behind)
         figures.append((task, f"{name}.png"))
     agg_series = {}
@@ -682,7 +682,6 @@ def _compare_published(
     labels: list[str],
     groups: dict[tuple[str, str], list[RunLog]],
     curves: dict[tuple[str, str], Series],
-    at: int,
     tables: _Tables,
 ) -> list[str]:
     """Rows "runs vs published" at the frames both have (into tables.reference); notes on frames that
@@ -692,7 +691,7 @@ def _compare_published(
         if (task, label) not in groups:
             continue
         group = groups[(task, label)]
-        xs = curves[(task, label)][0].tolist()  # the curve already stops at `at`
+        xs = curves[(task, label)][0].tolist()  # the curve stops at the report's scoring point
         shared = [x for x in xs if pub.at(x) is not None]
         off = [x for x in xs if pub.at(x) is None]
         if not shared:
